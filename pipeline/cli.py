@@ -1,0 +1,117 @@
+"""What every task does around its one library call: errors, exit codes, output.
+
+``tasks.py`` calls :func:`run_task` with a zero-argument function. The rule:
+
+- success: exit 0; ``--json`` prints the returned record as one JSON document on
+  stdout, otherwise its human summary;
+- :class:`~pipeline.errors.PipelineError`: one line on stderr (one per problem for
+  config and lint errors) and the error's exit code (1 failed, 2 bad input); with
+  ``--json`` also one JSON document ``{"error": ..., "exit_code": ...}`` on stdout;
+- Ctrl-C: exit 130 after the library's own clean-up ran;
+- anything else: one line naming the bug and exit 1 (``PIPELINE_DEBUG=1`` shows the
+  traceback).
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import enum
+import json
+import logging
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Callable, TextIO
+
+from .errors import ConfigError, LintError, PipelineError
+from .progress import NO_PROGRESS, ConsoleProgress, Progress
+
+__all__ = ["run_task", "to_jsonable", "progress_for", "setup_logging"]
+
+
+class TaskExit(SystemExit):
+    """Raised by :func:`run_task` to end the process with a code."""
+
+
+def to_jsonable(value: Any) -> Any:
+    """Records, paths, datetimes and enums to plain JSON types."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        if hasattr(value, "to_dict"):
+            return to_jsonable(value.to_dict())
+        return {f.name.rstrip("_"): to_jsonable(getattr(value, f.name))
+                for f in dataclasses.fields(value) if not f.name.startswith("_")}
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (_dt.datetime, _dt.date)):
+        return value.isoformat()
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, bytes):
+        return value.hex()
+    return value
+
+
+def progress_for(as_json: bool, stream: TextIO | None = None) -> Progress:
+    """A terminal progress renderer, or nothing under ``--json``."""
+    return NO_PROGRESS if as_json else ConsoleProgress(stream or sys.stderr)
+
+
+def setup_logging(verbose: bool = False) -> None:
+    level = logging.DEBUG if verbose or os.environ.get("PIPELINE_DEBUG") else logging.INFO
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "werkzeug", "dissect"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _human(record: Any) -> str:
+    if hasattr(record, "summary"):
+        return str(record.summary())
+    data = to_jsonable(record)
+    if isinstance(data, dict):
+        return "\n".join(f"{k}: {json.dumps(v) if isinstance(v, (dict, list)) else v}"
+                         for k, v in data.items())
+    return str(data)
+
+
+def run_task(fn: Callable[[], Any], *, as_json: bool = False,
+             out: TextIO | None = None, err: TextIO | None = None) -> Any:
+    """Run one library call under the exit-code rule; see the module docstring."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    try:
+        record = fn()
+    except PipelineError as exc:
+        lines = exc.problems if isinstance(exc, (ConfigError, LintError)) else [exc.message]
+        for line in lines:
+            err.write(f"error: {line}\n")
+        if as_json:
+            doc: dict[str, Any] = {"error": exc.message, "exit_code": exc.exit_code}
+            if exc.details is not None:
+                doc["details"] = to_jsonable(exc.details)
+            out.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+        out.flush()
+        raise TaskExit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        err.write("interrupted: clean-up done, nothing left half-created\n")
+        raise TaskExit(130) from None
+    except Exception as exc:  # noqa: BLE001 - the one place that catches everything
+        if os.environ.get("PIPELINE_DEBUG"):
+            traceback.print_exc(file=err)
+        err.write(f"error: unexpected {type(exc).__name__}: {exc} "
+                  "(a bug: rerun with PIPELINE_DEBUG=1 and report the traceback)\n")
+        raise TaskExit(1) from None
+    if record is not None:
+        if as_json:
+            out.write(json.dumps(to_jsonable(record), indent=2, sort_keys=True) + "\n")
+        else:
+            out.write(_human(record) + "\n")
+        out.flush()
+    exit_code = getattr(record, "exit_code", 0)
+    if exit_code:
+        raise TaskExit(exit_code)
+    return record

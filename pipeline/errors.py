@@ -1,0 +1,119 @@
+"""Domain errors and the one exit-code rule shared by every task.
+
+::
+
+    PipelineError                 exit 1 unless a subclass says otherwise
+    ├── InputError                exit 2: unusable input; nothing was created
+    │   ├── ConfigError           the YAML configuration is invalid
+    │   ├── ImageReadError        a disk image or snapshot cannot be read
+    │   ├── PreflightError        a pre-flight check refused the input
+    │   └── LintError             user data or a launch template was refused
+    └── OperationFailed           exit 1: the operation ran and failed
+        ├── AwsCallError          an AWS call failed
+        ├── VerificationFailed    the bootstrap contract does not hold
+        ├── ImportTaskFailed      an EC2 VM Import task ended in failure
+        └── PackerBuildFailed     packer validate/build failed
+
+Every message is one line that names the input and says what to do next. Keep the
+cause with ``raise ... from err``.
+"""
+from __future__ import annotations
+
+__all__ = [
+    "EXIT_OK",
+    "EXIT_FAILED",
+    "EXIT_BAD_INPUT",
+    "PipelineError",
+    "InputError",
+    "ConfigError",
+    "ImageReadError",
+    "PreflightError",
+    "LintError",
+    "OperationFailed",
+    "AwsCallError",
+    "VerificationFailed",
+    "ImportTaskFailed",
+    "PackerBuildFailed",
+    "exit_code_for",
+]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+
+class PipelineError(Exception):
+    """Base of every error this tool raises on purpose."""
+
+    exit_code = EXIT_FAILED
+
+    def __init__(self, message: str, *, details: object | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        #: Structured data for ``--json`` output (a verification report, problems...).
+        self.details = details
+
+
+class InputError(PipelineError):
+    """The input or configuration cannot be used; nothing was created in AWS."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class ConfigError(InputError):
+    """The configuration file is missing or invalid.
+
+    ``problems`` holds one line per problem: ``file: key.path: expected ...``.
+    """
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message, details={"problems": problems or [message]})
+        self.problems = problems or [message]
+
+
+class ImageReadError(InputError):
+    """A disk image, an AMI or a snapshot cannot be read or understood."""
+
+
+class PreflightError(InputError):
+    """A check before any upload or creation refused the input."""
+
+
+class LintError(InputError):
+    """User data or launch template content was refused.
+
+    ``problems`` holds one line per problem.
+    """
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message, details={"problems": problems or [message]})
+        self.problems = problems or [message]
+
+
+class OperationFailed(PipelineError):
+    """The operation ran and did not succeed."""
+
+    exit_code = EXIT_FAILED
+
+
+class AwsCallError(OperationFailed):
+    """An AWS API call failed in a way the tool cannot recover from."""
+
+
+class VerificationFailed(OperationFailed):
+    """The image was read and its bootstrap contract does not hold."""
+
+
+class ImportTaskFailed(OperationFailed):
+    """An EC2 VM Import task ended in ``deleting``/``deleted``."""
+
+
+class PackerBuildFailed(OperationFailed):
+    """``packer validate`` or ``packer build`` failed."""
+
+
+def exit_code_for(err: BaseException) -> int:
+    """The process exit code for ``err`` (1 for anything that is not ours)."""
+    if isinstance(err, PipelineError):
+        return err.exit_code
+    return EXIT_FAILED

@@ -33,7 +33,9 @@ class Clients:
         self._session = boto3.session.Session(region_name=settings.region,
                                               profile_name=settings.profile)
         self._config = botocore.config.Config(
-            retries={"mode": settings.retry_mode, "max_attempts": settings.max_attempts},
+            retries={"mode": settings.retry_mode,
+                     # total attempts, first try included (as AWS_MAX_ATTEMPTS)
+                     "total_max_attempts": settings.max_attempts},
             user_agent_extra=f"{TOOL_NAME}/{__version__}",
             max_pool_connections=max_pool_connections,
         )

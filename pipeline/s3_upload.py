@@ -1,0 +1,398 @@
+"""Parallel, resumable, content-addressed S3 multipart upload of one disk image.
+
+Why content-addressed: the object key is ``imports/<sha256>/<file name>``, so a re-run of
+the same image finds the object already there (same key, ``sha256`` metadata and size)
+and sends nothing.
+
+How the file is read:
+
+1. **Hash pass.** The key depends on the SHA-256 of the whole file, so the file is read
+   once before anything is sent. The same pass also records the SHA-256 of every part
+   (a few hundred bytes per GiB). hashlib releases the GIL, so the pass runs at about
+   1.5 GB/s. Callers that already hashed the file pass the :class:`FileDigest` in.
+2. **Upload pass.** Worker threads ``pread`` their part, check it against the digest
+   from pass 1 (a file that changed since then is bad input: the upload is aborted and
+   :class:`~pipeline.errors.InputError` raised), and send it with ``ChecksumSHA256``. S3
+   checks each part on arrival.
+
+Part size: at least 8 MiB, and grown in whole MiB so that no file needs more than
+10,000 parts (S3's limit).
+
+**Resume.** An interrupted upload (network failure, Ctrl-C, a crash) is *left open on
+purpose*. The next run of the same file finds it (ListMultipartUploads on the key),
+lists its parts (ListParts), keeps every part whose size and checksum match (by
+``ChecksumSHA256`` when S3 reports it, else by the ETag, which is the part's MD5 for
+SSE-S3 and unencrypted objects) and sends only the rest. The error message tells the
+user how to abort instead (``aws s3api abort-multipart-upload ...``); a bucket
+lifecycle rule ``AbortIncompleteMultipartUpload`` removes forgotten ones. An upload is
+**aborted** only when the input itself is at fault (the file changed while it was
+being sent), because resuming that would mix two different files.
+
+Server-side encryption: ``AES256`` (SSE-S3) by default, or ``aws:kms`` with a key.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import os
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .aws import call, error_code
+from .errors import AwsCallError, InputError
+from .progress import NO_PROGRESS, Progress
+
+__all__ = [
+    "MIN_PART_SIZE",
+    "MAX_PARTS",
+    "FileDigest",
+    "UploadResult",
+    "ObjectInfo",
+    "FileChangedError",
+    "part_size_for",
+    "hash_file",
+    "object_key",
+    "head_object",
+    "upload_file",
+    "delete_upload",
+]
+
+log = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+MIN_PART_SIZE = 8 * MiB
+MAX_PARTS = 10_000
+META_SHA256 = "sha256"          # x-amz-meta-sha256: hex SHA-256 of the whole object
+_HASH_CHUNK = 8 * MiB
+
+
+class FileChangedError(InputError):
+    """The file no longer matches the digest it was uploaded under."""
+
+
+@dataclass(frozen=True, slots=True)
+class FileDigest:
+    """SHA-256 of a whole file and of each ``part_size`` slice of it."""
+
+    path: Path
+    size: int
+    sha256: str
+    part_size: int
+    part_sha256: tuple[bytes, ...]
+
+    @property
+    def parts(self) -> int:
+        return len(self.part_sha256)
+
+    def part_range(self, number: int) -> tuple[int, int]:
+        """(offset, length) of 1-based part ``number``."""
+        off = (number - 1) * self.part_size
+        return off, min(self.part_size, self.size - off)
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """What HeadObject says about an existing upload."""
+
+    bucket: str
+    key: str
+    size: int
+    sha256: str | None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class UploadResult:
+    """The outcome of :func:`upload_file`."""
+
+    bucket: str
+    key: str
+    sha256: str
+    size: int
+    bytes_sent: int
+    parts_sent: int
+    parts_total: int
+    skipped: bool            # the object was already there: nothing sent
+    resumed: bool            # an interrupted multipart upload was continued
+    seconds: float
+    upload_id: str | None = None
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+def part_size_for(size: int, minimum: int = MIN_PART_SIZE) -> int:
+    """At least ``minimum`` (8 MiB), in whole MiB, and large enough for ≤ 10,000 parts."""
+    need = -(-size // MAX_PARTS)
+    need = -(-need // MiB) * MiB
+    return max(minimum, need)
+
+
+def hash_file(path: Path | str, part_size: int | None = None,
+              progress: Progress = NO_PROGRESS) -> FileDigest:
+    """One read pass: SHA-256 of the whole file and of each part (see module docstring)."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        fh = open(path, "rb", buffering=0)
+    except OSError as err:
+        raise InputError(f"cannot read {path}: {err.strerror}; check the path") from err
+    psize = part_size or part_size_for(size)
+    whole = hashlib.sha256()
+    parts: list[bytes] = []
+    progress.start(size, f"hashing {path.name}")
+    with fh:
+        buf = bytearray(_HASH_CHUNK if psize % _HASH_CHUNK == 0 else MiB)
+        view = memoryview(buf)
+        part = hashlib.sha256()
+        in_part = 0
+        while True:
+            n = fh.readinto(buf)
+            if not n:
+                break
+            chunk = view[:n]
+            whole.update(chunk)
+            pos = 0
+            while pos < n:
+                take = min(n - pos, psize - in_part)
+                part.update(chunk[pos:pos + take])
+                in_part += take
+                pos += take
+                if in_part == psize:
+                    parts.append(part.digest())
+                    part, in_part = hashlib.sha256(), 0
+            progress.advance(n)
+        if in_part or not parts:
+            parts.append(part.digest())
+    progress.done()
+    return FileDigest(path=path, size=size, sha256=whole.hexdigest(), part_size=psize,
+                      part_sha256=tuple(parts))
+
+
+def object_key(sha256: str, filename: str, prefix: str = "imports") -> str:
+    """``imports/<sha256>/<filename>``: the same content always lands on the same key."""
+    return f"{prefix.strip('/')}/{sha256}/{Path(filename).name}"
+
+
+def head_object(s3: Any, bucket: str, key: str) -> ObjectInfo | None:
+    """The object at ``bucket/key``, or None when there is none."""
+    try:
+        head = s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as err:
+        if error_code(err) in ("404", "NoSuchKey", "NotFound"):
+            return None
+        raise AwsCallError(f"AWS refused reading s3://{bucket}/{key}: {error_code(err)}") from err
+    meta = {k.lower(): v for k, v in (head.get("Metadata") or {}).items()}
+    return ObjectInfo(bucket=bucket, key=key, size=int(head.get("ContentLength", 0)),
+                      sha256=meta.get(META_SHA256), metadata=meta)
+
+
+def delete_upload(s3: Any, bucket: str, key: str) -> None:
+    """Delete the object and abort any open multipart upload on ``key``."""
+    for upload in _open_uploads(s3, bucket, key):
+        call(s3.abort_multipart_upload, what=f"aborting the upload of s3://{bucket}/{key}",
+             Bucket=bucket, Key=key, UploadId=upload["UploadId"])
+    call(s3.delete_object, what=f"deleting s3://{bucket}/{key}", Bucket=bucket, Key=key)
+
+
+# --------------------------------------------------------------------------- upload
+
+
+def _b64(digest: bytes) -> str:
+    return base64.b64encode(digest).decode()
+
+
+def _open_uploads(s3: Any, bucket: str, key: str) -> list[dict[str, Any]]:
+    """Open multipart uploads on exactly ``key``, newest first."""
+    found: list[dict[str, Any]] = []
+    pages = s3.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=key)
+    try:
+        for page in pages:
+            found.extend(u for u in page.get("Uploads") or () if u.get("Key") == key)
+    except (ClientError, BotoCoreError) as err:
+        raise AwsCallError(f"AWS refused listing multipart uploads in s3://{bucket}: "
+                           f"{error_code(err) or err}") from err
+    found.sort(key=lambda u: u.get("Initiated") or 0, reverse=True)
+    return found
+
+
+def _listed_parts(s3: Any, bucket: str, key: str, upload_id: str) -> dict[int, dict[str, Any]]:
+    parts: dict[int, dict[str, Any]] = {}
+    pages = s3.get_paginator("list_parts").paginate(Bucket=bucket, Key=key, UploadId=upload_id)
+    try:
+        for page in pages:
+            for p in page.get("Parts") or ():
+                parts[int(p["PartNumber"])] = p
+    except ClientError as err:
+        if error_code(err) == "NoSuchUpload":
+            return {}
+        raise AwsCallError(f"AWS refused listing the parts of s3://{bucket}/{key}: "
+                           f"{error_code(err)}") from err
+    return parts
+
+
+def _read_part(fd: int, digest: FileDigest, number: int) -> bytes:
+    off, length = digest.part_range(number)
+    data = os.pread(fd, length, off)
+    if len(data) != length:
+        raise FileChangedError(f"{digest.path} shrank while it was being uploaded; "
+                               "re-run once the file is final")
+    return data
+
+
+def _part_still_good(fd: int, digest: FileDigest, number: int, listed: dict[str, Any]) -> bool:
+    """Does the part S3 holds equal our part ``number``? (size, then checksum or MD5 ETag)."""
+    _, length = digest.part_range(number)
+    if int(listed.get("Size", -1)) != length:
+        return False
+    if listed.get("ChecksumSHA256"):
+        return bool(listed["ChecksumSHA256"] == _b64(digest.part_sha256[number - 1]))
+    etag = str(listed.get("ETag", "")).strip('"')
+    if len(etag) != 32:          # SSE-KMS ETags are not MD5s: cannot tell, send again
+        return False
+    return hashlib.md5(_read_part(fd, digest, number), usedforsecurity=False).hexdigest() == etag
+
+
+def _send_part(s3: Any, fd: int, digest: FileDigest, bucket: str, key: str, upload_id: str,
+               number: int) -> dict[str, Any]:
+    data = _read_part(fd, digest, number)
+    sha = hashlib.sha256(data).digest()
+    if sha != digest.part_sha256[number - 1]:
+        raise FileChangedError(f"{digest.path} changed while it was being uploaded "
+                               f"(part {number} differs); re-run once the file is final")
+    resp = s3.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number,
+                          Body=data, ChecksumSHA256=_b64(sha))
+    return {"PartNumber": number, "ETag": resp["ETag"], "ChecksumSHA256": _b64(sha)}
+
+
+def _sse_args(sse: str | None, kms_key_id: str | None) -> dict[str, str]:
+    if kms_key_id:
+        return {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": kms_key_id}
+    if sse:
+        return {"ServerSideEncryption": sse}
+    return {}
+
+
+def upload_file(s3: Any, path: Path | str, bucket: str, *, key: str | None = None,
+                digest: FileDigest | None = None, metadata: dict[str, str] | None = None,
+                sse: str | None = "AES256", kms_key_id: str | None = None,
+                workers: int = 8, part_size: int | None = None,
+                progress: Progress = NO_PROGRESS) -> UploadResult:
+    """Upload ``path`` to ``bucket`` (key from its SHA-256 unless given); see module doc.
+
+    Skips the upload when the object is already there with the same ``sha256`` metadata
+    and size; continues an interrupted upload of the same key, sending only missing
+    parts. ``progress`` gets the byte count of each part as it is acknowledged (kept
+    parts count at once). An exception leaves the upload resumable, except
+    :class:`FileChangedError` which aborts it.
+    """
+    t0 = time.monotonic()
+    path = Path(path)
+    if digest is None or (part_size and digest.part_size != part_size):
+        digest = hash_file(path, part_size, progress)
+    if digest.size == 0:
+        raise InputError(f"{path} is empty; give a disk image")
+    key = key or object_key(digest.sha256, path.name)
+    url = f"s3://{bucket}/{key}"
+
+    existing = head_object(s3, bucket, key)
+    if existing and existing.sha256 == digest.sha256 and existing.size == digest.size:
+        log.info("%s is already uploaded (sha256 %s); nothing to send", url, digest.sha256[:12])
+        return UploadResult(bucket, key, digest.sha256, digest.size, 0, 0, digest.parts,
+                            skipped=True, resumed=False, seconds=time.monotonic() - t0)
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return _upload(s3, fd, digest, bucket, key, url, metadata or {}, sse, kms_key_id,
+                       workers, progress, t0)
+    finally:
+        os.close(fd)
+
+
+def _upload(s3: Any, fd: int, digest: FileDigest, bucket: str, key: str, url: str,
+            metadata: dict[str, str], sse: str | None, kms_key_id: str | None, workers: int,
+            progress: Progress, t0: float) -> UploadResult:
+    done: dict[int, dict[str, Any]] = {}
+    upload_id: str | None = None
+    resumed = False
+    for upload in _open_uploads(s3, bucket, key):
+        listed = _listed_parts(s3, bucket, key, upload["UploadId"])
+        upload_id, resumed = upload["UploadId"], True
+        for number, part in listed.items():
+            if 1 <= number <= digest.parts and _part_still_good(fd, digest, number, part):
+                done[number] = {"PartNumber": number, "ETag": part["ETag"],
+                                "ChecksumSHA256": _b64(digest.part_sha256[number - 1])}
+        log.info("resuming %s: %d of %d parts already there", url, len(done), digest.parts)
+        break
+    if upload_id is None:
+        meta = {**metadata, META_SHA256: digest.sha256}
+        resp = call(s3.create_multipart_upload, what=f"starting the upload of {url}",
+                    Bucket=bucket, Key=key, Metadata=meta, ChecksumAlgorithm="SHA256",
+                    ContentType="application/octet-stream", **_sse_args(sse, kms_key_id))
+        upload_id = resp["UploadId"]
+
+    todo = [n for n in range(1, digest.parts + 1) if n not in done]
+    sent_bytes = 0
+    progress.start(digest.size, f"upload {url}")
+    progress.advance(sum(digest.part_range(n)[1] for n in done))
+    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="s3-part")
+    pending: dict[Future[dict[str, Any]], int] = {}
+    queue = iter(todo)
+    try:
+        for number in queue:                       # keep at most 2x workers queued
+            pending[pool.submit(_send_part, s3, fd, digest, bucket, key, upload_id,
+                                number)] = number
+            if len(pending) >= 2 * workers:
+                break
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                number = pending.pop(fut)
+                done[number] = fut.result()
+                length = digest.part_range(number)[1]
+                sent_bytes += length
+                progress.advance(length)
+                nxt = next(queue, None)
+                if nxt is not None:
+                    pending[pool.submit(_send_part, s3, fd, digest, bucket, key, upload_id,
+                                        nxt)] = nxt
+    except FileChangedError:
+        pool.shutdown(wait=True, cancel_futures=True)
+        _abort(s3, bucket, key, upload_id)
+        raise
+    except BaseException as err:
+        pool.shutdown(wait=True, cancel_futures=True)
+        hint = (f"upload of {url} stopped after {len(done)} of {digest.parts} parts and is "
+                "left open: re-run to resume (only missing parts are sent), or abort it with "
+                f"`aws s3api abort-multipart-upload --bucket {bucket} --key {key} "
+                f"--upload-id {upload_id}`")
+        log.warning("%s", hint)
+        if isinstance(err, (ClientError, BotoCoreError)):
+            raise AwsCallError(f"{hint} ({error_code(err) or err})") from err
+        raise
+    finally:
+        pool.shutdown(wait=True)
+        progress.done()
+
+    parts = [done[n] for n in sorted(done)]
+    call(s3.complete_multipart_upload, what=f"completing the upload of {url}",
+         Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts})
+    return UploadResult(bucket, key, digest.sha256, digest.size, sent_bytes, len(todo),
+                        digest.parts, skipped=False, resumed=resumed,
+                        seconds=time.monotonic() - t0, upload_id=upload_id)
+
+
+def _abort(s3: Any, bucket: str, key: str, upload_id: str) -> None:
+    try:
+        s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+    except (ClientError, BotoCoreError) as err:  # best effort: the original error matters
+        log.warning("could not abort the upload of s3://%s/%s (%s): abort it with "
+                    "`aws s3api abort-multipart-upload --bucket %s --key %s --upload-id %s`",
+                    bucket, key, err, bucket, key, upload_id)

@@ -1,0 +1,154 @@
+"""The content-addressed, resumable multipart uploader against the emulator's S3."""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from pipeline import s3_upload
+from pipeline.s3_upload import MAX_PARTS, MiB, FileChangedError, part_size_for, upload_file
+
+BUCKET = "import-bucket"
+
+
+class Interrupt(Exception):
+    """Raised from the progress callback to stop an upload mid-way."""
+
+
+class StopAfter:
+    """A Progress that raises after ``n`` acknowledged parts."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.parts, self.uploading = n, 0, False
+
+    def start(self, total: int | None, label: str = "") -> None:
+        self.uploading = label.startswith("upload")        # not the hash pass
+
+    def advance(self, n: int = 1) -> None:
+        if n and self.uploading:
+            self.parts += 1
+            if self.parts >= self.n:
+                raise Interrupt(f"stopped after {self.parts} parts")
+
+    def status(self, message: str) -> None:
+        pass
+
+    def done(self) -> None:
+        pass
+
+
+@pytest.fixture
+def s3(clients):
+    """The emulator's S3 with one bucket."""
+    client = clients.client("s3")
+    client.create_bucket(Bucket=BUCKET)
+    return client
+
+
+def _random_file(path: Path, size: int, seed: bytes = b"x") -> Path:
+    with open(path, "wb") as fh:
+        written = 0
+        while written < size:
+            block = hashlib.shake_256(seed + written.to_bytes(8, "little")).digest(
+                min(MiB, size - written))
+            fh.write(block)
+            written += len(block)
+    return path
+
+
+def _object_sha(s3, key: str) -> str:
+    body = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    return hashlib.sha256(body).hexdigest()
+
+
+def _open_uploads(s3) -> list[dict]:
+    return s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", [])
+
+
+def test_part_size_is_at_least_8_mib_and_keeps_parts_under_the_limit() -> None:
+    assert part_size_for(1) == 8 * MiB
+    assert part_size_for(80 * 1024 * MiB) == 9 * MiB          # 80 GiB needs > 8 MiB parts
+    for size in (8 * MiB * MAX_PARTS + 1, 5 * 1024**4):
+        ps = part_size_for(size)
+        assert ps % MiB == 0 and -(-size // ps) <= MAX_PARTS
+
+
+def test_upload_is_content_addressed_encrypted_and_skipped_on_rerun(s3, tmp_path) -> None:
+    src = _random_file(tmp_path / "disk.raw", 20 * MiB + 123)
+    first = upload_file(s3, src, BUCKET, workers=4)
+    sha = hashlib.sha256(src.read_bytes()).hexdigest()
+    assert first.key == f"imports/{sha}/disk.raw" and first.sha256 == sha
+    assert (first.parts_total, first.parts_sent, first.bytes_sent) == (3, 3, src.stat().st_size)
+    assert _object_sha(s3, first.key) == sha
+    head = s3.head_object(Bucket=BUCKET, Key=first.key)
+    assert head["Metadata"]["sha256"] == sha
+    assert head["ServerSideEncryption"] == "AES256"
+    assert _open_uploads(s3) == []
+
+    again = upload_file(s3, src, BUCKET)
+    assert again.skipped and again.bytes_sent == 0 and again.parts_sent == 0
+
+
+def test_interrupted_upload_resumes_sending_only_missing_parts(s3, tmp_path) -> None:
+    src = _random_file(tmp_path / "big.vmdk", 6 * 8 * MiB + 5)   # 7 parts
+    with pytest.raises(Interrupt):
+        upload_file(s3, src, BUCKET, workers=1, progress=StopAfter(3))
+    uploads = _open_uploads(s3)
+    assert len(uploads) == 1, "an interrupted upload is left open to resume"
+    key, upload_id = uploads[0]["Key"], uploads[0]["UploadId"]
+    kept = len(s3.list_parts(Bucket=BUCKET, Key=key, UploadId=upload_id)["Parts"])
+    assert 3 <= kept < 7
+
+    result = upload_file(s3, src, BUCKET, workers=4)
+    assert result.resumed and result.upload_id == upload_id
+    assert result.parts_sent == 7 - kept
+    assert result.bytes_sent < src.stat().st_size
+    assert _object_sha(s3, key) == result.sha256
+    assert _open_uploads(s3) == []
+
+
+def test_resume_resends_a_part_that_does_not_match(s3, tmp_path) -> None:
+    src = _random_file(tmp_path / "disk.raw", 3 * 8 * MiB)
+    digest = s3_upload.hash_file(src)
+    key = s3_upload.object_key(digest.sha256, src.name)
+    upload_id = s3.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"]
+    data = src.read_bytes()
+    s3.upload_part(Bucket=BUCKET, Key=key, UploadId=upload_id, PartNumber=1,
+                   Body=data[: 8 * MiB])                               # good
+    s3.upload_part(Bucket=BUCKET, Key=key, UploadId=upload_id, PartNumber=2,
+                   Body=b"\0" * (8 * MiB))                             # wrong content
+
+    result = upload_file(s3, src, BUCKET, digest=digest)
+    assert result.resumed and result.parts_sent == 2                   # parts 2 and 3
+    assert _object_sha(s3, key) == digest.sha256
+
+
+def test_file_changed_during_upload_aborts_it(s3, tmp_path) -> None:
+    src = _random_file(tmp_path / "disk.raw", 17 * MiB)
+    digest = s3_upload.hash_file(src)
+    with open(src, "r+b") as fh:
+        fh.seek(16 * MiB)
+        fh.write(b"changed")
+    with pytest.raises(FileChangedError) as err:
+        upload_file(s3, src, BUCKET, digest=digest, workers=2)
+    assert err.value.exit_code == 2
+    assert _open_uploads(s3) == []
+    assert s3.list_objects_v2(Bucket=BUCKET).get("KeyCount") == 0
+
+
+def test_kms_encryption_and_delete_upload(s3, tmp_path) -> None:
+    src = _random_file(tmp_path / "disk.raw", 3 * MiB)
+    result = upload_file(s3, src, BUCKET, kms_key_id="alias/imports")
+    head = s3.head_object(Bucket=BUCKET, Key=result.key)
+    assert head["ServerSideEncryption"] == "aws:kms"
+    s3_upload.delete_upload(s3, BUCKET, result.key)
+    assert s3.list_objects_v2(Bucket=BUCKET).get("KeyCount") == 0
+
+
+def test_missing_file_is_bad_input(s3, tmp_path) -> None:
+    with pytest.raises(s3_upload.InputError) as err:
+        upload_file(s3, tmp_path / "nope.raw", BUCKET)
+    assert "nope.raw" in str(err.value)
+    assert not os.path.exists(tmp_path / "nope.raw")

@@ -1,18 +1,87 @@
-"""Start moto's server in-process with our extensions installed, reset and re-seed it."""
+"""Start moto's server in-process with our extensions installed, reset and re-seed it.
+
+Every extension module has an idempotent ``install()``; :func:`install_all` runs them on
+:meth:`Emulator.start`. A reset (``POST /moto-api/reset``, which :meth:`Emulator.reset`
+sends) clears moto's backends; a hook on moto's reset then clears the block store and
+the extensions' own state and seeds the public EKS AMIs and SSM parameters again, so a
+reset from any client restores the seeds.
+"""
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import threading
 import time
 import urllib.request
+from typing import Any, Callable
 
-from moto.moto_server.threaded_moto_server import ThreadedMotoServer
-
-__all__ = ["Emulator", "serve"]
+__all__ = ["Emulator", "serve", "ACCOUNT_ID", "install_all"]
 
 log = logging.getLogger(__name__)
 
 ACCOUNT_ID = "123456789012"
+
+# moto loads ~1300 default AMIs per region on first use (slow, and not what a fresh
+# account sees from DescribeImages --owners self). Must be set before moto's EC2 backends
+# are built; an explicit value in the environment wins.
+os.environ.setdefault("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
+
+_installed = False
+_install_lock = threading.Lock()
+_reset_hooks: list[Callable[[], None]] = []
+
+
+def _after_reset() -> None:
+    for hook in _reset_hooks:
+        hook()
+
+
+def install_all() -> None:
+    """Install every extension into moto's classes once per process."""
+    global _installed
+    with _install_lock:
+        if _installed:
+            return
+        from moto.moto_api._internal.models import MotoAPIBackend
+
+        from . import blockstore, ebs
+
+        ebs.install()
+        _reset_hooks.extend([blockstore.STORE.clear, ebs.reset])
+        original = MotoAPIBackend.reset
+
+        def reset(self: Any) -> None:
+            original(self)
+            _after_reset()
+
+        MotoAPIBackend.reset = reset  # type: ignore[method-assign]
+        _installed = True
+
+
+class _Server:
+    """moto's WSGI app on a werkzeug threaded server in a daemon thread (quiet)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        from moto.moto_server.werkzeug_app import (DomainDispatcherApplication,
+                                                   MotoRequestHandler, create_backend_app)
+        from werkzeug.serving import make_server
+
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        app = DomainDispatcherApplication(create_backend_app)
+        self.httpd = make_server(host, port, app, threaded=True,
+                                 request_handler=MotoRequestHandler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True,
+                                       name="aws-emulator")
+        self.thread.start()
+
+    def address(self) -> tuple[str, int]:
+        host, port = self.httpd.server_address[:2]
+        return str(host), int(port)
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.thread.join(timeout=10)
 
 
 class Emulator:
@@ -25,16 +94,16 @@ class Emulator:
                  import_seconds: float = 2.0) -> None:
         self.host, self.port = host, port
         self.import_seconds = import_seconds
-        self._server: ThreadedMotoServer | None = None
+        self._server: _Server | None = None
 
     @property
     def endpoint(self) -> str:
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> str:
-        self._server = ThreadedMotoServer(ip_address=self.host, port=self.port, verbose=False)
-        self._server.start()
-        self.host, self.port = self._server.get_host_and_port()
+        install_all()
+        self._server = _Server(self.host, self.port)
+        self.host, self.port = self._server.address()
         self.reset()
         return self.endpoint
 

@@ -1,0 +1,131 @@
+"""EC2 actions moto 5.2 lacks that ``prune`` needs: image references and AMI deprecation.
+
+- ``DescribeImageReferences`` (AWSEC2/latest/APIReference/API_DescribeImageReferences.html):
+  1-10 ``ImageIds``; ``IncludeAllResourceTypes`` or ``ResourceTypes``. Reports
+  ``ec2:Instance`` (instances not terminated), ``ec2:LaunchTemplate`` (the newest
+  ``version-depth`` versions of each template, default 20, as AWS's default) and
+  ``ssm:Parameter`` (parameters whose current value is the image id). Image Builder
+  recipes do not exist here. Each reference is ``{ImageId, ResourceType, Arn}``.
+- ``EnableImageDeprecation`` / ``DisableImageDeprecation``: store ``DeprecationTime`` on
+  the image (shown by DescribeImages); ``DeprecateAt`` must be in the future, as on AWS.
+
+:func:`install` patches moto's ``EC2Response`` class; it is idempotent and works on a
+running in-process server (moto looks actions up on every request). Actions another
+emulator module already provides are left alone.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Any
+
+__all__ = ["install"]
+
+_DEFAULT_VERSION_DEPTH = 20
+_MAX_IMAGE_IDS = 10
+
+
+def _ssm_parameters(account: str, region: str) -> list[tuple[str, str]]:
+    from moto.ssm.models import ssm_backends
+
+    params = ssm_backends[account][region]._parameters
+    out = []
+    for name, versions in dict.items(params):
+        if versions:
+            out.append((name, str(versions[-1].value)))
+    return out
+
+
+def _describe_image_references(self: Any) -> Any:
+    from moto.core.responses import ActionResult
+    from moto.ec2.exceptions import InvalidParameterValueError
+
+    image_ids = self._get_param("ImageIds", [])
+    if not image_ids or len(image_ids) > _MAX_IMAGE_IDS:
+        raise InvalidParameterValueError(
+            f"ImageIds: expected 1 to {_MAX_IMAGE_IDS} image ids, got {len(image_ids)}")
+    include_all = str(self._get_param("IncludeAllResourceTypes", "false")).lower() == "true"
+    requested = self._get_param("ResourceTypes", []) or []
+    if not include_all and not requested:
+        raise InvalidParameterValueError(
+            "Either IncludeAllResourceTypes or ResourceTypes must be specified")
+    types: dict[str, dict[str, list[str]]] = {}
+    if include_all:
+        for t in ("ec2:Instance", "ec2:LaunchTemplate", "ssm:Parameter"):
+            types[t] = {}
+    for rt in requested:
+        opts = {o.get("OptionName"): list(o.get("OptionValues") or [])
+                for o in rt.get("ResourceTypeOptions") or []}
+        types[rt.get("ResourceType")] = opts
+    wanted = set(image_ids)
+    acct, region, part = self.current_account, self.region, self.partition
+    refs: list[dict[str, str]] = []
+    if "ec2:Instance" in types:
+        states = set(types["ec2:Instance"].get("state-name") or
+                     ["pending", "running", "shutting-down", "stopping", "stopped"])
+        for inst in self.ec2_backend.all_instances():
+            if inst.image_id in wanted and inst.state in states:
+                refs.append({"ImageId": inst.image_id, "ResourceType": "ec2:Instance",
+                             "Arn": f"arn:{part}:ec2:{region}:{acct}:instance/{inst.id}"})
+    if "ec2:LaunchTemplate" in types:
+        depth = int((types["ec2:LaunchTemplate"].get("version-depth") or
+                     [_DEFAULT_VERSION_DEPTH])[0])
+        for template in self.ec2_backend.launch_templates.values():
+            seen = set()
+            for version in list(template.versions)[-depth:]:
+                image = version.data.get("ImageId", "")
+                if image in wanted and image not in seen:
+                    seen.add(image)
+                    refs.append({"ImageId": image, "ResourceType": "ec2:LaunchTemplate",
+                                 "Arn": f"arn:{part}:ec2:{region}:{acct}:launch-template/"
+                                        f"{template.id}"})
+    if "ssm:Parameter" in types:
+        for name, value in _ssm_parameters(acct, region):
+            if value in wanted:
+                refs.append({"ImageId": value, "ResourceType": "ssm:Parameter",
+                             "Arn": f"arn:{part}:ssm:{region}:{acct}:parameter"
+                                    f"{name if name.startswith('/') else '/' + name}"})
+    return ActionResult({"ImageReferences": refs})
+
+
+def _enable_image_deprecation(self: Any) -> Any:
+    from moto.core.responses import ActionResult
+    from moto.ec2.exceptions import InvalidParameterValueError
+
+    image = self.ec2_backend.describe_images(ami_ids=[self._get_param("ImageId")])[0]
+    raw = self._get_param("DeprecateAt")
+    when = raw if isinstance(raw, _dt.datetime) else _dt.datetime.fromisoformat(
+        str(raw).replace("Z", "+00:00"))
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=_dt.timezone.utc)
+    if when <= _dt.datetime.now(_dt.timezone.utc):
+        raise InvalidParameterValueError("DeprecateAt: you can't specify a date in the past")
+    when = when.replace(second=0, microsecond=0)  # AWS rounds to the minute
+    image.deprecation_time = when.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    return ActionResult({"Return": True})
+
+
+def _disable_image_deprecation(self: Any) -> Any:
+    from moto.core.responses import ActionResult
+
+    image = self.ec2_backend.describe_images(ami_ids=[self._get_param("ImageId")])[0]
+    image.deprecation_time = None
+    return ActionResult({"Return": True})
+
+
+_ACTIONS = {
+    "describe_image_references": _describe_image_references,
+    "enable_image_deprecation": _enable_image_deprecation,
+    "disable_image_deprecation": _disable_image_deprecation,
+}
+
+
+def install() -> list[str]:
+    """Add the actions moto lacks to ``EC2Response``; returns the names installed now."""
+    from moto.ec2.responses import EC2Response
+
+    added = []
+    for name, fn in _ACTIONS.items():
+        if getattr(EC2Response, name, None) is None:
+            setattr(EC2Response, name, fn)
+            added.append(name)
+    return added

@@ -1,0 +1,396 @@
+"""Multi-region distribution of a build, and the gate in front of publication.
+
+:func:`distribute` copies a build's AMI from the region it was built in (the first of
+``images[].regions``, else ``aws.region``) to every other configured region, encrypted
+with that region's KMS key when ``kms_key_ids`` names one, tags every copy and its
+snapshots with the same lineage, waits until the image is ``available`` everywhere, then
+shares it with the configured accounts (launch permission plus the snapshots'
+createVolumePermission). It never makes an image public: ``all`` in ``share_with`` is
+refused before anything is copied. When any step fails, the copies this run made are
+deregistered and their snapshots deleted, so nothing is left half-distributed.
+
+:func:`gate_publication` is what publish, promote, rollback and rebuild call before they
+write a launch template version or move an SSM pointer: it passes only when the build's
+AMI exists and is ``available`` in every configured region, so a node never resolves a
+half-copied release.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.exceptions import ClientError, WaiterError
+
+from . import tags as T
+from .aws import Clients, call, error_code
+from .config import ImageSettings, Settings
+from .errors import AwsCallError, ConfigError, InputError, OperationFailed
+from .lineage import lineage_tags, record_build, tag_build
+from .progress import NO_PROGRESS, Progress
+from .records import BuildRecord
+
+__all__ = [
+    "COPIED_FROM",
+    "PUBLIC_GROUPS",
+    "DistributionPlan",
+    "GateResult",
+    "PublicationGated",
+    "plan_distribution",
+    "distribute",
+    "gate_publication",
+]
+
+log = logging.getLogger(__name__)
+
+#: On a copy: ``<source-region>/<source-ami>`` it was copied from.
+COPIED_FROM = T.PREFIX + "copied-from"
+PUBLIC_GROUPS = frozenset({"all"})
+WAIT_DELAY = 15.0            # seconds between DescribeImages polls (AWS copies take minutes)
+WAIT_TIMEOUT = 3600.0        # a cross-region copy of a small AMI takes 5-20 minutes
+
+
+class PublicationGated(OperationFailed):
+    """The build is not available in every configured region yet; nothing was published."""
+
+
+@dataclass(frozen=True, slots=True)
+class DistributionPlan:
+    """Where a build goes: checked before anything is created."""
+
+    image_name: str
+    home_region: str
+    source_image_id: str
+    target_regions: tuple[str, ...]
+    kms_key_ids: dict[str, str]
+    share_with: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class GateResult:
+    """The outcome of :func:`gate_publication`: the AMI per region, all available."""
+
+    build_id: str | None
+    image_name: str | None
+    image_ids: dict[str, str]
+    waited_seconds: float = 0.0
+    regions: list[str] = field(default_factory=list)
+
+    def image_for(self, region: str) -> str:
+        return self.image_ids[region]
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def _image_settings(settings: Settings, name: str) -> ImageSettings:
+    try:
+        return settings.image(name)
+    except ConfigError as err:
+        raise InputError(f"build image {name!r} is not configured: {err.message}; "
+                         "add it to images: in the configuration") from err
+
+
+def _regions(img: ImageSettings, default: str) -> list[str]:
+    regions = list(dict.fromkeys(img.regions)) or [default]
+    return regions
+
+
+def plan_distribution(settings: Settings, record: BuildRecord,
+                      home_region: str | None = None) -> DistributionPlan:
+    """Check the configuration and the record; raise :class:`InputError` (exit 2) when
+    distribution cannot go ahead. Makes no AWS call."""
+    img = _image_settings(settings, record.image_name)
+    where = f"images[{record.image_name}]"
+    public = [a for a in img.share_with if str(a).strip().lower() in PUBLIC_GROUPS]
+    if public:
+        raise InputError(f"{where}.share_with: {public[0]!r} would make the AMI public; this tool "
+                         "never does that: list 12-digit account ids instead")
+    bad = [a for a in img.share_with if not (str(a).isdigit() and len(str(a)) == 12)]
+    if bad:
+        raise InputError(f"{where}.share_with: {bad[0]!r} is not a 12-digit AWS account id")
+    regions = _regions(img, settings.aws.region)
+    stray = sorted(set(img.kms_key_ids) - set(regions))
+    if stray:
+        raise InputError(f"{where}.kms_key_ids: region {stray[0]} is not in regions "
+                         f"{regions}; add it to regions or remove the key")
+    if home_region is None:
+        home_region = next((r for r in regions if r in record.image_ids),
+                           next(iter(sorted(record.image_ids)), None))
+    if not home_region or home_region not in record.image_ids:
+        raise InputError(f"build {record.build_id} has no AMI to distribute; "
+                         "import or bake it first")
+    return DistributionPlan(
+        image_name=record.image_name, home_region=home_region,
+        source_image_id=record.image_ids[home_region],
+        target_regions=tuple(r for r in regions if r != home_region),
+        kms_key_ids=dict(img.kms_key_ids), share_with=tuple(img.share_with))
+
+
+# --------------------------------------------------------------------------- AWS steps
+
+
+def _find_copy(ec2: Any, build_id: str) -> dict[str, Any] | None:
+    """An AMI of this build already in the region (a previous, successful run)."""
+    images = ec2.describe_images(Owners=["self"], Filters=[
+        {"Name": f"tag:{T.BUILD_ID}", "Values": [build_id]}]).get("Images") or []
+    usable = [i for i in images if i.get("State") in ("available", "pending")]
+    return usable[0] if usable else None
+
+
+def _snapshots_of(image: dict[str, Any] | None) -> list[str]:
+    return [m["Ebs"]["SnapshotId"] for m in (image or {}).get("BlockDeviceMappings") or []
+            if m.get("Ebs", {}).get("SnapshotId")]
+
+
+def _delete_copy(clients: Clients, region: str, image_id: str) -> None:
+    """Deregister a copy (this also stops a pending CopyImage) and delete its snapshots."""
+    ec2 = clients.client("ec2", region=region)
+    snaps: list[str] = []
+    try:
+        images = ec2.describe_images(ImageIds=[image_id]).get("Images") or []
+        snaps = _snapshots_of(images[0] if images else None)
+        ec2.deregister_image(ImageId=image_id)
+    except ClientError as err:
+        if not error_code(err).startswith("InvalidAMIID"):
+            log.warning("could not deregister partial copy %s in %s: %s", image_id, region, err)
+            return
+    for snap in snaps:
+        try:
+            ec2.delete_snapshot(SnapshotId=snap)
+        except ClientError as err:
+            if error_code(err) != "InvalidSnapshot.NotFound":
+                log.warning("could not delete snapshot %s of %s in %s: %s", snap, image_id,
+                            region, err)
+    log.info("removed partial copy %s in %s", image_id, region)
+
+
+def _copy(clients: Clients, plan: DistributionPlan, record: BuildRecord, region: str,
+          source: dict[str, Any]) -> str:
+    ec2 = clients.client("ec2", region=region)
+    tags = _copy_tags(plan, record)
+    kwargs: dict[str, Any] = {
+        "SourceRegion": plan.home_region, "SourceImageId": plan.source_image_id,
+        "Name": source.get("Name") or record.build_id,
+        "Description": (source.get("Description") or
+                        f"{record.image_name} {record.build_id}")[:255],
+        "ClientToken": f"{record.build_id}-{region}"[:64],
+        "TagSpecifications": T.tag_specifications(tags, "image", "snapshot"),
+    }
+    key = plan.kms_key_ids.get(region)
+    if key:
+        kwargs.update(Encrypted=True, KmsKeyId=key)
+    resp = call(ec2.copy_image, what=f"copying {plan.source_image_id} from {plan.home_region} "
+                f"to {region}", **kwargs)
+    return str(resp["ImageId"])
+
+
+def _tag_copy(clients: Clients, plan: DistributionPlan, record: BuildRecord, region: str,
+              image_id: str) -> None:
+    """Tag a copy at once (a pending AMI can be tagged): a rerun then finds it by its build
+    id, and reap can find it, even if this run dies before the copy is available."""
+    ec2 = clients.client("ec2", region=region)
+    call(ec2.create_tags, Resources=[image_id], Tags=T.to_tag_list(_copy_tags(plan, record)),
+         what=f"tagging the copy {image_id} in {region}")
+
+
+def _copy_tags(plan: DistributionPlan, record: BuildRecord) -> dict[str, str]:
+    tags = lineage_tags(record)
+    tags[COPIED_FROM] = f"{plan.home_region}/{plan.source_image_id}"
+    return tags
+
+
+def _wait_available(clients: Clients, region: str, image_id: str, *, delay: float,
+                    timeout: float) -> None:
+    ec2 = clients.client("ec2", region=region)
+    attempts = max(1, int(timeout // max(delay, 0.01)) + 1)
+    try:
+        ec2.get_waiter("image_available").wait(
+            ImageIds=[image_id], WaiterConfig={"Delay": delay, "MaxAttempts": attempts})
+    except WaiterError as err:
+        state = ((err.last_response or {}).get("Images") or [{}])[0].get("State", "unknown")
+        reason = ((err.last_response or {}).get("Images") or [{}])[0].get("StateReason", {})
+        raise OperationFailed(f"AMI {image_id} in {region} is {state!r}, not available, "
+                              f"after {timeout:.0f}s{': ' + reason.get('Message', '') if reason else ''}"
+                              "; rerun distribution later or check the copy in the console") from err
+
+
+def _share(clients: Clients, region: str, image_id: str, snapshots: list[str],
+           accounts: tuple[str, ...]) -> None:
+    ec2 = clients.client("ec2", region=region)
+    perms = [{"UserId": a} for a in accounts]
+    call(ec2.modify_image_attribute, ImageId=image_id, LaunchPermission={"Add": perms},
+         what=f"sharing {image_id} in {region} with {', '.join(accounts)}")
+    for snap in snapshots:
+        call(ec2.modify_snapshot_attribute, SnapshotId=snap, Attribute="createVolumePermission",
+             OperationType="add", UserIds=list(accounts),
+             what=f"sharing snapshot {snap} of {image_id} in {region}")
+
+
+def _unshare(clients: Clients, region: str, image_id: str, snapshots: list[str],
+             accounts: tuple[str, ...]) -> None:
+    ec2 = clients.client("ec2", region=region)
+    try:
+        ec2.modify_image_attribute(ImageId=image_id,
+                                   LaunchPermission={"Remove": [{"UserId": a} for a in accounts]})
+        for snap in snapshots:
+            ec2.modify_snapshot_attribute(SnapshotId=snap, Attribute="createVolumePermission",
+                                          OperationType="remove", UserIds=list(accounts))
+    except ClientError as err:
+        log.warning("could not withdraw sharing of %s in %s: %s", image_id, region, err)
+
+
+def _describe(clients: Clients, region: str, image_id: str) -> dict[str, Any]:
+    ec2 = clients.client("ec2", region=region)
+    images = call(ec2.describe_images, ImageIds=[image_id],
+                  what=f"describing {image_id} in {region}").get("Images") or []
+    if not images:
+        raise OperationFailed(f"AMI {image_id} is not in {region}")
+    return dict(images[0])
+
+
+# --------------------------------------------------------------------------- distribute
+
+
+def distribute(settings: Settings, clients: Clients, record: BuildRecord, *,
+               progress: Progress = NO_PROGRESS, wait_delay: float = WAIT_DELAY,
+               timeout: float = WAIT_TIMEOUT) -> BuildRecord:
+    """Copy the build's AMI to every configured region, tag, wait, share, record.
+
+    Returns the record with ``image_ids``/``snapshot_ids`` for every region; it is
+    written again with :func:`pipeline.lineage.record_build`. Running it again is
+    cheap: regions that already hold this build are not copied twice.
+    """
+    plan = plan_distribution(settings, record)
+    regions = [plan.home_region, *plan.target_regions]
+    progress.start(len(regions), f"distributing {record.build_id}")
+    with ExitStack() as undo:
+        source = _describe(clients, plan.home_region, plan.source_image_id)
+        created: dict[str, str] = {}
+        for region in plan.target_regions:
+            ec2 = clients.client("ec2", region=region)
+            existing = call(_find_copy, ec2=ec2, build_id=record.build_id,
+                            what=f"looking for build {record.build_id} in {region}")
+            if existing is not None:
+                record.image_ids[region] = existing["ImageId"]
+                progress.status(f"{region}: already holds {existing['ImageId']}")
+                continue
+            image_id = _copy(clients, plan, record, region, source)
+            undo.callback(_delete_copy, clients, region, image_id)
+            _tag_copy(clients, plan, record, region, image_id)
+            created[region] = image_id
+            record.image_ids[region] = image_id
+            progress.status(f"{region}: copying as {image_id}")
+        for region in regions:
+            _wait_available(clients, region, record.image_ids[region], delay=wait_delay,
+                            timeout=timeout)
+            progress.advance(1)
+            progress.status(f"{region}: {record.image_ids[region]} available")
+        for region in plan.target_regions:
+            extra = {COPIED_FROM: f"{plan.home_region}/{plan.source_image_id}"}
+            tag_build(clients, record, region=region, extra_tags=extra)  # + the snapshots
+        if plan.share_with:
+            for region in regions:
+                ami = record.image_ids[region]
+                snaps = record.snapshot_ids.get(region) or _snapshots_of(
+                    _describe(clients, region, ami))
+                record.snapshot_ids[region] = snaps
+                undo.callback(_unshare, clients, region, ami, snaps, plan.share_with)
+                _share(clients, region, ami, snaps, plan.share_with)
+        record.extra["distributed_at"] = BuildRecord.now()
+        record_build(settings, clients, record)
+        undo.pop_all()
+    progress.done()
+    return record
+
+
+# --------------------------------------------------------------------------- gate
+
+
+def _image_in(clients: Clients, region: str, image_id: str | None,
+              build_id: str | None) -> dict[str, Any] | None:
+    ec2 = clients.client("ec2", region=region)
+    if image_id:
+        try:
+            images = ec2.describe_images(ImageIds=[image_id]).get("Images") or []
+        except ClientError as err:
+            if error_code(err).startswith("InvalidAMIID"):
+                return None
+            raise AwsCallError(f"describing {image_id} in {region}: {err}") from err
+        return images[0] if images else None
+    if build_id:
+        return _find_copy(ec2, build_id)
+    return None
+
+
+def gate_publication(settings: Settings, clients: Clients, target: str | BuildRecord, *,
+                     image_name: str | None = None, wait: bool = True,
+                     timeout: float = WAIT_TIMEOUT, delay: float = WAIT_DELAY,
+                     progress: Progress = NO_PROGRESS) -> GateResult:
+    """Pass only when the build behind ``target`` is ``available`` in every region.
+
+    ``target`` is an AMI id in the home region (``aws.region``) or a build record. The
+    regions are the image's configured ``regions`` (from the AMI's image-name tag when
+    ``image_name`` is not given); an AMI with no lineage must be available where it is.
+    With ``wait`` the gate waits up to ``timeout`` seconds for pending copies; without,
+    it refuses at once. Raises :class:`PublicationGated` (exit 1) and publishes nothing
+    when a region lacks the build or it is not available; call it before any
+    CreateLaunchTemplateVersion, ModifyLaunchTemplate or PutParameter.
+    """
+    home = clients.region
+    if isinstance(target, BuildRecord):
+        build_id, image_name = target.build_id, image_name or target.image_name
+        known = dict(target.image_ids)
+    else:
+        image = _image_in(clients, home, target, None)
+        if image is None:
+            raise InputError(f"AMI {target} does not exist in {home}; check the id "
+                             f"with `aws ec2 describe-images --region {home}`")
+        tags = T.from_tag_list(image.get("Tags"))
+        build_id = tags.get(T.BUILD_ID)
+        image_name = image_name or tags.get(T.IMAGE_NAME)
+        known = {home: target}
+    regions = [home]
+    if image_name and any(i.name == image_name for i in settings.images):
+        regions = _regions(settings.image(image_name), home)
+        if home not in regions and home in known:
+            regions = [home, *regions]
+    started = time.monotonic()
+    deadline = started + (timeout if wait else 0.0)
+    result = GateResult(build_id=build_id, image_name=image_name, image_ids={}, regions=regions)
+    pending = list(regions)
+    progress.start(len(regions), "waiting for every region")
+    while True:
+        still: list[str] = []
+        problems: list[str] = []
+        for region in pending:
+            img = _image_in(clients, region, known.get(region), build_id)
+            state = (img or {}).get("State")
+            if img is not None and state == "available":
+                result.image_ids[region] = img["ImageId"]
+                progress.advance(1)
+                continue
+            if img is None:
+                problems.append(f"{region}: no AMI of build {build_id or '?'}")
+            elif state in ("failed", "deregistered", "error", "invalid"):
+                raise PublicationGated(
+                    f"{img['ImageId']} in {region} is {state!r}; nothing was published: "
+                    f"distribute build {build_id} again")
+            else:
+                problems.append(f"{region}: {img['ImageId']} is {state!r}")
+                known[region] = img["ImageId"]
+            still.append(region)
+        pending = still
+        if not pending:
+            break
+        if time.monotonic() >= deadline or all("no AMI" in p for p in problems):
+            raise PublicationGated(
+                "not publishing: the release is not available in every region ("
+                + "; ".join(problems) + "); run distribution and retry once every region "
+                "is available")
+        time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+    result.waited_seconds = round(time.monotonic() - started, 3)
+    progress.done()
+    return result

@@ -8,5 +8,7 @@
 from __future__ import annotations
 
 from .containers import Disk, merge_ranges, open_disk
+from .fs import find_root
+from .snapshot import SnapshotDisk, open_snapshot
 
-__all__ = ["Disk", "open_disk", "merge_ranges"]
+__all__ = ["Disk", "SnapshotDisk", "open_disk", "open_snapshot", "find_root", "merge_ranges"]

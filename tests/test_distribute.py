@@ -1,0 +1,206 @@
+"""Distribution across three regions and the publication gate, against the emulator."""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from moto.ec2.models import ec2_backends
+
+from pipeline import lineage, tags as T
+from pipeline.aws import Clients
+from pipeline.config import AwsSettings, ImageSettings, Settings, parse_settings
+from pipeline.distribute import (COPIED_FROM, PublicationGated, distribute, gate_publication,
+                                 plan_distribution)
+from pipeline.errors import ConfigError, InputError, OperationFailed
+from pipeline.records import BuildRecord, Verification
+
+ACCOUNT = "123456789012"
+HOME, WEST, EU = "us-east-1", "us-west-2", "eu-west-1"
+REGIONS = (HOME, WEST, EU)
+SHARE = "111122223333"
+EU_KEY = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
+
+def settings_for(aws: AwsSettings, tmp: Path, **image: Any) -> Settings:
+    img = dict(name="eks-node", regions=REGIONS, share_with=(SHARE,), kms_key_ids={EU: EU_KEY})
+    img.update(image)
+    return Settings(aws=aws, images=(ImageSettings(**img),), ssm_prefix="/eks-ami-pipeline",
+                    state_dir=tmp / "build")
+
+
+@pytest.fixture
+def settings(aws_settings: AwsSettings, tmp_path: Path) -> Settings:
+    return settings_for(aws_settings, tmp_path)
+
+
+@pytest.fixture
+def record(clients: Clients) -> BuildRecord:
+    """A verified build with one AMI in the home region, recorded like import/bake do."""
+    ec2 = clients.client("ec2")
+    ami = ec2.register_image(Name="eks-node-b1", Architecture="x86_64", VirtualizationType="hvm",
+                             RootDeviceName="/dev/xvda")["ImageId"]
+    return BuildRecord(
+        build_id=T.new_build_id(), image_name="eks-node", method="bake", status="succeeded",
+        started_at=BuildRecord.now(), base_ami="ami-0123456789abcdef0", tool_version="0.1.0",
+        image_ids={HOME: ami},
+        verification=Verification(verdict="ok", mechanism="nodeadm",
+                                  checked_at=BuildRecord.now(), tool_version="0.1.0"))
+
+
+def images_of_build(clients: Clients, region: str, build_id: str) -> list[dict[str, Any]]:
+    ec2 = clients.client("ec2", region=region)
+    return ec2.describe_images(Owners=["self"], Filters=[
+        {"Name": f"tag:{T.BUILD_ID}", "Values": [build_id]}])["Images"]
+
+
+def snapshot_ids(clients: Clients, region: str) -> set[str]:
+    ec2 = clients.client("ec2", region=region)
+    return {s["SnapshotId"] for s in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]}
+
+
+def tags_of(clients: Clients, region: str, resource: str) -> dict[str, str]:
+    ec2 = clients.client("ec2", region=region)
+    resp = ec2.describe_tags(Filters=[{"Name": "resource-id", "Values": [resource]}])
+    return {t["Key"]: t["Value"] for t in resp["Tags"]}
+
+
+def copy_calls(clients: Clients, region: str) -> list[dict[str, Any]]:
+    """Observe (not alter) the CopyImage requests sent to ``region``."""
+    seen: list[dict[str, Any]] = []
+    clients.client("ec2", region=region).meta.events.register(
+        "provide-client-params.ec2.CopyImage", lambda params, **_: seen.append(dict(params)))
+    return seen
+
+
+def set_state(region: str, ami: str, state: str) -> None:
+    """Emulator state, in-process: make one regional image pending/available."""
+    ec2_backends[ACCOUNT][region].amis[ami].state = state
+
+
+# --------------------------------------------------------------------------- distribute
+
+
+def test_distribute_copies_tags_encrypts_and_shares_in_three_regions(settings, clients, record):
+    eu_calls, west_calls = copy_calls(clients, EU), copy_calls(clients, WEST)
+    out = distribute(settings, clients, record, wait_delay=0.05, timeout=10)
+
+    assert set(out.image_ids) == set(REGIONS)
+    assert len(set(out.image_ids.values())) == 3
+    # KMS: the configured key where there is one, nothing elsewhere.
+    assert [(c.get("Encrypted"), c.get("KmsKeyId")) for c in eu_calls] == [(True, EU_KEY)]
+    assert [(c.get("Encrypted"), c.get("KmsKeyId")) for c in west_calls] == [(None, None)]
+    assert eu_calls[0]["SourceRegion"] == HOME
+    assert eu_calls[0]["SourceImageId"] == record.image_ids[HOME]
+
+    for region in REGIONS:
+        ec2 = clients.client("ec2", region=region)
+        ami = out.image_ids[region]
+        img = ec2.describe_images(ImageIds=[ami])["Images"][0]
+        assert img["State"] == "available" and not img.get("Public")
+        snaps = [m["Ebs"]["SnapshotId"] for m in img["BlockDeviceMappings"] if "Ebs" in m]
+        assert snaps and sorted(out.snapshot_ids[region]) == sorted(snaps)
+        for res in [ami, *snaps]:
+            t = tags_of(clients, region, res)
+            assert t[T.BUILD_ID] == record.build_id and t[T.VERIFY_VERDICT] == "ok"
+            if region != HOME:
+                assert t[COPIED_FROM] == f"{HOME}/{record.image_ids[HOME]}"
+        perms = ec2.describe_image_attribute(ImageId=ami, Attribute="launchPermission")
+        assert perms["LaunchPermissions"] == [{"UserId": SHARE}]
+        for snap in snaps:
+            vp = ec2.describe_snapshot_attribute(SnapshotId=snap,
+                                                 Attribute="createVolumePermission")
+            assert vp["CreateVolumePermissions"] == [{"UserId": SHARE}]
+
+    stored = lineage.load_build(settings, clients, "eks-node", record.build_id)
+    assert stored is not None and stored.image_ids == out.image_ids
+
+
+def test_distribute_again_copies_nothing_new(settings, clients, record):
+    first = dict(distribute(settings, clients, record, wait_delay=0.05).image_ids)
+    calls = copy_calls(clients, WEST) + copy_calls(clients, EU)
+    again = distribute(settings, clients, record, wait_delay=0.05)
+    assert again.image_ids == first
+    assert calls == []
+    for region in (WEST, EU):
+        assert len(images_of_build(clients, region, record.build_id)) == 1
+
+
+@pytest.mark.parametrize("group", ["all", "ALL"])
+def test_sharing_with_all_is_refused_before_any_copy(aws_settings, tmp_path, clients, record, group):
+    settings = settings_for(aws_settings, tmp_path, share_with=(SHARE, group))
+    with pytest.raises(InputError, match="public") as err:
+        distribute(settings, clients, record, wait_delay=0.05)
+    assert err.value.exit_code == 2
+    for region in (WEST, EU):
+        assert images_of_build(clients, region, record.build_id) == []
+    perms = clients.client("ec2").describe_image_attribute(
+        ImageId=record.image_ids[HOME], Attribute="launchPermission")
+    assert perms["LaunchPermissions"] == []
+
+
+def test_config_refuses_all_in_share_with():
+    with pytest.raises(ConfigError, match="share_with"):
+        parse_settings({"images": [{"name": "x", "share_with": ["all"],
+                                    "import": {"source": "a.raw"}}]})
+
+
+def test_kms_key_for_unconfigured_region_is_input_error(aws_settings, tmp_path, record):
+    settings = settings_for(aws_settings, tmp_path, kms_key_ids={"ap-south-1": "key"})
+    with pytest.raises(InputError, match="ap-south-1"):
+        plan_distribution(settings, record)
+
+
+def test_failed_copy_leaves_no_partial_copies(settings, clients, record):
+    before = {r: snapshot_ids(clients, r) for r in (WEST, EU)}
+
+    def stuck(parsed: dict[str, Any], **_: Any) -> None:
+        set_state(EU, parsed["ImageId"], "pending")  # this copy never completes
+
+    clients.client("ec2", region=EU).meta.events.register("after-call.ec2.CopyImage", stuck)
+    with pytest.raises(OperationFailed, match=f"{EU}.*pending"):
+        distribute(settings, clients, record, wait_delay=0.05, timeout=0.3)
+    for region in (WEST, EU):
+        assert images_of_build(clients, region, record.build_id) == []
+        assert snapshot_ids(clients, region) == before[region]
+    assert lineage.load_build(settings, clients, "eks-node", record.build_id) is None
+
+
+# --------------------------------------------------------------------------- gate
+
+
+def test_gate_refuses_until_every_region_is_available(settings, clients, record):
+    out = distribute(settings, clients, record, wait_delay=0.05)
+    set_state(EU, out.image_ids[EU], "pending")
+    with pytest.raises(PublicationGated, match=f"{EU}: {out.image_ids[EU]} is 'pending'"):
+        gate_publication(settings, clients, out.image_ids[HOME], wait=False)
+
+    timer = threading.Timer(0.3, set_state, (EU, out.image_ids[EU], "available"))
+    timer.start()
+    started = time.monotonic()
+    gate = gate_publication(settings, clients, out.image_ids[HOME], timeout=10, delay=0.05)
+    timer.join()
+    assert time.monotonic() - started >= 0.3
+    assert gate.image_ids == out.image_ids and gate.build_id == record.build_id
+
+
+def test_gate_times_out_and_refuses_a_build_not_distributed(settings, clients, record):
+    lineage.record_build(settings, clients, record)
+    with pytest.raises(PublicationGated, match=f"{WEST}: no AMI of build {record.build_id}"):
+        gate_publication(settings, clients, record.image_ids[HOME], timeout=0.2, delay=0.05)
+    with pytest.raises(PublicationGated):
+        gate_publication(settings, clients, record, wait=False)
+
+
+def test_gate_passes_a_single_region_image(aws_settings, tmp_path, clients, record):
+    settings = settings_for(aws_settings, tmp_path, regions=(), share_with=(), kms_key_ids={})
+    lineage.record_build(settings, clients, record)
+    gate = gate_publication(settings, clients, record.image_ids[HOME], wait=False)
+    assert gate.image_ids == {HOME: record.image_ids[HOME]}
+
+
+def test_gate_on_unknown_ami_is_input_error(settings, clients):
+    with pytest.raises(InputError, match="ami-0000000000000000f"):
+        gate_publication(settings, clients, "ami-0000000000000000f", wait=False)

@@ -50,6 +50,7 @@ __all__ = [
     "decode",
     "encode",
     "ca_problem",
+    "mime_multipart",
 ]
 
 BOOTSTRAP_SH = "bootstrap.sh"
@@ -130,10 +131,10 @@ def render_for(cluster: ClusterSettings, ud: UserDataSettings, mechanism: str,
             raise ConfigError(f"launch_templates.user_data.format: {fmt!r} is only possible for "
                               "bootstrap.sh images; nodeadm reads a NodeConfig from MIME user data, "
                               "use format: mime")
-        text = _mime([(NODECONFIG_CONTENT_TYPE, _nodeconfig_yaml(cluster, ud))])
+        text = mime_multipart([(NODECONFIG_CONTENT_TYPE, _nodeconfig_yaml(cluster, ud))])
     else:
         script = _bootstrap_script(cluster, ud)
-        text = script if fmt == "script" else _mime([(SHELL_CONTENT_TYPE, script)])
+        text = script if fmt == "script" else mime_multipart([(SHELL_CONTENT_TYPE, script)])
     return RenderedUserData(text=text, mechanism=mechanism, fmt=fmt)
 
 
@@ -199,7 +200,7 @@ def _nodeconfig_yaml(cluster: ClusterSettings, ud: UserDataSettings) -> str:
     return "---\n" + yaml.safe_dump(doc, sort_keys=False, width=10_000)
 
 
-def _mime(parts: list[tuple[str, str]]) -> str:
+def mime_multipart(parts: list[tuple[str, str]]) -> str:
     """MIME multipart in the exact shape nodeadm's README shows (CRLF-free, fixed boundary)."""
     out = ["MIME-Version: 1.0", f'Content-Type: multipart/mixed; boundary="{_BOUNDARY}"', ""]
     for ctype, body in parts:

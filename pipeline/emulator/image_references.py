@@ -8,6 +8,11 @@
   recipes do not exist here. Each reference is ``{ImageId, ResourceType, Arn}``.
 - ``EnableImageDeprecation`` / ``DisableImageDeprecation``: store ``DeprecationTime`` on
   the image (shown by DescribeImages); ``DeprecateAt`` must be in the future, as on AWS.
+- ``DeleteLaunchTemplateVersions`` (moto answers HTTP 500): at most 200 versions per
+  call; the default version cannot be deleted (``unexpectedError`` in the unsuccessful
+  list), unknown ones are ``launchTemplateVersionDoesNotExist`` (the model's error codes).
+  Deleted versions disappear from DescribeLaunchTemplateVersions. moto keeps versions in
+  a list indexed by number, so they are hidden rather than removed.
 
 :func:`install` patches moto's ``EC2Response`` class; it is idempotent and works on a
 running in-process server (moto looks actions up on every request). Actions another
@@ -71,7 +76,8 @@ def _describe_image_references(self: Any) -> Any:
                      [_DEFAULT_VERSION_DEPTH])[0])
         for template in self.ec2_backend.launch_templates.values():
             seen = set()
-            for version in list(template.versions)[-depth:]:
+            live = [v for v in template.versions if v.number not in _deleted(template)]
+            for version in live[-depth:]:
                 image = version.data.get("ImageId", "")
                 if image in wanted and image not in seen:
                     seen.add(image)
@@ -112,10 +118,71 @@ def _disable_image_deprecation(self: Any) -> Any:
     return ActionResult({"Return": True})
 
 
+def _deleted(template: Any) -> set[int]:
+    if not hasattr(template, "_emu_deleted_versions"):
+        template._emu_deleted_versions = set()
+    return template._emu_deleted_versions  # type: ignore[no-any-return]
+
+
+def _delete_launch_template_versions(self: Any) -> Any:
+    from moto.core.responses import ActionResult
+    from moto.ec2.exceptions import InvalidParameterValueError
+
+    name = self._get_param("LaunchTemplateName")
+    tid = self._get_param("LaunchTemplateId")
+    backend = self.ec2_backend
+    template = (backend.get_launch_template_by_name(name) if name
+                else backend.get_launch_template(tid))
+    numbers = [str(v) for v in self._get_param("Versions", [])]
+    if not numbers or len(numbers) > 200:
+        raise InvalidParameterValueError(
+            f"Versions: expected 1 to 200 version numbers, got {len(numbers)}")
+    gone = _deleted(template)
+    ok, bad = [], []
+    for raw in numbers:
+        base = {"LaunchTemplateId": template.id, "LaunchTemplateName": template.name}
+        try:
+            num = int(raw)
+        except ValueError:
+            num = -1
+        if num < 1 or num > len(template.versions) or num in gone:
+            bad.append({**base, "VersionNumber": max(num, 0), "ResponseError": {
+                "Code": "launchTemplateVersionDoesNotExist",
+                "Message": f"The specified launch template version {raw} does not exist"}})
+        elif num == template.default_version_number:
+            bad.append({**base, "VersionNumber": num, "ResponseError": {
+                "Code": "unexpectedError",
+                "Message": "You cannot delete the default version of a launch template"}})
+        else:
+            gone.add(num)
+            ok.append({**base, "VersionNumber": num})
+    return ActionResult({"SuccessfullyDeletedLaunchTemplateVersions": ok,
+                         "UnsuccessfullyDeletedLaunchTemplateVersions": bad})
+
+
+def _hide_deleted(original: Any) -> Any:
+    """Wrap DescribeLaunchTemplateVersions so deleted versions are not listed."""
+
+    def describe_launch_template_versions(self: Any) -> Any:
+        from moto.core.responses import ActionResult
+
+        result = original(self)
+        data = dict(result.result)
+        hidden = {t.id: _deleted(t) for t in self.ec2_backend.launch_templates.values()}
+        data["LaunchTemplateVersions"] = [
+            v for v in data.get("LaunchTemplateVersions", [])
+            if v["VersionNumber"] not in hidden.get(v["LaunchTemplateId"], set())]
+        return ActionResult(data)
+
+    describe_launch_template_versions._emu_hides_deleted = True  # type: ignore[attr-defined]
+    return describe_launch_template_versions
+
+
 _ACTIONS = {
     "describe_image_references": _describe_image_references,
     "enable_image_deprecation": _enable_image_deprecation,
     "disable_image_deprecation": _disable_image_deprecation,
+    "delete_launch_template_versions": _delete_launch_template_versions,
 }
 
 
@@ -128,4 +195,8 @@ def install() -> list[str]:
         if getattr(EC2Response, name, None) is None:
             setattr(EC2Response, name, fn)
             added.append(name)
+    if EC2Response.delete_launch_template_versions is _delete_launch_template_versions:
+        current = EC2Response.describe_launch_template_versions
+        if not getattr(current, "_emu_hides_deleted", False):
+            EC2Response.describe_launch_template_versions = _hide_deleted(current)
     return added

@@ -1,0 +1,183 @@
+"""prune keeps every referenced AMI and deletes the rest with their snapshots (emulator over HTTP)."""
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import pytest
+from moto.ec2.models import ec2_backends
+
+from pipeline import tags
+from pipeline.config import parse_settings
+from pipeline.emulator.image_references import install
+from pipeline.errors import InputError
+from pipeline.prune import prune
+
+ACCOUNT, REGION = "123456789012", "us-east-1"
+
+
+@pytest.fixture(autouse=True)
+def _emulator_extensions() -> None:
+    """DescribeImageReferences, deprecation and DeleteLaunchTemplateVersions on the emulator."""
+    install()
+
+
+def _settings(tmp_path: Path, endpoint: str) -> Any:
+    raw = {"aws": {"region": REGION, "endpoint_url": endpoint, "max_attempts": 2},
+           "build": {"ssm_prefix": "/eks-ami-pipeline"},
+           "images": [{"name": "node", "import": {"source": "x.vmdk"}}],
+           "launch_templates": [{"name": "nodes", "image": "node"}]}
+    return parse_settings(raw, source=tmp_path / "pipeline.yaml")
+
+
+def _backend() -> Any:
+    return ec2_backends[ACCOUNT][REGION]
+
+
+def _ami(ec2: Any, label: str, days_old: float, *, pipeline: bool = True) -> str:
+    """A registered AMI (tagged like a pipeline build unless ``pipeline=False``), backdated."""
+    build = f"b-2026010{len(label)}000000-{label.encode().hex()[:6]:0<6}"
+    image_id = ec2.register_image(Name=f"node-{label}", RootDeviceName="/dev/xvda")["ImageId"]
+    if pipeline:
+        ec2.create_tags(Resources=[image_id], Tags=tags.to_tag_list(
+            {tags.BUILD_ID: build, tags.IMAGE_NAME: "node"}))
+    _backend().amis[image_id].creation_date = (
+        dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=days_old)).replace(tzinfo=None)
+    return image_id
+
+
+def _snapshots(ec2: Any, image_id: str) -> list[str]:
+    img = ec2.describe_images(ImageIds=[image_id])["Images"][0]
+    return [m["Ebs"]["SnapshotId"] for m in img["BlockDeviceMappings"] if "Ebs" in m]
+
+
+def _age_versions(template_id: str, days: float) -> None:
+    for v in _backend().launch_templates[template_id].versions:
+        v.create_time = (dt.datetime.now(dt.timezone.utc)
+                         - dt.timedelta(days=days)).replace(tzinfo=None)
+
+
+@pytest.fixture
+def world(clients: Any) -> dict[str, str]:
+    """Pipeline AMIs with every kind of reference, plus unreferenced ones."""
+    ec2, ssm = clients.client("ec2"), clients.client("ssm")
+    ids = {k: _ami(ec2, k, d) for k, d in
+           [("A", 30), ("B", 29), ("C", 28), ("D", 27), ("E", 26), ("H", 40), ("G", 3),
+            ("F", 1)]}
+    ids["X"] = _ami(ec2, "X", 50, pipeline=False)
+    # A: an old, non-default version of a template the config does not know.
+    other = ec2.create_launch_template(LaunchTemplateName="other",
+                                       LaunchTemplateData={"ImageId": ids["A"]})
+    oid = other["LaunchTemplate"]["LaunchTemplateId"]
+    ec2.create_launch_template_version(LaunchTemplateId=oid,
+                                       LaunchTemplateData={"ImageId": ids["F"]})
+    # H: named through resolve:ssm: in that template's latest version.
+    ssm.put_parameter(Name="/custom/golden", Value=ids["H"], Type="String",
+                      DataType="aws:ec2:image")
+    ec2.create_launch_template_version(
+        LaunchTemplateId=oid, LaunchTemplateData={"ImageId": "resolve:ssm:/custom/golden"})
+    ec2.modify_launch_template(LaunchTemplateId=oid, DefaultVersion="2")
+    # B: an SSM pointer of ours.
+    ssm.put_parameter(Name="/eks-ami-pipeline/node/stable", Value=ids["B"], Type="String",
+                      DataType="aws:ec2:image")
+    # C: a running instance.
+    ec2.run_instances(ImageId=ids["C"], MinCount=1, MaxCount=1)
+    # E: only an old version of the configured template, which prune may delete.
+    nodes = ec2.create_launch_template(LaunchTemplateName="nodes",
+                                       LaunchTemplateData={"ImageId": ids["E"]})
+    nid = nodes["LaunchTemplate"]["LaunchTemplateId"]
+    ec2.create_launch_template_version(LaunchTemplateId=nid,
+                                       LaunchTemplateData={"ImageId": ids["F"]})
+    ec2.modify_launch_template(LaunchTemplateId=nid, DefaultVersion="2")
+    _age_versions(nid, 20)
+    _age_versions(oid, 20)
+    ids["nodes"], ids["other"] = nid, oid
+    return ids
+
+
+def _decisions(result: Any) -> dict[str, str]:
+    return {d.image_id: d.action for d in result.images}
+
+
+def test_dry_run_plans_without_touching(tmp_path: Path, endpoint: str, clients: Any,
+                                        world: dict[str, str]) -> None:
+    ec2 = clients.client("ec2")
+    before = {i["ImageId"] for i in ec2.describe_images(Owners=["self"])["Images"]}
+    result = prune(_settings(tmp_path, endpoint), clients, keep=1, older_than_days=7)
+    assert not result.applied
+    plan = _decisions(result)
+    assert {i for i, a in plan.items() if a == "deregister"} == {world["D"], world["E"]}
+    assert {v.version for v in result.versions if v.action == "delete"} == {1}
+    after = {i["ImageId"] for i in ec2.describe_images(Owners=["self"])["Images"]}
+    assert after == before
+    versions = ec2.describe_launch_template_versions(LaunchTemplateId=world["nodes"])
+    assert len(versions["LaunchTemplateVersions"]) == 2
+    assert "dry run" in result.summary()
+
+
+def test_apply_keeps_every_referenced_ami_and_deletes_the_rest(
+        tmp_path: Path, endpoint: str, clients: Any, world: dict[str, str]) -> None:
+    ec2 = clients.client("ec2")
+    doomed_snaps = _snapshots(ec2, world["D"]) + _snapshots(ec2, world["E"])
+    kept_snaps = _snapshots(ec2, world["A"])
+    assert doomed_snaps and kept_snaps
+
+    result = prune(_settings(tmp_path, endpoint), clients, keep=1, older_than_days=7,
+                   apply=True)
+    assert result.exit_code == 0, result.summary()
+    left = {i["ImageId"] for i in ec2.describe_images(Owners=["self"])["Images"]}
+    for key in ("A", "B", "C", "F", "G", "H", "X"):
+        assert world[key] in left, key
+    assert world["D"] not in left and world["E"] not in left
+    reasons = {d.image_id: d.reason for d in result.images}
+    assert "launch template other version 1" in reasons[world["A"]]
+    assert "SSM pointer /eks-ami-pipeline/node/stable" in reasons[world["B"]]
+    assert "instance i-" in reasons[world["C"]]
+    assert "launch template other version 3" in reasons[world["H"]]
+    assert world["X"] not in reasons       # not built by the pipeline: never a candidate
+
+    snaps = {s["SnapshotId"] for s in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]}
+    assert not set(doomed_snaps) & snaps
+    assert set(kept_snaps) <= snaps
+    # The configured template lost version 1 only; default and latest stay.
+    versions = ec2.describe_launch_template_versions(LaunchTemplateId=world["nodes"])
+    assert [v["VersionNumber"] for v in versions["LaunchTemplateVersions"]] == [2]
+    # The unconfigured template is never pruned.
+    other = ec2.describe_launch_template_versions(LaunchTemplateId=world["other"])
+    assert len(other["LaunchTemplateVersions"]) == 3
+
+
+def test_describe_image_references_alone_protects(tmp_path: Path, endpoint: str,
+                                                  clients: Any) -> None:
+    """An SSM parameter outside our prefix is seen only by DescribeImageReferences."""
+    ec2, ssm = clients.client("ec2"), clients.client("ssm")
+    old = _ami(ec2, "old", 40)
+    _ami(ec2, "new", 1)
+    ssm.put_parameter(Name="/team/ami", Value=old, Type="String", DataType="aws:ec2:image")
+    result = prune(_settings(tmp_path, endpoint), clients, keep=1, apply=True)
+    reason = {d.image_id: d.reason for d in result.images}[old]
+    assert "DescribeImageReferences: ssm:Parameter" in reason
+    assert ec2.describe_images(ImageIds=[old])["Images"]
+
+
+def test_deprecate_marks_instead_of_deregistering(tmp_path: Path, endpoint: str,
+                                                  clients: Any) -> None:
+    ec2 = clients.client("ec2")
+    old = _ami(ec2, "old", 40)
+    _ami(ec2, "new", 1)
+    result = prune(_settings(tmp_path, endpoint), clients, keep=1, apply=True, deprecate=True)
+    assert _decisions(result)[old] == "deprecate"
+    image = ec2.describe_images(ImageIds=[old])["Images"][0]
+    assert image.get("DeprecationTime")
+    # A later run without --deprecate removes it.
+    again = prune(_settings(tmp_path, endpoint), clients, keep=1, apply=True)
+    assert _decisions(again)[old] == "deregister"
+    assert not ec2.describe_images(Owners=["self"], ImageIds=[old]).get("Images") or \
+        ec2.describe_images(ImageIds=[old])["Images"][0]["State"] != "available"
+
+
+def test_bad_keep_is_input_error(tmp_path: Path, endpoint: str, clients: Any) -> None:
+    with pytest.raises(InputError, match="--keep 0"):
+        prune(_settings(tmp_path, endpoint), clients, keep=0)
+

@@ -45,10 +45,12 @@ def install_all() -> None:
             return
         from moto.moto_api._internal.models import MotoAPIBackend
 
-        from . import blockstore, ebs
+        from . import amis, blockstore, ebs, seeds
 
         ebs.install()
-        _reset_hooks.extend([blockstore.STORE.clear, ebs.reset])
+        amis.install()
+        _reset_hooks.extend([blockstore.STORE.clear, ebs.reset,
+                             lambda: seeds.seed_all(ACCOUNT_ID)])
         original = MotoAPIBackend.reset
 
         def reset(self: Any) -> None:
@@ -101,7 +103,11 @@ class Emulator:
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> str:
+        from . import seeds
+
         install_all()
+        for kind in ("al2023", "al2"):
+            seeds.base_disk(kind)  # build once per process, before the first reset
         self._server = _Server(self.host, self.port)
         self.host, self.port = self._server.address()
         self.reset()
@@ -111,6 +117,23 @@ class Emulator:
         """Wipe every backend, then seed again what AWS always has."""
         req = urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST")
         urllib.request.urlopen(req, timeout=30).read()
+
+    def seed_image(self, kind: str, *, region: str = "us-east-1", name: str | None = None,
+                   arch: str = "x86_64") -> str:
+        """Make one more base AMI owned by the emulator's account and return its id.
+
+        ``kind`` is ``al2023`` (bootstrap.sh stub + nodeadm), ``al2`` (real bootstrap.sh)
+        or ``bare`` (no bootstrap contract). Its root snapshot holds the real disk image.
+        """
+        from moto.ec2.models import ec2_backends
+
+        from . import seeds
+
+        if kind not in ("al2023", "al2", "bare"):
+            raise ValueError(f"kind must be al2023, al2 or bare, got {kind!r}")
+        ami = seeds.seed_image(ec2_backends[ACCOUNT_ID][region], kind, name=name, arch=arch,
+                               owner_id=ACCOUNT_ID)
+        return str(ami.id)
 
     def stop(self) -> None:
         if self._server is not None:

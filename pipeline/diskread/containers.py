@@ -18,7 +18,7 @@ import os
 import struct
 import tarfile
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from ..errors import ImageReadError
 from ._io import CountingFile
@@ -177,6 +177,21 @@ class VmdkDisk(_FileDisk):
         compressed = self._sd.header.flags & c_vmdk.SPARSEFLAG_COMPRESSED
         self.format = "vmdk-stream" if compressed else "vmdk-sparse"
         self.size = self._sd.size
+        self._check_complete(bool(compressed))
+
+    def _check_complete(self, compressed: bool) -> None:
+        """Every grain table and grain the tables point at lies inside the file."""
+        sd, fsize = self._sd, self.src.size
+        grain = SECTOR if compressed else sd.header.grain_size * SECTOR
+        for gd_index, gt_sector in enumerate(sd._grain_directory):
+            if not gt_sector:
+                continue
+            if gt_sector * SECTOR + sd._grain_table_size * 4 > fsize:
+                raise self._corrupt(f"grain table {gd_index} lies past the end of the file "
+                                    "(the file is truncated)")
+            top = max(sd._lookup_grain_table(gd_index))
+            if top > 1 and top * SECTOR + grain > fsize:
+                raise self._corrupt("a grain lies past the end of the file (the file is truncated)")
 
     def _read(self, offset: int, length: int) -> bytes:
         return self._sd.read_sectors(offset // SECTOR, length // SECTOR)
@@ -213,6 +228,35 @@ class Qcow2Disk(_FileDisk):
                                  "supported; flatten it with 'qemu-img convert -O qcow2'")
         self._stream = QCow2Stream(self._q)
         self.size = self._q.size
+        self._check_complete()
+
+    def _check_complete(self) -> None:
+        """The L1 table, every L2 table and every data cluster lie inside the file."""
+        from dissect.hypervisor.disk.c_qcow2 import QCow2ClusterType, c_qcow2
+        from dissect.hypervisor.disk.qcow2 import get_cluster_type
+
+        q, fsize = self._q, self.src.size
+        if q.header.l1_table_offset + 8 * q.header.l1_size > fsize:
+            raise self._corrupt("the L1 table lies past the end of the file (truncated)")
+        for l1_entry in q.l1_table:
+            l2_offset = l1_entry & c_qcow2.L1E_OFFSET_MASK
+            if not l2_offset:
+                continue
+            if l2_offset + q.cluster_size > fsize:
+                raise self._corrupt("an L2 table lies past the end of the file (truncated)")
+            for entry in _l2_entries(q, l2_offset):
+                if not entry:
+                    continue
+                ctype = get_cluster_type(q, entry)
+                if ctype == QCow2ClusterType.QCOW2_CLUSTER_NORMAL:
+                    end = (entry & c_qcow2.L2E_OFFSET_MASK) + q.cluster_size
+                elif ctype == QCow2ClusterType.QCOW2_CLUSTER_COMPRESSED:
+                    end = (entry & q.cluster_offset_mask) + 1
+                else:
+                    continue
+                if end > fsize:
+                    raise self._corrupt("a data cluster lies past the end of the file "
+                                        "(the file is truncated)")
 
     def _read(self, offset: int, length: int) -> bytes:
         return self._stream._read(offset, length)
@@ -230,14 +274,21 @@ class Qcow2Disk(_FileDisk):
                 l2_offset = l1_entry & c_qcow2.L1E_OFFSET_MASK
                 if not l2_offset:
                     continue
-                table = q.l2_table(l2_offset)
-                for l2_index in range(q.l2_size):
-                    if get_cluster_type(q, table.entry(l2_index)) in data_types:
+                for l2_index, entry in enumerate(_l2_entries(q, l2_offset)):
+                    if entry and get_cluster_type(q, entry) in data_types:
                         off = ((l1_index << q.l2_bits) + l2_index) << q.cluster_bits
                         if off < self.size:
                             yield off, min(q.cluster_size, self.size - off)
 
         return merge_ranges(clusters())
+
+
+def _l2_entries(q: Any, l2_offset: int) -> list[int]:
+    """The L2 entries of a table (the first word of each entry with subclusters)."""
+    table = q.l2_table(l2_offset)
+    if not q.has_subclusters:
+        return list(table._table)
+    return [table.entry(i) for i in range(q.l2_size)]
 
 
 class VhdDisk(_FileDisk):
@@ -253,6 +304,24 @@ class VhdDisk(_FileDisk):
         self.size = self._vhd.disk.size
         if self._dynamic and self._vhd.disk.footer.disk_type == 4:
             raise ImageReadError(f"{name}: differencing VHD is not supported; merge it first")
+        if not self._dynamic and src.size < self.size + 511:
+            raise self._corrupt(f"fixed VHD of {self.size} bytes in a {src.size}-byte file")
+        self._bat: tuple[int, ...] = ()
+        if self._dynamic:
+            self._bat = self._read_bat()
+            disk = self._vhd.disk
+            block = disk.header.block_size + disk._sector_bitmap_size * SECTOR
+            used = [e for e in self._bat if e != 0xFFFFFFFF]
+            if used and max(used) * SECTOR + block > src.size - 511:
+                raise self._corrupt("a data block lies past the end of the file (truncated)")
+
+    def _read_bat(self) -> tuple[int, ...]:
+        hdr = self._vhd.disk.header
+        count = hdr.max_table_entries
+        raw = self.src.pread(hdr.table_offset, 4 * count)
+        if len(raw) < 4 * count:
+            raise self._corrupt("the block allocation table is cut short (truncated)")
+        return struct.unpack(f">{count}I", raw)
 
     def _read(self, offset: int, length: int) -> bytes:
         return self._vhd.disk.read_sectors(offset // SECTOR, length // SECTOR)
@@ -260,14 +329,9 @@ class VhdDisk(_FileDisk):
     def allocated_ranges(self) -> Iterator[tuple[int, int]]:
         if not self._dynamic:
             return self._data_ranges(0, self.size)
-        hdr = self._vhd.disk.header
-        count, block = hdr.max_table_entries, hdr.block_size
-        raw = self.src.pread(hdr.table_offset, 4 * count)
-        if len(raw) < 4 * count:
-            raise self._corrupt("the block allocation table is cut short")
-        entries = struct.unpack(f">{count}I", raw)
+        block = self._vhd.disk.header.block_size
         return merge_ranges((i * block, min(block, self.size - i * block))
-                            for i, e in enumerate(entries)
+                            for i, e in enumerate(self._bat)
                             if e != 0xFFFFFFFF and i * block < self.size)
 
 
@@ -284,6 +348,21 @@ class VhdxDisk(_FileDisk):
         self.size = self._v.size
         self._spb = self._v._sectors_per_block
         self._ss = self._v.sector_size
+        self._check_complete()
+
+    def _check_complete(self) -> None:
+        """Every present payload block lies inside the file."""
+        from dissect.hypervisor.disk.c_vhdx import MB, c_vhdx
+
+        v, fsize = self._v, self.src.size
+        present = (c_vhdx.PAYLOAD_BLOCK_FULLY_PRESENT, c_vhdx.PAYLOAD_BLOCK_PARTIALLY_PRESENT)
+        for b in range(-(-v.size // v.block_size)):
+            entry = v.bat.pb(b)
+            if entry.state in present:
+                length = min(v.block_size, v.size - b * v.block_size)
+                if entry.file_offset_mb * MB + length > fsize:
+                    raise self._corrupt("a payload block lies past the end of the file "
+                                        "(the file is truncated)")
 
     def _read(self, offset: int, length: int) -> bytes:
         # Split at payload-block boundaries (see the module docstring).
@@ -346,6 +425,8 @@ def detect_format(head: bytes, tail: bytes) -> str:
         return "vhdx"
     if tail[:8] == b"conectix" or tail[1:9] == b"conectix":
         return "vhd"
+    if head[:8] == b"conectix":
+        return "vhd-truncated"
     if head[257:262] == b"ustar":
         return "ova"
     if head[:4] in (b"COWD", b"\xbe\xba\xfe\xca") or head[:21] == b"# Disk DescriptorFile":
@@ -362,6 +443,9 @@ def _open_format(fmt: str, src: CountingFile, name: str, owns_fd: bool) -> _File
         return VhdxDisk(src, name, owns_fd)
     if fmt == "vhd":
         return VhdDisk(src, name, owns_fd)
+    if fmt == "vhd-truncated":
+        raise ImageReadError(f"{name}: VHD without its footer at the end of the file "
+                             "(the file is truncated)")
     if fmt == "vmdk-other":
         raise ImageReadError(f"{name}: only monolithicSparse and streamOptimized VMDK files are "
                              "supported (this is a descriptor, COWD or SEsparse file); convert "
@@ -402,6 +486,8 @@ def open_disk(path: str | os.PathLike[str]) -> Disk:
     """
     p = Path(path)
     name = str(p)
+    if p.is_dir():
+        raise ImageReadError(f"{name}: is a directory, not a disk image")
     try:
         fd = os.open(p, os.O_RDONLY)
     except FileNotFoundError as err:

@@ -127,6 +127,8 @@ _IAM_ROLE = ("iam:GetRole", "iam:CreateRole", "iam:TagRole", "iam:PutRolePolicy"
              "iam:GetRolePolicy", "iam:ListRolePolicies", "iam:ListAttachedRolePolicies",
              "iam:UpdateAssumeRolePolicy", "iam:PassRole")
 _IAM_READ = ("iam:GetInstanceProfile",)
+#: The vmimport pre-flight reads the role's attached (managed) policies too.
+_IAM_POLICY_READ = ("iam:GetPolicy", "iam:GetPolicyVersion")
 
 _SSM_PUBLIC_READ = ("ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath")
 _SSM_OWN = ("ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath",
@@ -256,6 +258,7 @@ def policy_document(settings: Settings) -> IamPolicy:
         Statement("S3Objects", _S3_OBJECT, tuple(f"arn:aws:s3:::{b}/*" for b in buckets)),
         Statement("VmImportRole", _IAM_ROLE, (f"arn:aws:iam::*:role/{VMIMPORT_ROLE}",)),
         Statement("InstanceProfileRead", _IAM_READ, ("arn:aws:iam::*:instance-profile/*",)),
+        Statement("VmImportRolePolicyRead", _IAM_POLICY_READ, ("arn:aws:iam::*:policy/*",)),
         Statement("SsmPublicParameters", _SSM_PUBLIC_READ,
                   ("arn:aws:ssm:*::parameter/aws/service/*",), condition=in_regions),
         Statement("SsmOwnParameters", _SSM_OWN,

@@ -20,7 +20,7 @@ import logging
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 from botocore.exceptions import ClientError, WaiterError
 
@@ -29,6 +29,7 @@ from .aws import Clients, call, error_code
 from .config import ImageSettings, Settings
 from .errors import AwsCallError, ConfigError, InputError, OperationFailed
 from .lineage import lineage_tags, record_build, tag_build
+from .pointers import Pointer, get_pointer, pointer_name, put_pointer
 from .progress import NO_PROGRESS, Progress
 from .records import BuildRecord
 
@@ -41,6 +42,7 @@ __all__ = [
     "plan_distribution",
     "distribute",
     "gate_publication",
+    "move_pointers",
 ]
 
 log = logging.getLogger(__name__)
@@ -325,32 +327,51 @@ def _image_in(clients: Clients, region: str, image_id: str | None,
     return None
 
 
+def _home_facts(image: Any) -> tuple[str, str, str | None, str | None]:
+    """(image id, state, build id, image name) of a DescribeImages entry or of an object
+    with those attributes (such as :class:`pipeline.publish.ImageInfo`)."""
+    if isinstance(image, Mapping):
+        tags = T.from_tag_list(image.get("Tags"))
+        return (str(image["ImageId"]), str(image.get("State", "")), tags.get(T.BUILD_ID),
+                tags.get(T.IMAGE_NAME))
+    return (str(image.image_id), str(image.state), getattr(image, "build_id", None),
+            getattr(image, "image_name", None))
+
+
 def gate_publication(settings: Settings, clients: Clients, target: str | BuildRecord, *,
-                     image_name: str | None = None, wait: bool = True,
+                     image_name: str | None = None, region: str | None = None,
+                     home_image: Any = None, wait: bool = True,
                      timeout: float = WAIT_TIMEOUT, delay: float = WAIT_DELAY,
                      progress: Progress = NO_PROGRESS) -> GateResult:
     """Pass only when the build behind ``target`` is ``available`` in every region.
 
-    ``target`` is an AMI id in the home region (``aws.region``) or a build record. The
-    regions are the image's configured ``regions`` (from the AMI's image-name tag when
-    ``image_name`` is not given); an AMI with no lineage must be available where it is.
-    With ``wait`` the gate waits up to ``timeout`` seconds for pending copies; without,
-    it refuses at once. Raises :class:`PublicationGated` (exit 1) and publishes nothing
-    when a region lacks the build or it is not available; call it before any
-    CreateLaunchTemplateVersion, ModifyLaunchTemplate or PutParameter.
+    ``target`` is an AMI id in ``region`` (default ``aws.region``) or a build record. The
+    regions are the image's configured ``regions`` (the image name comes from
+    ``image_name``, the record, or the AMI's image-name tag); an AMI without lineage must
+    be available where it is. With ``wait`` the gate waits up to ``timeout`` seconds for
+    pending copies; without, it refuses at once. Raises :class:`PublicationGated` (exit 1)
+    when a region lacks the build or it is not available yet. Call it before any
+    CreateLaunchTemplateVersion, ModifyLaunchTemplate or PutParameter that names the AMI.
+
+    ``home_image`` is the DescribeImages entry (or ``publish.ImageInfo``) the caller
+    already holds for ``target``: with it a single-region image costs no AWS call, and a
+    multi-region one DescribeImages per other region.
     """
-    home = clients.region
+    home = region or clients.region
     if isinstance(target, BuildRecord):
         build_id, image_name = target.build_id, image_name or target.image_name
         known = dict(target.image_ids)
+        facts = None
     else:
-        image = _image_in(clients, home, target, None)
-        if image is None:
-            raise InputError(f"AMI {target} does not exist in {home}; check the id "
-                             f"with `aws ec2 describe-images --region {home}`")
-        tags = T.from_tag_list(image.get("Tags"))
-        build_id = tags.get(T.BUILD_ID)
-        image_name = image_name or tags.get(T.IMAGE_NAME)
+        if home_image is None:
+            home_image = _image_in(clients, home, target, None)
+            if home_image is None:
+                raise InputError(f"AMI {target} does not exist in {home}; check the id "
+                                 f"with `aws ec2 describe-images --region {home}`")
+        facts = _home_facts(home_image)
+        if facts[0] != target:
+            raise InputError(f"gate_publication: home_image describes {facts[0]}, not {target}")
+        build_id, image_name = facts[2], image_name or facts[3]
         known = {home: target}
     regions = [home]
     if image_name and any(i.name == image_name for i in settings.images):
@@ -362,27 +383,31 @@ def gate_publication(settings: Settings, clients: Clients, target: str | BuildRe
     result = GateResult(build_id=build_id, image_name=image_name, image_ids={}, regions=regions)
     pending = list(regions)
     progress.start(len(regions), "waiting for every region")
+    first = True
     while True:
         still: list[str] = []
         problems: list[str] = []
-        for region in pending:
-            img = _image_in(clients, region, known.get(region), build_id)
+        for where in pending:
+            if first and facts is not None and where == home:
+                img: dict[str, Any] | None = {"ImageId": facts[0], "State": facts[1]}
+            else:
+                img = _image_in(clients, where, known.get(where), build_id)
             state = (img or {}).get("State")
             if img is not None and state == "available":
-                result.image_ids[region] = img["ImageId"]
+                result.image_ids[where] = img["ImageId"]
                 progress.advance(1)
                 continue
             if img is None:
-                problems.append(f"{region}: no AMI of build {build_id or '?'}")
-            elif state in ("failed", "deregistered", "error", "invalid"):
+                problems.append(f"{where}: no AMI of build {build_id or '?'}")
+            elif state in ("failed", "deregistered", "error", "invalid", "disabled"):
                 raise PublicationGated(
-                    f"{img['ImageId']} in {region} is {state!r}; nothing was published: "
+                    f"{img['ImageId']} in {where} is {state!r}; nothing was published: "
                     f"distribute build {build_id} again")
             else:
-                problems.append(f"{region}: {img['ImageId']} is {state!r}")
-                known[region] = img["ImageId"]
-            still.append(region)
-        pending = still
+                problems.append(f"{where}: {img['ImageId']} is {state!r}")
+                known[where] = img["ImageId"]
+            still.append(where)
+        pending, first = still, False
         if not pending:
             break
         if time.monotonic() >= deadline or all("no AMI" in p for p in problems):
@@ -394,3 +419,40 @@ def gate_publication(settings: Settings, clients: Clients, target: str | BuildRe
     result.waited_seconds = round(time.monotonic() - started, 3)
     progress.done()
     return result
+
+
+def move_pointers(settings: Settings, clients: Clients, gate: GateResult, channel: str, *,
+                  image_name: str | None = None) -> list[Pointer]:
+    """Point ``<ssm_prefix>/<image>/<channel>`` at the build's AMI in every region the gate
+    checked (each region's pointer names that region's copy).
+
+    All or nothing: if one PutParameter fails, the pointers already moved are put back
+    (or deleted when they did not exist), so no region serves a different release.
+    """
+    name = image_name or gate.image_name
+    if not name:
+        raise InputError(f"channel {channel}: the pointer needs an image name; configure the "
+                         "launch template's image or tag the AMI with its image name")
+    moved: list[Pointer] = []
+    with ExitStack() as undo:
+        for region in gate.regions:
+            before = get_pointer(clients, settings.ssm_prefix, name, channel, region=region)
+            undo.callback(_restore_pointer, settings, clients, name, channel, region, before)
+            moved.append(put_pointer(clients, settings.ssm_prefix, name, channel,
+                                     gate.image_for(region), region=region))
+        undo.pop_all()
+    return moved
+
+
+def _restore_pointer(settings: Settings, clients: Clients, image_name: str, channel: str,
+                     region: str, before: Pointer | None) -> None:
+    try:
+        if before is None:
+            clients.client("ssm", region=region).delete_parameter(
+                Name=pointer_name(settings.ssm_prefix, image_name, channel))
+        else:
+            put_pointer(clients, settings.ssm_prefix, image_name, channel, before.ami_id,
+                        region=region)
+    except (ClientError, OperationFailed) as err:
+        log.warning("could not restore pointer %s/%s in %s: %s", image_name, channel, region, err)
+

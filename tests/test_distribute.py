@@ -7,13 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import EndpointConnectionError
 from moto.ec2.models import ec2_backends
 
 from pipeline import lineage, tags as T
 from pipeline.aws import Clients
 from pipeline.config import AwsSettings, ImageSettings, Settings, parse_settings
 from pipeline.distribute import (COPIED_FROM, PublicationGated, distribute, gate_publication,
-                                 plan_distribution)
+                                 move_pointers, plan_distribution)
 from pipeline.errors import ConfigError, InputError, OperationFailed
 from pipeline.records import BuildRecord, Verification
 
@@ -204,3 +205,64 @@ def test_gate_passes_a_single_region_image(aws_settings, tmp_path, clients, reco
 def test_gate_on_unknown_ami_is_input_error(settings, clients):
     with pytest.raises(InputError, match="ami-0000000000000000f"):
         gate_publication(settings, clients, "ami-0000000000000000f", wait=False)
+
+
+def count_calls(clients: Clients, regions: tuple[str, ...]) -> list[str]:
+    """Observe every EC2/SSM request sent to ``regions``."""
+    seen: list[str] = []
+    for region in regions:
+        for service in ("ec2", "ssm"):
+            clients.client(service, region=region).meta.events.register(
+                "before-send", lambda request, **_: seen.append(request.url))
+    return seen
+
+
+def test_gate_with_the_callers_image_costs_one_call_per_other_region(aws_settings, tmp_path,
+                                                                     settings, clients, record):
+    out = distribute(settings, clients, record, wait_delay=0.05)
+    home_image = clients.client("ec2").describe_images(ImageIds=[out.image_ids[HOME]])["Images"][0]
+    calls = count_calls(clients, REGIONS)
+    gate = gate_publication(settings, clients, out.image_ids[HOME], home_image=home_image,
+                            wait=False)
+    assert gate.image_ids == out.image_ids and len(calls) == 2
+
+    single = settings_for(aws_settings, tmp_path, regions=(), share_with=(), kms_key_ids={})
+    calls.clear()
+    gate_publication(single, clients, out.image_ids[HOME], home_image=home_image, wait=False)
+    assert calls == []
+
+
+def test_move_pointers_names_each_regions_copy(settings, clients, record):
+    out = distribute(settings, clients, record, wait_delay=0.05)
+    gate = gate_publication(settings, clients, record, wait=False)
+    moved = move_pointers(settings, clients, gate, "candidate")
+    assert {(p.region, p.ami_id) for p in moved} == set(out.image_ids.items())
+    for region in REGIONS:
+        param = clients.client("ssm", region=region).get_parameter(
+            Name="/eks-ami-pipeline/eks-node/candidate")["Parameter"]
+        assert param["Value"] == out.image_ids[region] and param["DataType"] == "aws:ec2:image"
+
+
+def test_move_pointers_is_all_or_nothing(settings, clients, record):
+    out = distribute(settings, clients, record, wait_delay=0.05)
+    gate = gate_publication(settings, clients, record, wait=False)
+    move_pointers(settings, clients, gate, "stable")
+    gate.image_ids = {region: out.image_ids[HOME] for region in REGIONS}  # a bad release
+
+    def unreachable(**_: Any) -> None:  # the network to eu-west-1 fails on this call
+        raise EndpointConnectionError(endpoint_url="https://ssm.eu-west-1.amazonaws.com")
+
+    clients.client("ssm", region=EU).meta.events.register("before-call.ssm.PutParameter",
+                                                          unreachable)
+    with pytest.raises(OperationFailed, match="SSM pointer"):
+        move_pointers(settings, clients, gate, "stable")
+    for region in REGIONS:
+        value = clients.client("ssm", region=region).get_parameter(
+            Name="/eks-ami-pipeline/eks-node/stable")["Parameter"]["Value"]
+        assert value == out.image_ids[region]
+    with pytest.raises(OperationFailed):  # a channel that did not exist is removed again
+        move_pointers(settings, clients, gate, "fresh")
+    for region in (HOME, WEST):
+        names = [p["Name"] for p in clients.client("ssm", region=region).get_parameters_by_path(
+            Path="/eks-ami-pipeline", Recursive=True)["Parameters"]]
+        assert "/eks-ami-pipeline/eks-node/fresh" not in names

@@ -327,7 +327,24 @@ def prune(settings: Settings, clients: Clients, keep: int = 3, older_than_days: 
     for region, region_images in images_by_region.items():
         _prune_region(settings, clients, region, region_images, kept_builds, cutoff, now,
                       result)
+    if apply:
+        _forget_removed_builds(settings, clients, result)
     return result
+
+
+def _forget_removed_builds(settings: Settings, clients: Clients, result: PruneResult) -> None:
+    """Delete the durable record of every build whose AMIs are all gone now."""
+    from . import lineage
+
+    by_build: dict[tuple[str, str], list[ImageDecision]] = defaultdict(list)
+    for d in result.images:
+        by_build[(d.image_name, d.build_id)].append(d)
+    for (image_name, build_id), decisions in by_build.items():
+        if build_id and all(d.action == "deregister" and d.done for d in decisions):
+            try:
+                lineage.delete_build_record(settings, clients, image_name, build_id)
+            except Exception as err:  # noqa: BLE001 - the AMIs are gone; report, go on
+                log.warning("build %s: AMIs removed but its record stays: %s", build_id, err)
 
 
 def _prune_region(settings: Settings, clients: Clients, region: str,
@@ -520,7 +537,8 @@ def _build_time(build_id: str) -> _dt.datetime | None:
 def _build_statuses(settings: Settings, clients: Clients) -> dict[str, str]:
     from . import lineage
 
-    return {r.build_id: r.status for r in lineage.load_builds(settings, clients)}
+    return {r.build_id: r.status
+            for r in lineage.load_builds(settings, clients, include_untracked=False)}
 
 
 def _reapable(build_id: str, statuses: dict[str, str], now: _dt.datetime,

@@ -103,6 +103,8 @@ def test_distribute_copies_tags_encrypts_and_shares_in_three_regions(settings, c
         assert img["State"] == "available" and not img.get("Public")
         snaps = [m["Ebs"]["SnapshotId"] for m in img["BlockDeviceMappings"] if "Ebs" in m]
         assert snaps and sorted(out.snapshot_ids[region]) == sorted(snaps)
+        encrypted = {s["Encrypted"] for s in ec2.describe_snapshots(SnapshotIds=snaps)["Snapshots"]}
+        assert encrypted == {region == EU}
         for res in [ami, *snaps]:
             t = tags_of(clients, region, res)
             assert t[T.BUILD_ID] == record.build_id and t[T.VERIFY_VERDICT] == "ok"

@@ -600,10 +600,15 @@ def _tagged_ec2(ec2: Any, region: str) -> list[tuple[str, str, str, str]]:
                 out.append(("instance", inst["InstanceId"], region, bid(inst)))
     for vol in _pages(ec2.describe_volumes, "Volumes", Filters=flt):
         out.append(("volume", vol["VolumeId"], region, bid(vol)))
+    behind: dict[str, str] = {}          # snapshots behind the build's AMIs
     for img in _pages(ec2.describe_images, "Images", Owners=["self"], Filters=flt):
         out.append(("image", img["ImageId"], region, bid(img)))
+        behind.update({s: bid(img) for s in _snapshots_of(img)})
     for snap in _pages(ec2.describe_snapshots, "Snapshots", OwnerIds=["self"], Filters=flt):
         out.append(("snapshot", snap["SnapshotId"], region, bid(snap)))
+        behind.pop(snap["SnapshotId"], None)
+    for snap_id in sorted(_own_snapshots(ec2, sorted(behind))):
+        out.append(("snapshot", snap_id, region, behind[snap_id]))
     for sg in _pages(ec2.describe_security_groups, "SecurityGroups", Filters=flt):
         out.append(("security-group", sg["GroupId"], region, bid(sg)))
     for kp in ec2.describe_key_pairs(Filters=flt).get("KeyPairs", []):

@@ -14,6 +14,10 @@
   Deleted versions disappear from DescribeLaunchTemplateVersions. moto keeps versions in
   a list indexed by number, so they are hidden rather than removed.
 
+- ``ListMultipartUploads``: moto reports every upload as initiated in 2010; the real
+  start time is recorded when the upload is created and reported instead, so the age
+  of an unfinished upload (``reap``) means something.
+
 :func:`install` patches moto's ``EC2Response`` class; it is idempotent and works on a
 running in-process server (moto looks actions up on every request). Actions another
 emulator module already provides are left alone.
@@ -186,10 +190,53 @@ _ACTIONS = {
 }
 
 
+def _record_multipart_start() -> None:
+    from moto.s3.models import FakeMultipart
+
+    if getattr(FakeMultipart.__init__, "_emu_records_start", False):
+        return
+    original = FakeMultipart.__init__
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        self.initiated = _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
+
+    __init__._emu_records_start = True  # type: ignore[attr-defined]
+    FakeMultipart.__init__ = __init__  # type: ignore[method-assign]
+
+    from moto.s3.responses import S3Response
+
+    listing = S3Response.list_multipart_uploads
+
+    def list_multipart_uploads(self: Any) -> Any:
+        serialized = self.serialized
+
+        def with_start_times(action_result: Any) -> Any:
+            from moto.core.responses import ActionResult
+
+            data = dict(action_result.result)
+            uploads = self.backend.list_multipart_uploads(self.bucket_name)
+            fixed = []
+            for item in data.get("Uploads", []):
+                mp = uploads.get(item["UploadId"])
+                when = getattr(mp, "initiated", None)
+                if when is not None:
+                    item = {**item, "Initiated": when.strftime("%Y-%m-%dT%H:%M:%S.000Z")}
+                fixed.append(item)
+            data["Uploads"] = fixed
+            return serialized(ActionResult(data))
+
+        self.serialized = with_start_times
+        return listing(self)
+
+    S3Response.list_multipart_uploads = list_multipart_uploads  # type: ignore[method-assign]
+
+
 def install() -> list[str]:
     """Add the actions moto lacks to ``EC2Response``; returns the names installed now."""
     from moto.ec2.responses import EC2Response
 
+    _record_multipart_start()
     added = []
     for name, fn in _ACTIONS.items():
         if getattr(EC2Response, name, None) is None:

@@ -1,0 +1,137 @@
+"""reap leaves nothing tagged by a failed build, and never touches succeeded or running builds."""
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import pytest
+from moto.s3.models import s3_backends
+
+from pipeline import lineage, tags
+from pipeline.config import parse_settings
+from pipeline.emulator.image_references import install
+from pipeline.prune import reap
+from pipeline.records import BuildRecord
+
+BUCKET = "imports-bucket"
+ACCOUNT = "123456789012"
+
+
+def _settings(tmp_path: Path, endpoint: str) -> Any:
+    raw = {"aws": {"region": "us-east-1", "endpoint_url": endpoint, "max_attempts": 2},
+           "build": {"s3_bucket": BUCKET, "ssm_prefix": "/eks-ami-pipeline",
+                     "state_dir": str(tmp_path / "build")},
+           "images": [{"name": "node", "import": {"source": "x.vmdk"}}]}
+    return parse_settings(raw, source=tmp_path / "pipeline.yaml")
+
+
+def _build_id(hours_ago: float, suffix: str) -> str:
+    when = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=hours_ago)
+    return f"b-{when:%Y%m%d%H%M%S}-{suffix}"
+
+
+def _leave_behind(clients: Any, build_id: str) -> dict[str, str]:
+    """One of every resource kind a build can leave, tagged with ``build_id``."""
+    ec2, s3 = clients.client("ec2"), clients.client("s3")
+    tag = tags.to_tag_list({tags.BUILD_ID: build_id, tags.IMAGE_NAME: "node"})
+    spec = lambda rt: [{"ResourceType": rt, "Tags": tag}]  # noqa: E731
+    image = ec2.register_image(Name=f"node-{build_id}", TagSpecifications=spec("image"))
+    image_id = image["ImageId"]
+    ec2.create_tags(Resources=[image_id], Tags=tag)
+    inst = ec2.run_instances(ImageId=image_id, MinCount=1, MaxCount=1,
+                             TagSpecifications=spec("instance"))["Instances"][0]["InstanceId"]
+    vol = ec2.create_volume(Size=1, AvailabilityZone="us-east-1a",
+                            TagSpecifications=spec("volume"))["VolumeId"]
+    snap = ec2.create_snapshot(VolumeId=vol, TagSpecifications=spec("snapshot"))["SnapshotId"]
+    sg = ec2.create_security_group(GroupName=f"packer-{build_id}", Description="packer temp",
+                                   TagSpecifications=spec("security-group"))["GroupId"]
+    key = ec2.create_key_pair(KeyName=f"packer-{build_id}",
+                              TagSpecifications=spec("key-pair"))["KeyName"]
+    obj = f"imports/{build_id}/disk.vmdk"
+    s3.put_object(Bucket=BUCKET, Key=obj, Body=b"disk", Metadata={"build-id": build_id})
+    return {"image": image_id, "instance": inst, "volume": vol, "snapshot": snap,
+            "security-group": sg, "key-pair": key, "s3-object": f"s3://{BUCKET}/{obj}"}
+
+
+def _record(settings: Any, clients: Any, build_id: str, status: str) -> None:
+    lineage.record_build(settings, clients, BuildRecord(
+        build_id=build_id, image_name="node", method="vm-import", status=status,
+        started_at=BuildRecord.now()))
+
+
+def _tagged(clients: Any, build_id: str) -> list[str]:
+    """Everything in the account still carrying ``build_id`` (terminated instances aside)."""
+    ec2 = clients.client("ec2")
+    flt = [{"Name": f"tag:{tags.BUILD_ID}", "Values": [build_id]}]
+    out = [i["InstanceId"] for r in ec2.describe_instances(Filters=flt)["Reservations"]
+           for i in r["Instances"] if i["State"]["Name"] != "terminated"]
+    out += [v["VolumeId"] for v in ec2.describe_volumes(Filters=flt)["Volumes"]]
+    out += [i["ImageId"] for i in ec2.describe_images(Owners=["self"], Filters=flt)["Images"]]
+    out += [s["SnapshotId"] for s in
+            ec2.describe_snapshots(OwnerIds=["self"], Filters=flt)["Snapshots"]]
+    out += [g["GroupId"] for g in ec2.describe_security_groups(Filters=flt)["SecurityGroups"]]
+    out += [k["KeyName"] for k in ec2.describe_key_pairs(Filters=flt)["KeyPairs"]]
+    s3 = clients.client("s3")
+    for obj in s3.list_objects_v2(Bucket=BUCKET).get("Contents", []):
+        meta = s3.head_object(Bucket=BUCKET, Key=obj["Key"])["Metadata"]
+        if meta.get("build-id") == build_id:
+            out.append(obj["Key"])
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _emulator_extensions() -> None:
+    """Real start times for multipart uploads (moto reports 2010 for all)."""
+    install()
+
+
+@pytest.fixture
+def world(tmp_path: Path, endpoint: str, clients: Any) -> dict[str, Any]:
+    clients.client("s3").create_bucket(Bucket=BUCKET)
+    settings = _settings(tmp_path, endpoint)
+    failed, ok = _build_id(1, "aaaaaa"), _build_id(2, "bbbbbb")
+    running, orphan = _build_id(0.1, "cccccc"), _build_id(30, "dddddd")
+    _record(settings, clients, failed, "failed")
+    _record(settings, clients, ok, "succeeded")
+    _record(settings, clients, running, "started")
+    # `orphan` has no record at all and started 30 hours ago (a killed CI job).
+    made = {b: _leave_behind(clients, b) for b in (failed, ok, running, orphan)}
+    # An unfinished multipart upload, opened two days ago.
+    s3 = clients.client("s3")
+    up = s3.create_multipart_upload(Bucket=BUCKET, Key="imports/abc/old.vmdk")["UploadId"]
+    mp = s3_backends[ACCOUNT]["aws"].buckets[BUCKET].multiparts[up]
+    mp.initiated = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=2)).replace(tzinfo=None)
+    fresh = s3.create_multipart_upload(Bucket=BUCKET, Key="imports/def/new.vmdk")["UploadId"]
+    return {"settings": settings, "failed": failed, "ok": ok, "running": running,
+            "orphan": orphan, "made": made, "old_upload": up, "fresh_upload": fresh}
+
+
+def test_dry_run_lists_without_removing(clients: Any, world: dict[str, Any]) -> None:
+    result = reap(world["settings"], clients)
+    assert not result.applied
+    planned = {(i.kind, i.resource_id) for i in result.items}
+    for kind, rid in world["made"][world["failed"]].items():
+        assert (kind, rid) in planned
+    assert sorted(_tagged(clients, world["failed"])) != []
+    assert {i.build_id for i in result.items} - {"-"} == {world["failed"], world["orphan"]}
+    assert "would remove" in result.summary()
+
+
+def test_apply_leaves_nothing_tagged_by_a_failed_build(clients: Any,
+                                                       world: dict[str, Any]) -> None:
+    result = reap(world["settings"], clients, apply=True)
+    assert result.exit_code == 0, result.summary()
+    assert _tagged(clients, world["failed"]) == []
+    assert _tagged(clients, world["orphan"]) == []
+    # The snapshot behind the failed build's AMI went with it.
+    removed = {(i.kind, i.resource_id) for i in result.items if i.done}
+    assert sum(1 for k, _ in removed if k == "snapshot") == 4   # 2 tagged + 2 behind AMIs
+    # Succeeded and still-running builds keep everything.
+    assert len(_tagged(clients, world["ok"])) == len(world["made"][world["ok"]])
+    assert len(_tagged(clients, world["running"])) == len(world["made"][world["running"]])
+    uploads = clients.client("s3").list_multipart_uploads(Bucket=BUCKET).get("Uploads", [])
+    assert [u["UploadId"] for u in uploads] == [world["fresh_upload"]]
+    # A second run finds nothing more to do.
+    again = reap(world["settings"], clients, apply=True)
+    assert again.items == []

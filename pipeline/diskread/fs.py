@@ -109,6 +109,41 @@ class RootFs:
                 return
         yield from raw.iterdir()
 
+    def _ext_inline_bytes(self, raw: Any) -> tuple[bytes, bytes]:
+        """``(i_block, system.data value)`` of an ext4 inline-data inode.
+
+        dissect.extfs reads in-inode xattrs only for 256-byte inodes, so parse the
+        raw inode here (ext4 ``xattr.h``: ibody header magic 0xEA020000 at
+        ``128 + i_extra_isize``, entries of 16 bytes + name, values relative to the
+        first entry; ``system.data`` is name index 7, name "data").
+        """
+        import struct
+
+        fs = self._fs
+        group, index = divmod(raw.inum - 1, fs.sb.s_inodes_per_group)
+        desc = fs._read_group_desc(group)
+        table = desc.bg_inode_table_lo
+        if hasattr(desc, "bg_inode_table_hi") and fs._group_desc_size >= 64:
+            table |= desc.bg_inode_table_hi << 32
+        fs.fh.seek(table * fs.block_size + index * fs.sb.s_inode_size)
+        buf = fs.fh.read(fs.sb.s_inode_size)
+        i_block = buf[40:100]
+        data = b""
+        if len(buf) > 132:
+            base = 128 + struct.unpack_from("<H", buf, 128)[0]
+            if base + 4 <= len(buf) and struct.unpack_from("<I", buf, base)[0] == 0xEA020000:
+                first = pos = base + 4
+                while pos + 16 <= len(buf):
+                    name_len, name_index, value_offs, _inum, value_size, _hash = \
+                        struct.unpack_from("<BBHIII", buf, pos)
+                    if name_len == 0:
+                        break
+                    if name_index == 7 and buf[pos + 16:pos + 16 + name_len] == b"data":
+                        data = buf[first + value_offs:first + value_offs + value_size]
+                        break
+                    pos += (16 + name_len + 3) & ~3
+        return i_block, data
+
     def _ext_inline_dir(self, raw: Any) -> Iterator[Any]:
         """Entries of an ext4 inline-data directory (dissect.extfs does not parse these).
 
@@ -117,11 +152,8 @@ class RootFs:
         """
         import struct
 
-        areas = [bytes(raw.inode.i_block)[4:]]
-        for xattr in raw.xattr:
-            if xattr.name in ("system.data", "data") or xattr.name.endswith(".data"):
-                areas.append(bytes(xattr.value))
-        for buf in areas:
+        i_block, data = self._ext_inline_bytes(raw)
+        for buf in (i_block[4:], data):
             pos = 0
             while pos + 8 <= len(buf):
                 inum, rec_len, name_len, _ftype = struct.unpack_from("<IHBB", buf, pos)
@@ -138,13 +170,9 @@ class RootFs:
         if self.kind.startswith("ext"):
             from dissect.extfs.c_ext import c_ext
 
-            ino = node.raw.inode
-            if ino.i_flags & c_ext.EXT4_INLINE_DATA_FL:
-                data = bytes(ino.i_block)
-                for xattr in node.raw.xattr:
-                    if xattr.name in ("system.data", "data") or xattr.name.endswith(".data"):
-                        data += bytes(xattr.value)
-                return data[:n]
+            if node.raw.inode.i_flags & c_ext.EXT4_INLINE_DATA_FL:
+                i_block, data = self._ext_inline_bytes(node.raw)
+                return (i_block + data)[:n]
         fh = node.raw.open()
         return fh.read(n)
 

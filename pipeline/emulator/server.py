@@ -45,10 +45,12 @@ def install_all() -> None:
             return
         from moto.moto_api._internal.models import MotoAPIBackend
 
-        from . import amis, blockstore, ebs, seeds
+        from . import amis, blockstore, ebs, image_references, launch_templates, seeds
 
         ebs.install()
         amis.install()
+        launch_templates.install()
+        image_references.install()  # DescribeImageReferences, image deprecation
         _reset_hooks.extend([blockstore.STORE.clear, ebs.reset,
                              lambda: seeds.seed_all(ACCOUNT_ID)])
         original = MotoAPIBackend.reset

@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 COPIED_FROM = T.PREFIX + "copied-from"
 PUBLIC_GROUPS = frozenset({"all"})
 WAIT_DELAY = 15.0            # seconds between DescribeImages polls (AWS copies take minutes)
+FIRST_POLL = 0.5            # the gate's first re-check; doubles up to ``delay``
 WAIT_TIMEOUT = 3600.0        # a cross-region copy of a small AMI takes 5-20 minutes
 
 
@@ -358,6 +359,7 @@ def gate_publication(settings: Settings, clients: Clients, target: str | BuildRe
     multi-region one DescribeImages per other region.
     """
     home = region or clients.region
+    build_id: str | None
     if isinstance(target, BuildRecord):
         build_id, image_name = target.build_id, image_name or target.image_name
         known = dict(target.image_ids)
@@ -383,7 +385,7 @@ def gate_publication(settings: Settings, clients: Clients, target: str | BuildRe
     result = GateResult(build_id=build_id, image_name=image_name, image_ids={}, regions=regions)
     pending = list(regions)
     progress.start(len(regions), "waiting for every region")
-    first = True
+    first, polls = True, 0
     while True:
         still: list[str] = []
         problems: list[str] = []
@@ -415,7 +417,9 @@ def gate_publication(settings: Settings, clients: Clients, target: str | BuildRe
                 "not publishing: the release is not available in every region ("
                 + "; ".join(problems) + "); run distribution and retry once every region "
                 "is available")
-        time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+        # Poll soon first (a copy often finishes while publish renders), then back off.
+        time.sleep(min(delay, FIRST_POLL * 2 ** polls, max(0.0, deadline - time.monotonic())))
+        polls += 1
     result.waited_seconds = round(time.monotonic() - started, 3)
     progress.done()
     return result

@@ -101,6 +101,7 @@ _EC2_CREATE = (
     "ec2:CreateImage", "ec2:CreateSnapshot", "ec2:CreateVolume", "ec2:RunInstances",
     "ec2:CreateKeyPair", "ec2:CreateSecurityGroup", "ec2:AuthorizeSecurityGroupIngress",
     "ec2:CreateTags", "ec2:CreateLaunchTemplate", "ec2:CreateLaunchTemplateVersion",
+    "ec2:DeleteLaunchTemplate",       # only the undo of a template this run created
     "ec2:ModifyLaunchTemplate", "ec2:DeleteLaunchTemplateVersions",
     "ec2:DeleteKeyPair", "ec2:DeleteSecurityGroup", "ec2:AttachVolume", "ec2:DetachVolume",
     "ec2:ModifyInstanceAttribute",

@@ -198,6 +198,7 @@ class HistoryResult:
     image: str | None = None
     template: str | None = None
     regions: list[str] = field(default_factory=list)
+    pointer_prefix: str = ""
     exit_code: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -217,7 +218,8 @@ class HistoryResult:
                 ami = r.image_ids.get(region, "-")
                 versions = ", ".join(v.label() for v in r.template_versions
                                      if v.region == region) or "-"
-                pointers = ", ".join(p.name for p in r.pointers if p.region == region) or "-"
+                pointers = ", ".join(f"{p.image_name}/{p.channel}" for p in r.pointers
+                                     if p.region == region) or "-"
                 first = i == 0
                 status = "" if r.status == "succeeded" else f" [{r.status}]"
                 lines.append((r.build_id + status if first else "",
@@ -232,7 +234,8 @@ class HistoryResult:
         for row in [head, *lines]:
             cells = [c.ljust(w) for c, w in zip(row[:-1], widths)] + [row[-1]]
             out.append("  ".join(cells).rstrip())
-        out.append("(* = the template's default version)")
+        out.append("(* = the template's default version; pointers are "
+                   f"{self.pointer_prefix}/<image>/<channel>)")
         return "\n".join(out)
 
 
@@ -761,4 +764,5 @@ def history(settings: Settings, clients: Clients, image: str | None = None,
             pointers=sorted((p for p in pointers if p.ami_id in amis),
                             key=lambda p: (p.region, p.name)),
             recorded_in=str(b.extra.get("recorded_in", "ssm"))))
-    return HistoryResult(rows=rows, image=image, template=template, regions=regions)
+    return HistoryResult(rows=rows, image=image, template=template, regions=regions,
+                         pointer_prefix=settings.ssm_prefix.rstrip("/"))

@@ -259,7 +259,7 @@ def test_history_links_builds_versions_and_pointers(settings, clients):
 
     text = result.summary()
     assert "eks-nodes:v2*" in text and "eks-nodes:v1" in text and "eks-nodes:v1*" not in text
-    assert f"{PREFIX}/eks-node/candidate" in text and "[failed]" in text
+    assert "eks-node/candidate" in text and "[failed]" in text
     doc = json.loads(json.dumps(result.to_dict()))
     assert doc["builds"][0]["template_versions"][0]["is_default"] is True
     assert doc["builds"][0]["pointers"][0]["ami_id"] == a2
@@ -267,3 +267,34 @@ def test_history_links_builds_versions_and_pointers(settings, clients):
     only = lineage.history(settings, clients, template="eks-nodes")
     assert {r.build_id for r in only.rows} == {first.build_id, second.build_id, unused.build_id}
     assert lineage.history(settings, clients, image="other").rows == []
+
+
+def test_invoke_history_json(settings, clients, endpoint, tmp_path):
+    """The real task over the real CLI: config file in, one JSON document out."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    rec = make_record(clients, "b-20261125150000-eeeeee")
+    lineage.record_build(settings, clients, rec)
+    cfg = tmp_path / "pipeline.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "aws": {"region": HOME, "endpoint_url": endpoint, "max_attempts": 2},
+        "build": {"ssm_prefix": PREFIX, "state_dir": str(tmp_path / "state")},
+        "images": [{"name": "eks-node", "import": {"source": "disk.raw"}}]}))
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        [sys.executable, "-m", "invoke", "--search-root", str(root), "history", "--json",
+         "--config", str(cfg), "--image", "eks-node"],
+        capture_output=True, text=True, timeout=120, env={**os.environ})
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert [b["build_id"] for b in doc["builds"]] == [rec.build_id]
+    assert doc["builds"][0]["image_ids"] == rec.image_ids
+
+    bad = subprocess.run(
+        [sys.executable, "-m", "invoke", "--search-root", str(root), "history", "--config",
+         str(cfg), "--image", "nope"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "no image named 'nope'" in bad.stderr

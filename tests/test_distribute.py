@@ -268,3 +268,26 @@ def test_move_pointers_is_all_or_nothing(settings, clients, record):
         names = [p["Name"] for p in clients.client("ssm", region=region).get_parameters_by_path(
             Path="/eks-ami-pipeline", Recursive=True)["Parameters"]]
         assert "/eks-ami-pipeline/eks-node/fresh" not in names
+
+
+def test_history_shows_every_regions_copy_and_its_users(settings, clients, record):
+    out = distribute(settings, clients, record, wait_delay=0.05)
+    gate = gate_publication(settings, clients, record, wait=False)
+    move_pointers(settings, clients, gate, "stable")
+    clients.client("ec2", region=EU).create_launch_template(
+        LaunchTemplateName="eu-nodes", LaunchTemplateData={"ImageId": out.image_ids[EU]})
+    clients.client("ec2", region=WEST).create_launch_template(
+        LaunchTemplateName="west-nodes",
+        LaunchTemplateData={"ImageId": "resolve:ssm:/eks-ami-pipeline/eks-node/stable"})
+
+    result = lineage.history(settings, clients)
+    (row,) = result.rows
+    assert row.image_ids == out.image_ids and result.regions == sorted(REGIONS)
+    assert sorted((v.region, v.template_name, v.version, v.is_default, v.via_pointer)
+                  for v in row.template_versions) == [
+        (EU, "eu-nodes", 1, True, None),
+        (WEST, "west-nodes", 1, True, "/eks-ami-pipeline/eks-node/stable")]
+    assert sorted((p.region, p.ami_id) for p in row.pointers) == sorted(out.image_ids.items())
+    text = result.summary()
+    for region in REGIONS:
+        assert f"{region}  {out.image_ids[region]}" in text

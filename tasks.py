@@ -221,8 +221,9 @@ def history(c, image=None, template=None, config=None, json=False):
 
 
 @task(help={"image": "Only this configured image", "force": "Rebuild even if nothing changed",
+            "dry_run": "Decide and print the reason per image; build nothing",
             "config": CONFIG_HELP, "json": JSON_HELP})
-def rebuild(c, image=None, force=False, config=None, json=False):
+def rebuild(c, image=None, force=False, dry_run=False, config=None, json=False):
     """Rebuild images whose inputs changed or aged, then verify, distribute and publish."""
 
     def go() -> Any:
@@ -231,7 +232,7 @@ def rebuild(c, image=None, force=False, config=None, json=False):
 
         settings = _settings(config)
         return run(settings, _clients(settings), image=image, force=force,
-                   progress=cli.progress_for(json))
+                   progress=cli.progress_for(json), dry_run=dry_run)
 
     _run(go, json)
 

@@ -1,0 +1,188 @@
+"""Benchmark ``invoke verify`` on an 8 GiB sparse image in every container format.
+
+Prints, per format: the wall time of ``invoke verify --image`` as a fresh process
+(Python start-up included; target <= 1 s) and the bytes it read from the file
+(target <= 32 MiB); ``debugfs -R "stat /etc/eks/bootstrap.sh"`` on the raw ext4 case
+and the ratio; and ``verify --ami`` against the local emulator (GetSnapshotBlock calls,
+target <= 200) for the same disk written as an 8 GiB EBS snapshot and for the seeded
+EKS AMIs. Not a test: it prints figures.
+
+    .venv/bin/python benchmarks/verify_bench.py [--workdir DIR] [--filler-mib 300] [--runs 3]
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from pipeline.diskimage import _QEMU_ARGS, ImageSpec, build_image, root_tree  # noqa: E402
+
+GiB = 1024 ** 3
+MiB = 1024 ** 2
+BLOCK = 524288
+INVOKE = str(Path(sys.executable).parent / "invoke")
+
+
+def _build(work: Path, filler_mib: int) -> dict[str, Path]:
+    tree = root_tree(work / "tree", "al2", filler_mib=filler_mib)
+    raw = work / "disk-8g.raw"
+    t0 = time.perf_counter()
+    build_image(tree, raw, ImageSpec("ext4", "gpt", "raw", 8 * GiB))
+    print(f"built 8 GiB ext4/GPT raw with {filler_mib} MiB of files in "
+          f"{time.perf_counter() - t0:.1f} s")
+    out = {"raw": raw}
+    for fmt, args in _QEMU_ARGS.items():
+        dst = work / f"disk-8g.{fmt}"
+        subprocess.run(["qemu-img", "convert", "-f", "raw", *args, str(raw), str(dst)],
+                       check=True)
+        out[fmt] = dst
+    ova = work / "disk-8g.ova"
+    ovf = work / "disk-8g.ovf"
+    ovf.write_text('<?xml version="1.0"?><Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1">'
+                   '<References><File href="disk-8g-disk1.vmdk" id="file1"/></References>'
+                   "</Envelope>\n")
+    with tarfile.open(ova, "w", format=tarfile.USTAR_FORMAT) as tar:
+        tar.add(ovf, arcname=ovf.name)
+        tar.add(out["vmdk-stream"], arcname="disk-8g-disk1.vmdk")
+    out["ova"] = ova
+    xfs = work / "disk-8g-xfs-lvm.vmdk"
+    build_image(tree, xfs, ImageSpec("xfs", "lvm", "vmdk-stream", 8 * GiB))
+    out["vmdk-stream (xfs on lvm)"] = xfs
+    return out
+
+
+def _run_verify(path: Path, runs: int) -> tuple[float, dict[str, object]]:
+    times = []
+    doc: dict[str, object] = {}
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        proc = subprocess.run([INVOKE, "verify", "--image", str(path), "--json"], cwd=REPO,
+                              capture_output=True, text=True)
+        times.append(time.perf_counter() - t0)
+        if proc.returncode not in (0, 1):
+            raise SystemExit(f"verify failed on {path}: {proc.stderr.strip()}")
+        doc = json.loads(proc.stdout)
+    return statistics.median(times), doc
+
+
+def _debugfs(raw: Path, runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        subprocess.run(["debugfs", "-R", "stat /etc/eks/bootstrap.sh", f"{raw}?offset={MiB}"],
+                       check=True, capture_output=True)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _ami_bench(raw: Path) -> None:
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    os.environ.pop("AWS_PROFILE", None)
+    from pipeline.aws import Clients
+    from pipeline.config import AwsSettings
+    from pipeline.emulator import Emulator
+    from pipeline.verify import verify_ami
+
+    with Emulator("127.0.0.1", 0) as emu:
+        clients = Clients(AwsSettings(region="us-east-1", endpoint_url=emu.endpoint))
+        ebs = clients.client("ebs")
+        t0 = time.perf_counter()
+        snap = ebs.start_snapshot(VolumeSize=8, Timeout=60)["SnapshotId"]
+        written = 0
+        fd = os.open(raw, os.O_RDONLY)
+        try:
+            pos, size = 0, os.fstat(fd).st_size
+            while pos < size:
+                try:
+                    data_at = os.lseek(fd, pos, os.SEEK_DATA)
+                except OSError:
+                    break
+                hole = os.lseek(fd, data_at, os.SEEK_HOLE)
+                index = data_at // BLOCK
+                while index * BLOCK < hole:
+                    block = os.pread(fd, BLOCK, index * BLOCK).ljust(BLOCK, b"\0")
+                    if block.strip(b"\0"):
+                        digest = base64.b64encode(hashlib.sha256(block).digest()).decode()
+                        ebs.put_snapshot_block(SnapshotId=snap, BlockIndex=index, BlockData=block,
+                                               DataLength=BLOCK, Checksum=digest,
+                                               ChecksumAlgorithm="SHA256")
+                        written += 1
+                    index += 1
+                pos = index * BLOCK
+        finally:
+            os.close(fd)
+        ebs.complete_snapshot(SnapshotId=snap, ChangedBlocksCount=written)
+        ami = clients.client("ec2").register_image(
+            Name="bench-8g", Architecture="x86_64", VirtualizationType="hvm",
+            RootDeviceName="/dev/xvda",
+            BlockDeviceMappings=[{"DeviceName": "/dev/xvda",
+                                  "Ebs": {"SnapshotId": snap, "VolumeSize": 8}}])["ImageId"]
+        print(f"\n--ami against the emulator (8 GiB snapshot, {written} written blocks, "
+              f"uploaded in {time.perf_counter() - t0:.1f} s)")
+        print(f"{'AMI':44} {'verdict':10} {'GetSnapshotBlock':>16} {'MiB fetched':>11} {'seconds':>8}")
+        ssm = clients.client("ssm")
+        cases = [("8 GiB bench disk (AL2, 300 MiB files)", ami)]
+        for label, name in (
+                ("seeded EKS AL2023 1.31", "/aws/service/eks/optimized-ami/1.31/amazon-linux-2023/"
+                                           "x86_64/standard/recommended/image_id"),
+                ("seeded EKS AL2 1.31", "/aws/service/eks/optimized-ami/1.31/amazon-linux-2/"
+                                        "recommended/image_id")):
+            cases.append((label, ssm.get_parameter(Name=name)["Parameter"]["Value"]))
+        for label, image_id in cases:
+            rep = verify_ami(clients, image_id)
+            ok = "OK " if (rep.api_calls or 0) <= 200 else "OVER"
+            print(f"{label:44} {rep.verdict + '/' + str(rep.mechanism):10} "
+                  f"{rep.api_calls:>12} {ok} {rep.bytes_read / MiB:>11.1f} {rep.seconds:>8.2f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--filler-mib", type=int, default=300)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--no-ami", action="store_true")
+    args = ap.parse_args()
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="verify-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        images = _build(work, args.filler_mib)
+        print(f"\ninvoke verify --image (median of {args.runs} fresh processes; "
+              "targets: <= 1 s, <= 32 MiB read)")
+        print(f"{'format':26} {'file MiB':>9} {'verdict':22} {'wall s':>7} {'MiB read':>9}  targets")
+        walls = {}
+        for fmt, path in images.items():
+            wall, doc = _run_verify(path, args.runs)
+            walls[fmt] = wall
+            read = int(doc["bytes_read"])  # type: ignore[call-overload]
+            ok = "ok" if wall <= 1.0 and read <= 32 * MiB else "MISSED"
+            verdict = f"{doc['verdict']}/{doc['mechanism']}"
+            print(f"{fmt:26} {path.stat().st_blocks * 512 / MiB:>9.1f} {verdict:22} {wall:>7.3f} "
+                  f"{read / MiB:>9.2f}  {ok}")
+        dbg = _debugfs(images["raw"], args.runs)
+        print(f"\ndebugfs -R 'stat /etc/eks/bootstrap.sh' on the raw ext4 case: {dbg:.3f} s; "
+              f"invoke verify / debugfs = {walls['raw'] / dbg:.1f}x "
+              "(verify also reads and hashes the script, checks nodeadm, kubelet, os-release "
+              "and starts Python + invoke)")
+        if not args.no_ami:
+            _ami_bench(images["raw"])
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -4,15 +4,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import json
+import shutil
+
 import pytest
 
 from pipeline import lineage
 from pipeline.aws import Clients
 from pipeline.config import Settings
+from pipeline.bake import bake
+from pipeline.importer import ImportRequest, import_image
 from pipeline.publish import PublishRequest, promote, publish, rollback
 from pipeline.records import BuildRecord, Verification
 
-from test_publish_support import (TEMPLATE, example_raw, node_security_group, settings_for,
+from test_import_e2e import good_raw  # noqa: F401 - session fixture: an AL2023-like disk
+from test_publish_support import (ROOT, TEMPLATE, example_raw, node_security_group, settings_for,
                                   verified_ami)
 
 IMAGE = "eks-node-al2023"
@@ -86,3 +92,59 @@ def test_pointers_move_with_publish_promote_and_rollback(emulator, settings, cli
         assert (link.build_id_from_description, link.build_id_from_tag) == (rec.build_id,) * 2
         assert link.problems == [] and link.build is not None
         assert link.build.base_ami == rec.base_ami and link.build.status == "succeeded"
+
+
+# --------------------------------------------------------------------------- the whole story
+
+
+@pytest.mark.packer
+@pytest.mark.skipif(shutil.which("packer") is None, reason="packer not installed")
+def test_history_after_import_bake_two_publishes_and_rollback(emulator, clients, tmp_path,
+                                                               good_raw):
+    """The links `invoke history` shows, built by the real steps against the emulator."""
+    raw = example_raw(tmp_path, sg_ids=[node_security_group(clients)])
+    raw["aws"]["endpoint_url"] = emulator.endpoint
+    raw["aws"]["max_attempts"] = 2
+    raw["build"]["state_dir"] = str(tmp_path / "state")
+    raw["images"][0]["bake"]["template"] = str(ROOT / "packer" / "eks-node")
+    raw["images"][1]["require"] = "nodeadm"
+    raw["images"][1]["import"] = {"source": str(good_raw), "method": "snapshot"}
+    settings = settings_for(raw, tmp_path)
+
+    imported = import_image(settings, clients, ImportRequest(name="eks-node-imported"))
+    baked = bake(settings, clients, IMAGE, workdir=tmp_path / "work")
+    a_imp, a_bake = imported.image_id, baked.image_ids[HOME]
+
+    v1 = publish(settings, clients, PublishRequest(ami_id=a_imp, create=True))
+    v2 = publish(settings, clients, PublishRequest(ami_id=a_bake))
+    assert (v1.version, v2.version, v2.default_version) == (1, 2, 2)
+    back = rollback(settings, clients, TEMPLATE)
+    assert (back.from_version, back.to_version) == (2, 1)
+
+    result = lineage.history(settings, clients)
+    assert [r.build_id for r in result.rows] == [baked.build_id, imported.build_id]
+    bake_row, import_row = result.rows
+    # inputs: the base AMI and inputs hash of the bake, the file hash of the import
+    assert bake_row.source == f"base {baked.base_ami}" and bake_row.method == "bake"
+    assert import_row.source.startswith(f"{good_raw.name} sha256:{imported.source_sha256[:12]}")
+    assert (bake_row.image_ids, import_row.image_ids) == ({HOME: a_bake}, {HOME: a_imp})
+    assert bake_row.verification_label == import_row.verification_label == "ok (nodeadm)"
+    assert bake_row.status == import_row.status == "succeeded"
+    # template versions, default marked, and the pointer moved back by the rollback
+    assert [v.label() for v in bake_row.template_versions] == [f"{TEMPLATE}:v2"]
+    assert [v.label() for v in import_row.template_versions] == [f"{TEMPLATE}:v1*"]
+    assert bake_row.pointers == []
+    assert [p.name for p in import_row.pointers] == [f"/eks-ami-pipeline/{IMAGE}/candidate"]
+
+    # The durable records hold what a rebuild compares, and so does the CI manifest.
+    last = lineage.latest_successful(settings, clients, IMAGE)
+    assert last is not None and last.build_id == baked.build_id
+    assert (last.inputs_sha256, last.base_ami) == (baked.inputs_sha256, baked.base_ami)
+    assert last.packer_version and last.snapshot_ids[HOME] == baked.snapshot_ids[HOME]
+    manifest = json.loads((tmp_path / "state" / "manifest.json").read_text())
+    assert [b["build_id"] for b in manifest["builds"]] == [baked.build_id, imported.build_id]
+
+    # From each version back to its build.
+    for version, build_id in ((1, imported.build_id), (2, baked.build_id)):
+        link = lineage.build_for_template_version(clients, TEMPLATE, version, settings=settings)
+        assert link.build_id == build_id and link.problems == []

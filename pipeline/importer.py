@@ -31,6 +31,7 @@ import logging
 import re
 import shutil
 import subprocess
+import tarfile
 import tempfile
 import time
 import uuid
@@ -117,6 +118,8 @@ class Preflight:
     layout: DiskLayout
     verdict: str
     mechanism: str | None
+    digest: s3_upload.FileDigest
+    upload_key: str | None = None     # the content-addressed S3 key (vm-import)
     role: Any = None
 
     @property
@@ -208,7 +211,7 @@ def _qemu_info(path: Path) -> dict[str, Any]:
     return dict(json.loads(out.stdout))
 
 
-def _container(path: Path) -> tuple[str, str | None, int]:
+def _container(path: Path, method: str) -> tuple[str, str | None, int]:
     """(qemu format, VM Import format or None to convert, virtual size)."""
     with open(path, "rb") as fh:
         head = fh.read(512)
@@ -217,6 +220,8 @@ def _container(path: Path) -> tuple[str, str | None, int]:
             raise PreflightError(f"{path} is a {kind}-compressed file, not a disk image; "
                                  f"decompress it first ({tool} {path.name})")
     if head[257:262] == b"ustar":
+        if method == "vm-import":
+            _check_ova(path)
         return "ova", "OVA", 0
     info = _qemu_info(path)
     fmt = str(info.get("format"))
@@ -229,6 +234,26 @@ def _container(path: Path) -> tuple[str, str | None, int]:
         sub = ((info.get("format-specific") or {}).get("data") or {}).get("create-type")
         vmi = "VMDK" if sub == "streamOptimized" else None
     return fmt, vmi, size
+
+
+def _check_ova(path: Path) -> None:
+    """VM Import reads an OVA's OVF and its disks, which must be streamOptimized VMDKs."""
+    try:
+        with tarfile.open(path) as tar:
+            members = [m for m in tar.getmembers() if m.isfile()]
+            if not any(m.name.lower().endswith(".ovf") for m in members):
+                raise PreflightError(f"{path}: OVA without an .ovf descriptor; re-export it")
+            disks = [m for m in members if not m.name.lower().endswith((".ovf", ".mf",
+                                                                        ".cert"))]
+            for m in disks:
+                fh = tar.extractfile(m)
+                head = fh.read(65536) if fh else b""
+                if not (head[:4] == b"KDMV" and b'createType="streamOptimized"' in head):
+                    raise PreflightError(
+                        f"{path}: OVA disk {m.name} is not a streamOptimized VMDK, which VM "
+                        "Import requires; re-export the OVA or import the disk itself")
+    except tarfile.TarError as err:
+        raise PreflightError(f"{path}: OVA (tar) cannot be read: {err}") from err
 
 
 def disk_layout(path: Path) -> DiskLayout:
@@ -282,14 +307,15 @@ def _check_bucket(s3: Any, bucket: str) -> None:
         raise OperationFailed(f"cannot reach S3 to check bucket {bucket!r}: {err}") from err
 
 
-def preflight(settings: Settings, clients: Clients, req: ImportRequest) -> Preflight:
+def preflight(settings: Settings, clients: Clients, req: ImportRequest,
+              progress: Progress = NO_PROGRESS) -> Preflight:
     """All checks that must pass before anything is uploaded or created; see module doc."""
     image, path, method, bucket, kms = _resolve(settings, req)
     if not path.exists():
         raise PreflightError(f"{path}: no such file; give the path of a disk image with --image")
     if not path.is_file() or path.stat().st_size == 0:
         raise PreflightError(f"{path}: not a non-empty regular file; give a disk image")
-    qfmt, vmi_fmt, vsize = _container(path)
+    qfmt, vmi_fmt, vsize = _container(path, method)
     verdict, mechanism = _bootstrap(path, image.require)
     layout = disk_layout(path)
     if layout.table == "none":
@@ -304,19 +330,25 @@ def preflight(settings: Settings, clients: Clients, req: ImportRequest) -> Prefl
         raise PreflightError(f"{path}: the disk has an EFI System Partition and no BIOS boot "
                              "partition, so it boots with UEFI only; set boot_mode: uefi for "
                              f"image {image.name!r}")
-    role = None
+    role = key = None
+    if method == "vm-import" and image.boot_mode == "uefi" and kms:
+        raise PreflightError("VM Import cannot encrypt UEFI imports: drop --kms-key, or use "
+                             "--method snapshot")
+    # Local, so still "before any byte leaves": the hash names the S3 key the role must
+    # be able to read. The snapshot method needs only the whole-file hash (lineage).
+    digest = s3_upload.hash_file(path, progress=progress, parts=method == "vm-import")
     if method == "vm-import":
         assert bucket is not None
-        if image.boot_mode == "uefi" and kms:
-            raise PreflightError("VM Import cannot encrypt UEFI imports: drop --kms-key, or use "
-                                 "--method snapshot")
+        name = f"{path.stem}.vmdk" if vmi_fmt is None else path.name
+        key = s3_upload.object_key(digest.sha256, name)
         _check_bucket(clients.client("s3"), bucket)
         from .vmimport_role import check_role
 
-        role = check_role(clients.client("iam"), bucket, create=req.create_role)
+        role = check_role(clients.client("iam"), bucket, create=req.create_role, key=key)
     return Preflight(path=path, image=image, method=method, bucket=bucket, kms_key_id=kms,
                      qemu_format=qfmt, vmimport_format=vmi_fmt, virtual_size=vsize,
-                     layout=layout, verdict=verdict, mechanism=mechanism, role=role)
+                     layout=layout, verdict=verdict, mechanism=mechanism, digest=digest,
+                     upload_key=key, role=role)
 
 
 # --------------------------------------------------------------------------- import
@@ -358,8 +390,9 @@ def _via_vm_import(clients: Clients, pf: Preflight, req: ImportRequest, digest: 
     meta = {"source-sha256": digest.sha256, "source-file": pf.path.name[:200],
             "build-id": lineage[tags.BUILD_ID]}
     info: dict[str, Any] = {}
+    key = pf.upload_key
+    assert key is not None
     if pf.needs_conversion:
-        key = s3_upload.object_key(digest.sha256, f"{pf.path.stem}.vmdk")
         existing = s3_upload.head_object(s3, bucket, key)
         if existing and existing.metadata.get("source-sha256") == digest.sha256:
             log.info("s3://%s/%s already holds the converted image; skipping conversion",
@@ -378,7 +411,8 @@ def _via_vm_import(clients: Clients, pf: Preflight, req: ImportRequest, digest: 
         info["converted_from"] = pf.qemu_format
         disk_format = "VMDK"
     else:
-        upload = s3_upload.upload_file(s3, pf.path, bucket, digest=digest, metadata=meta,
+        upload = s3_upload.upload_file(s3, pf.path, bucket, key=key, digest=digest,
+                                       metadata=meta,
                                        kms_key_id=pf.kms_key_id, workers=req.workers,
                                        progress=progress)
         disk_format = pf.vmimport_format or "RAW"
@@ -478,12 +512,12 @@ def import_image(settings: Settings, clients: Clients, req: ImportRequest,
                  progress: Progress = NO_PROGRESS) -> ImportResult:
     """Pre-flight, import, tag, verify and record one disk image; see the module doc."""
     t0 = time.monotonic()
-    pf = preflight(settings, clients, req)
+    pf = preflight(settings, clients, req, progress)
+    digest = pf.digest
     build_id = tags.new_build_id()
     record = BuildRecord(build_id=build_id, image_name=pf.image.name, method=pf.method,
                          started_at=BuildRecord.now(), source_file=pf.path.name,
                          tool_version=__version__)
-    digest = s3_upload.hash_file(pf.path, progress=progress)
     record.source_sha256 = digest.sha256
     lineage = _lineage_tags(pf, build_id, digest.sha256)
     ec2 = clients.client("ec2")

@@ -5,10 +5,10 @@ after the upload (``InvalidParameter: The service role vmimport provided does no
 or does not have sufficient permissions``). This module checks it first, from IAM alone:
 
 - the role exists;
-- its trust policy lets ``vmie.amazonaws.com`` call ``sts:AssumeRole``, and any
+- its trust policy lets ``vmie.amazonaws.com`` call ``sts:AssumeRole`` under an
   ``sts:ExternalId`` condition (IAM condition keys are case-insensitive; the AWS docs
-  spell it ``sts:Externalid``) accepts ``vmimport``;
-- its inline and attached policies grant ``s3:GetObject`` on the upload key prefix and
+  spell it ``sts:Externalid``) that accepts ``vmimport``;
+- its inline and attached policies grant ``s3:GetObject`` on the object to import and
   ``s3:ListBucket`` + ``s3:GetBucketLocation`` on the bucket. Wildcards (``*``, ``?``)
   in actions and resources are honoured, ``NotAction``/``NotResource`` too, and an
   explicit ``Deny`` wins. Conditions on Allow statements are not evaluated (counted as
@@ -138,7 +138,12 @@ def allows(documents: Iterable[dict[str, Any]], action: str, resource: str | Non
 
 
 def _trust_problem(doc: dict[str, Any]) -> str | None:
-    """None when ``doc`` lets VM Import assume the role with external id vmimport."""
+    """None when ``doc`` lets VM Import assume the role with external id vmimport.
+
+    Like the documented trust policy, the statement must carry an ``sts:ExternalId``
+    condition (key case-insensitive) that accepts ``vmimport``; VM Import presents that
+    external id and the docs require the condition.
+    """
     for st in _list(doc.get("Statement")):
         if not isinstance(st, dict) or st.get("Effect") != "Allow":
             continue
@@ -150,13 +155,16 @@ def _trust_problem(doc: dict[str, Any]) -> str | None:
             continue
         for op, keys in (st.get("Condition") or {}).items():
             for k, v in (keys or {}).items():
-                if k.lower() == "sts:externalid":
-                    fold = "IgnoreCase" in op
-                    if not (op.startswith("String") and "Not" not in op
-                            and _any_glob(_list(v), EXTERNAL_ID, fold=fold)):
-                        return (f"its trust policy's {op} {k} condition does not accept "
-                                f"{EXTERNAL_ID!r}")
-        return None
+                if k.lower() != "sts:externalid":
+                    continue
+                fold = "IgnoreCase" in op
+                if (op.startswith("String") and "Not" not in op
+                        and _any_glob(_list(v), EXTERNAL_ID, fold=fold)):
+                    return None
+                return (f"its trust policy's {op} {k} condition does not accept "
+                        f"{EXTERNAL_ID!r}")
+        return (f"its trust policy lets {SERVICE} assume it without the sts:Externalid "
+                f"{EXTERNAL_ID!r} condition the VM Import docs require")
     return (f"its trust policy does not allow {SERVICE} to call sts:AssumeRole "
             f"(with sts:Externalid {EXTERNAL_ID!r})")
 
@@ -194,8 +202,8 @@ def _role_policies(iam: Any, role: str) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-def _missing_grants(docs: list[dict[str, Any]], bucket: str, key_prefix: str) -> list[str]:
-    obj = f"arn:aws:s3:::{bucket}/{key_prefix.strip('/')}/probe.vmdk"
+def _missing_grants(docs: list[dict[str, Any]], bucket: str, key: str) -> list[str]:
+    obj = f"arn:aws:s3:::{bucket}/{key}"
     need = [("s3:GetObject", obj), ("s3:ListBucket", f"arn:aws:s3:::{bucket}"),
             ("s3:GetBucketLocation", f"arn:aws:s3:::{bucket}")]
     return [f"{a} on {r}" for a, r in need if not allows(docs, a, r)]
@@ -205,8 +213,11 @@ def _missing_grants(docs: list[dict[str, Any]], bucket: str, key_prefix: str) ->
 
 
 def check_role(iam: Any, bucket: str, *, role_name: str = ROLE_NAME, create: bool = False,
-               key_prefix: str = "imports", kms_key_arn: str | None = None) -> RoleCheck:
-    """Check (and with ``create`` create or extend) the VM Import role; see module doc."""
+               key: str = "imports/probe.vmdk", kms_key_arn: str | None = None) -> RoleCheck:
+    """Check (and with ``create`` create or extend) the VM Import role; see module doc.
+
+    ``key`` is the object VM Import will read (the import's content-addressed key).
+    """
     created = False
     try:
         role = iam.get_role(RoleName=role_name)["Role"]
@@ -229,7 +240,7 @@ def check_role(iam: Any, bucket: str, *, role_name: str = ROLE_NAME, create: boo
                              f"fix its trust policy to: {json.dumps(trust_policy())}")
 
     policies = _role_policies(iam, role_name)
-    missing = _missing_grants([d for _, d in policies], bucket, key_prefix)
+    missing = _missing_grants([d for _, d in policies], bucket, key)
     added: str | None = None
     if missing and create:
         added = f"vmimport-{bucket}"[:128]
@@ -239,7 +250,7 @@ def check_role(iam: Any, bucket: str, *, role_name: str = ROLE_NAME, create: boo
         log.info("added inline policy %s to role %s so it can read s3://%s",
                  added, role_name, bucket)
         policies = _role_policies(iam, role_name)
-        missing = _missing_grants([d for _, d in policies], bucket, key_prefix)
+        missing = _missing_grants([d for _, d in policies], bucket, key)
     if missing:
         raise PreflightError(
             f"IAM role {role_name} cannot read s3://{bucket}: its policies do not grant "

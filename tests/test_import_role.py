@@ -106,3 +106,20 @@ def test_not_action_and_not_resource() -> None:
     assert allows([doc], "s3:GetObject", "arn:aws:s3:::image-bucket/k")
     assert not allows([doc], "s3:GetObject", "arn:aws:s3:::secret/k")
     assert not allows([doc], "iam:PassRole", "arn:aws:s3:::image-bucket/k")
+
+
+def test_trust_without_the_external_id_condition_is_refused(iam) -> None:
+    trust = {"Statement": [{"Effect": "Allow", "Principal": {"Service": "vmie.amazonaws.com"},
+                            "Action": "sts:AssumeRole"}]}
+    _role(iam, trust=trust, inline=bucket_policy(BUCKET))
+    with pytest.raises(PreflightError, match="Externalid"):
+        check_role(iam, BUCKET)
+
+
+def test_grant_is_checked_for_the_exact_object_key(iam) -> None:
+    narrow = _s3(["s3:GetObject", "s3:ListBucket", "s3:GetBucketLocation"],
+                 ["arn:aws:s3:::image-bucket", "arn:aws:s3:::image-bucket/imports/*.vmdk"])
+    _role(iam, inline=narrow)
+    check_role(iam, BUCKET, key="imports/abc/node.vmdk")
+    with pytest.raises(PreflightError, match="imports/abc/node.raw"):
+        check_role(iam, BUCKET, key="imports/abc/node.raw")

@@ -40,7 +40,7 @@ from .aws import Clients, error_code
 from .config import LaunchTemplateSettings, Settings
 from .errors import AwsCallError, ImageReadError, InputError, LintError
 from .launch_templates import TemplateVersion
-from .pointers import Pointer, get_pointer, put_pointer
+from .pointers import Pointer, get_pointer, pointer_name, put_pointer
 
 __all__ = [
     "PublishRequest",
@@ -300,6 +300,8 @@ def publish(settings: Settings, clients: Clients, req: PublishRequest, *,
     if channel and not image_name:
         raise InputError(f"--channel {channel}: the SSM pointer needs an image name; configure "
                          f"launch_templates[{name}].image or tag the AMI with {T.IMAGE_NAME}")
+    if channel and image_name:
+        pointer_name(settings.ssm_prefix, image_name, channel)  # refuse a bad name up front
     kversion = req.karpenter or (settings.karpenter.version if lt.karpenter else None)
     manifests = (kp.render_manifests(settings, kversion, template=lt, ami_id=image.image_id,
                                      mechanism=mechanism)

@@ -253,3 +253,24 @@ def test_end_to_end_with_verify_on_the_seeded_al2023_base(emulator, clients, set
     assert res.mechanism == "nodeadm" and res.version == 1
     desc = _version(clients, 1)["VersionDescription"]
     assert "verify=ok/nodeadm" in desc
+
+
+def test_a_failure_after_creating_undoes_the_version_and_the_default(emulator, clients, tmp_path, sg):
+    """IAM denying ssm:PutParameter (here: the reserved /aws prefix) must not leave v2 behind."""
+    raw = example_raw(tmp_path, sg_ids=[sg], karpenter=True)
+    ok = settings_for(raw, tmp_path)
+    ami1 = verified_ami(emulator, clients)
+    publish(ok, clients, PublishRequest(ami_id=ami1, create=True))
+    raw["build"]["ssm_prefix"] = "/aws/reserved"
+    denied = settings_for(raw, tmp_path)
+    with pytest.raises(Exception) as exc:
+        publish(denied, clients, PublishRequest(ami_id=verified_ami(emulator, clients)))
+    assert getattr(exc.value, "exit_code", None) == 1 and "SSM pointer" in str(exc.value)
+    assert [v.version for v in list_versions(clients.client("ec2"), TEMPLATE)] == [1]
+    assert _default(clients) == 1
+    # a template created by the failed run is removed as a whole
+    with pytest.raises(Exception, match="SSM pointer"):
+        publish(denied, clients, PublishRequest(ami_id=ami1, template="other-nodes", create=True,
+                                                channel="candidate"))
+    assert clients.client("ec2").describe_launch_templates(
+        Filters=[{"Name": "launch-template-name", "Values": ["other-nodes"]}])["LaunchTemplates"] == []

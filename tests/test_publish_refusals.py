@@ -44,6 +44,17 @@ class Ctx:
     def al2_ami(self) -> str:
         return verified_ami(self.emulator, self.clients, "al2", mechanism="bootstrap.sh")
 
+    def pending_ami(self) -> str:
+        """A verified AMI caught in ``pending`` (as right after CreateImage/CopyImage).
+
+        The emulator runs in this process; EC2 has no API to put an image back to pending.
+        """
+        from moto.ec2.models import ec2_backends
+
+        ami = verified_ami(self.emulator, self.clients)
+        ec2_backends["123456789012"]["us-east-1"].amis[ami].state = "pending"
+        return ami
+
     def rendered(self, mechanism: str, fmt: str = "mime") -> str:
         return ud.render(self.settings(), mechanism, fmt)
 
@@ -74,6 +85,10 @@ CASES: dict[str, Case] = {
         c.settings(), PublishRequest(ami_id=verified_ami(c.emulator, c.clients, verdict="stub",
                                                          mechanism=None), allow_unverified=True),
         "failed verification"),
+    "AMI still pending": lambda c: (c.settings(), PublishRequest(ami_id=c.pending_ami()),
+                                    "not 'available'"),
+    "channel that is not one path segment": lambda c: (c.settings(), _req(c, channel="a/b"),
+                                                       "one path segment"),
     "template missing without --create": lambda c: (
         c.settings(), _req(c, template="other-nodes"), "pass --create"),
     "unknown source version": lambda c: (c.settings(), _req(c, source_version=9), "not found"),

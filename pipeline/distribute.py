@@ -160,6 +160,7 @@ def _delete_copy(clients: Clients, region: str, image_id: str) -> None:
         if not error_code(err).startswith("InvalidAMIID"):
             log.warning("could not deregister partial copy %s in %s: %s", image_id, region, err)
             return
+    snaps = list(dict.fromkeys(snaps + _copy_snapshots(ec2, image_id)))
     for snap in snaps:
         try:
             ec2.delete_snapshot(SnapshotId=snap)
@@ -168,6 +169,19 @@ def _delete_copy(clients: Clients, region: str, image_id: str) -> None:
                 log.warning("could not delete snapshot %s of %s in %s: %s", snap, image_id,
                             region, err)
     log.info("removed partial copy %s in %s", image_id, region)
+
+
+def _copy_snapshots(ec2: Any, image_id: str) -> list[str]:
+    """Snapshots CopyImage made for ``image_id``: AWS describes them as "Copied for
+    DestinationAmi <ami> ...". A pending copy may not list them in its mappings yet."""
+    try:
+        found = ec2.describe_snapshots(OwnerIds=["self"], Filters=[
+            {"Name": "description", "Values": [f"Copied for DestinationAmi {image_id}*"]}])
+    except ClientError as err:
+        log.warning("could not look for the snapshots of copy %s: %s", image_id, err)
+        return []
+    return [s["SnapshotId"] for s in found.get("Snapshots") or []
+            if f"DestinationAmi {image_id} " in (s.get("Description") or "") + " "]
 
 
 def _copy(clients: Clients, plan: DistributionPlan, record: BuildRecord, region: str,

@@ -158,7 +158,7 @@ def promote(c, template, version, channel=None, config=None, json=False):
         from pipeline.publish import promote as run
 
         settings = _settings(config)
-        return run(settings, _clients(settings), template, int(version), channel=channel)
+        return run(settings, _clients(settings), template, version, channel=channel)
 
     _run(go, json)
 

@@ -459,9 +459,11 @@ def _channel_target(settings: Settings, template: str, channel: str | None,
     return ch, image_name
 
 
-def promote(settings: Settings, clients: Clients, template: str, version: int,
+def promote(settings: Settings, clients: Clients, template: str, version: int | str,
             channel: str | None = None, *, region: str | None = None) -> PromoteResult:
     """Make ``version`` the default and move the channel pointer to its AMI."""
+    if not str(version).isdigit():
+        raise InputError(f"promote --version {version!r}: expected a version number")
     region = region or clients.region
     ec2 = clients.client("ec2", region=region)
     ch, image_name = _channel_target(settings, template, channel, None)

@@ -10,6 +10,7 @@ import yaml
 
 from pipeline import karpenter as kp
 from pipeline.aws import Clients
+from pipeline.errors import InputError
 from pipeline import tags as T
 from pipeline import user_data as ud
 from pipeline.launch_templates import list_versions
@@ -164,7 +165,11 @@ def test_promote_rollback_diff_and_pointers(emulator, clients, tmp_path, sg):
     assert (default_vs_latest.from_version, default_vs_latest.to_version) == (1, 3)
     assert f"ImageId: {ami1} -> {ami2}" in default_vs_latest.summary()
 
-    again = promote(s1, clients, TEMPLATE, 1)  # rb2 made v1 the default
+    with pytest.raises(InputError, match="expected a version number"):
+        promote(s1, clients, TEMPLATE, "two")
+    with pytest.raises(InputError, match="version not found"):
+        promote(s1, clients, TEMPLATE, 42)
+    again = promote(s1, clients, TEMPLATE, "1")  # rb2 made v1 the default
     assert not again.changed and "already is the default" in again.summary()
 
 

@@ -521,6 +521,22 @@ def deregister_image(self: Any) -> ActionResult:
     return ActionResult(result)
 
 
+_orig_describe_snapshots = EC2Response.describe_snapshots
+
+
+def describe_snapshots(self: Any) -> ActionResult:
+    """moto ignores OwnerIds; AWS lists only those owners' snapshots (``self`` = caller)."""
+    result = _orig_describe_snapshots(self)
+    owners = self._get_param("OwnerIds", []) or []
+    if not owners:
+        return result  # type: ignore[no-any-return]
+    wanted = {self.current_account if o == "self" else o for o in owners}
+    snaps = [s for s in result.result["Snapshots"]
+             if s.owner_id in wanted or ("amazon" in wanted and s.owner_id != self.current_account
+                                         and s.owner_id == "602401143452")]
+    return ActionResult({**result.result, "Snapshots": snaps})
+
+
 def install() -> None:
     """Patch moto's AMI/EBS/instance models and handlers (idempotent assignments)."""
     Ami.block_device_mappings = property(_bdm_property)  # type: ignore[method-assign,assignment]
@@ -532,5 +548,5 @@ def install() -> None:
     EC2Backend.delete_snapshot = _delete_snapshot  # type: ignore[method-assign]
     EC2Backend.run_instances = _run_instances  # type: ignore[method-assign]
     EC2Response._parse_block_device_mapping = _parse_block_device_mapping  # type: ignore[method-assign]
-    for fn in (register_image, create_image, copy_image, deregister_image):
+    for fn in (register_image, create_image, copy_image, deregister_image, describe_snapshots):
         setattr(EC2Response, fn.__name__, fn)

@@ -45,13 +45,15 @@ def install_all() -> None:
             return
         from moto.moto_api._internal.models import MotoAPIBackend
 
-        from . import amis, blockstore, ebs, image_references, launch_templates, seeds
+        from . import (amis, blockstore, ebs, image_references, launch_templates, seeds,
+                       vmimport)
 
         ebs.install()
+        vmimport.install()
         amis.install()
         launch_templates.install()
         image_references.install()  # DescribeImageReferences, image deprecation
-        _reset_hooks.extend([blockstore.STORE.clear, ebs.reset,
+        _reset_hooks.extend([vmimport.reset, blockstore.STORE.clear, ebs.reset,
                              lambda: seeds.seed_all(ACCOUNT_ID)])
         original = MotoAPIBackend.reset
 
@@ -105,9 +107,10 @@ class Emulator:
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> str:
-        from . import seeds
+        from . import seeds, vmimport
 
         install_all()
+        vmimport.configure(self.import_seconds)
         for kind in ("al2023", "al2"):
             seeds.base_disk(kind)  # build once per process, before the first reset
         self._server = _Server(self.host, self.port)

@@ -194,7 +194,7 @@ class VmdkDisk(_FileDisk):
                 raise self._corrupt("a grain lies past the end of the file (the file is truncated)")
 
     def _read(self, offset: int, length: int) -> bytes:
-        return self._sd.read_sectors(offset // SECTOR, length // SECTOR)
+        return bytes(self._sd.read_sectors(offset // SECTOR, length // SECTOR))
 
     def allocated_ranges(self) -> Iterator[tuple[int, int]]:
         sd = self._sd
@@ -259,7 +259,7 @@ class Qcow2Disk(_FileDisk):
                                         "(the file is truncated)")
 
     def _read(self, offset: int, length: int) -> bytes:
-        return self._stream._read(offset, length)
+        return bytes(self._stream._read(offset, length))
 
     def allocated_ranges(self) -> Iterator[tuple[int, int]]:
         from dissect.hypervisor.disk.c_qcow2 import QCow2ClusterType, c_qcow2
@@ -324,7 +324,7 @@ class VhdDisk(_FileDisk):
         return struct.unpack(f">{count}I", raw)
 
     def _read(self, offset: int, length: int) -> bytes:
-        return self._vhd.disk.read_sectors(offset // SECTOR, length // SECTOR)
+        return bytes(self._vhd.disk.read_sectors(offset // SECTOR, length // SECTOR))
 
     def allocated_ranges(self) -> Iterator[tuple[int, int]]:
         if not self._dynamic:
@@ -455,7 +455,7 @@ def _open_format(fmt: str, src: CountingFile, name: str, owns_fd: bool) -> _File
 
 def _open_ova(src: CountingFile, name: str) -> OvaDisk:
     try:
-        tar = tarfile.open(fileobj=src, mode="r:")  # type: ignore[call-overload]
+        tar = tarfile.open(fileobj=src, mode="r:")
         members = tar.getmembers()
     except (tarfile.TarError, OSError, EOFError) as err:
         raise ImageReadError(f"{name}: OVA (tar) cannot be read: {err}") from err

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import stat
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Iterator
+from typing import Any, Iterator, Protocol
 
 from ..errors import ImageReadError
 from ._io import DiskFile
@@ -30,12 +30,20 @@ _EXTENDED_MBR_TYPES = (0x05, 0x0F, 0x85)
 _LVM_MBR_TYPE = 0x8E
 
 
+class ReadSeek(Protocol):
+    """What the parsing libraries need from a file."""
+
+    def read(self, n: int = -1, /) -> bytes: ...
+
+    def seek(self, pos: int, whence: int = 0, /) -> int: ...
+
+
 @dataclass
 class Volume:
     """A place a filesystem may live: a partition, a logical volume or the whole disk."""
 
     partition: str           # "gpt:1", "mbr:2", "none", "lvm:vg0/root@mbr:1"
-    file: BinaryIO
+    file: ReadSeek
     size: int
 
 
@@ -174,7 +182,7 @@ class RootFs:
                 i_block, data = self._ext_inline_bytes(node.raw)
                 return (i_block + data)[:n]
         fh = node.raw.open()
-        return fh.read(n)
+        return bytes(fh.read(n))
 
     def readlink(self, node: Node) -> str:
         target = self._ext_inline_link(node) if self.kind.startswith("ext") else None
@@ -248,7 +256,7 @@ def _part_file(disk: Disk, offset: int, size: int) -> DiskFile:
     return DiskFile(lambda o, n: disk.read(offset + o, n), size)
 
 
-def _has_lvm_label(fh: BinaryIO) -> bool:
+def _has_lvm_label(fh: ReadSeek) -> bool:
     for i in range(4):
         fh.seek(i * SECTOR)
         if fh.read(8) == b"LABELONE":
@@ -256,7 +264,7 @@ def _has_lvm_label(fh: BinaryIO) -> bool:
     return False
 
 
-def _lvm_volumes(fh: BinaryIO, where: str) -> list[Volume]:
+def _lvm_volumes(fh: ReadSeek, where: str) -> list[Volume]:
     from dissect.volume.lvm import LVM2
 
     try:

@@ -96,7 +96,7 @@ class SnapshotDisk(Disk):
         self.api_calls += 1
         body = resp["BlockData"]
         try:
-            data = body.read()
+            data = bytes(body.read())
         finally:
             body.close()
         self._bytes += len(data)

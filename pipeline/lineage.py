@@ -35,7 +35,9 @@ import datetime as _dt
 import json
 import logging
 import os
+import platform
 import re
+import subprocess
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,7 +45,7 @@ from typing import Any, Iterable, Iterator
 
 from botocore.exceptions import ClientError
 
-from . import TOOL_NAME
+from . import TOOL_NAME, __version__
 from . import tags as T
 from .aws import Clients, call, error_code
 from .config import Settings
@@ -401,14 +403,45 @@ def _put_record(settings: Settings, clients: Clients, record: BuildRecord) -> st
     return name
 
 
+def _git_commit() -> str | None:
+    """The commit this run builds from: CI's variable, else ``git rev-parse HEAD`` here."""
+    for var in ("GITHUB_SHA", "CI_COMMIT_SHA", "GIT_COMMIT"):
+        if os.environ.get(var):
+            return os.environ[var]
+    try:
+        out = subprocess.run(["git", "rev-parse", "--verify", "HEAD"], capture_output=True,
+                             text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    sha = out.stdout.strip()
+    return sha if out.returncode == 0 and re.fullmatch(r"[0-9a-f]{40,64}", sha) else None
+
+
+def _tool_versions(record: BuildRecord) -> dict[str, str]:
+    import boto3
+    import botocore
+
+    versions = {TOOL_NAME: record.tool_version or __version__, "python": platform.python_version(),
+                "boto3": boto3.__version__, "botocore": botocore.__version__}
+    if record.packer_version:
+        versions["packer"] = record.packer_version
+    return versions
+
+
 def record_build(settings: Settings, clients: Clients, record: BuildRecord) -> None:
     """Record one build durably: lineage tags in every region that holds an AMI of it,
     the SSM record in the home region, and the local manifest.
 
-    Safe to call again as the build progresses (started, verified, distributed): tags
-    are overwritten, the SSM record gains a new parameter version, the manifest entry is
-    replaced.
+    Fills what the caller left out and only this module can know: the tool version,
+    the git commit (``$GITHUB_SHA`` or ``git rev-parse HEAD``) and the versions of the
+    tools involved (``extra["tool_versions"]``). Safe to call again as the build
+    progresses (started, verified, distributed): tags are overwritten, the SSM record
+    gains a new parameter version, the manifest entry is replaced.
     """
+    record.tool_version = record.tool_version or __version__
+    if record.git_commit is None:
+        record.git_commit = _git_commit()
+    record.extra.setdefault("tool_versions", _tool_versions(record))
     for region in sorted(record.image_ids):
         tag_build(clients, record, region=region)
     _put_record(settings, clients, record)

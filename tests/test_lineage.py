@@ -300,3 +300,28 @@ def test_invoke_history_json(settings, clients, endpoint, tmp_path):
         [sys.executable, "-m", "invoke", "--search-root", str(root), "history", "--config",
          str(cfg), "--image", "nope"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "no image named 'nope'" in bad.stderr
+
+
+def test_record_build_fills_git_commit_and_tool_versions(settings, clients, monkeypatch):
+    rec = make_record(clients, "b-20261125160000-ffffff")
+    rec.git_commit, rec.tool_version = None, ""
+    monkeypatch.setenv("GITHUB_SHA", "9" * 40)
+    lineage.record_build(settings, clients, rec)
+    stored = lineage.load_build(settings, clients, "eks-node", rec.build_id)
+    assert stored.git_commit == "9" * 40 and stored.tool_version
+    versions = stored.extra["tool_versions"]
+    assert {"eks-ami-pipeline", "python", "boto3", "botocore", "packer"} <= set(versions)
+    assert tags_of(clients, rec.image_ids[HOME])[T.GIT_COMMIT] == "9" * 40
+
+
+def test_git_commit_comes_from_the_checkout_outside_ci(monkeypatch, tmp_path):
+    import subprocess
+
+    for var in ("GITHUB_SHA", "CI_COMMIT_SHA", "GIT_COMMIT"):
+        monkeypatch.delenv(var, raising=False)
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(repo)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)
+    assert lineage._git_commit() == (head.stdout.strip() if head.returncode == 0 else None)
+    monkeypatch.chdir(tmp_path)  # not a checkout
+    assert lineage._git_commit() is None

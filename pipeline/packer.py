@@ -33,7 +33,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from .errors import InputError, PackerBuildFailed
 from .progress import NO_PROGRESS, Progress
@@ -346,10 +346,15 @@ def run_build(cmd: Sequence[str], *, cwd: Path, env: Mapping[str, str] | None = 
               grace: float = INTERRUPT_GRACE) -> PackerRun:
     """Run ``packer build -machine-readable`` and parse its stream while it runs.
 
+    A reader thread parses every line as it arrives (``ui`` lines to the log and
+    ``progress.status``, errors kept, the temporary resources Packer names remembered;
+    ``on_event`` sees each event, from that thread). The calling thread only waits, in
+    short slices, so Ctrl-C is noticed at once even while Packer prints nothing.
+
     Packer runs in its own session so that a terminal Ctrl-C reaches only us; we forward
-    SIGINT to it and keep reading until it has cleaned up (its own "Terminating the
-    source AWS instance..." steps), then re-raise :class:`KeyboardInterrupt` with the run
-    attached as ``err.packer_run``.
+    SIGINT to it and wait (up to ``grace`` seconds) while it cleans up ("Terminating the
+    source AWS instance..."), then re-raise :class:`KeyboardInterrupt` with the run
+    attached as ``err.packer_run``. A second Ctrl-C kills Packer.
     """
     t0 = time.monotonic()
     run = PackerRun(exit_code=-1, seconds=0.0)
@@ -361,9 +366,10 @@ def run_build(cmd: Sequence[str], *, cwd: Path, env: Mapping[str, str] | None = 
     except OSError as err:
         raise PackerBuildFailed(f"cannot start {cmd[0]}: {err.strerror}") from err
     assert proc.stdout is not None
+    stdout = proc.stdout
 
-    def consume(lines: Iterator[str]) -> None:
-        for line in lines:
+    def consume() -> None:
+        for line in iter(stdout.readline, ""):
             ev = parse_line(line)
             if ev is None:
                 if line.strip():
@@ -372,21 +378,22 @@ def run_build(cmd: Sequence[str], *, cwd: Path, env: Mapping[str, str] | None = 
                 continue
             _note(run, ev, progress)
             if on_event is not None:
-                on_event(ev)
+                try:
+                    on_event(ev)
+                except Exception:  # noqa: BLE001 - a callback bug must not stop the reader
+                    log.exception("packer event callback failed")
 
+    reader = threading.Thread(target=consume, name="packer-stream", daemon=True)
+    reader.start()
     try:
-        consume(iter(proc.stdout.readline, ""))
-        run.exit_code = proc.wait()
+        run.exit_code = _wait(proc, None)
     except KeyboardInterrupt as interrupt:
         run.interrupted = True
         log.warning("interrupted: asking Packer to stop and clean up (up to %.0f s)", grace)
-        progress.status("interrupted: waiting for Packer to clean up")
+        progress.status("interrupted: waiting for Packer to clean up (Ctrl-C again to kill it)")
         _send(proc, signal.SIGINT)
-        reader = threading.Thread(target=consume, args=(iter(proc.stdout.readline, ""),),
-                                  daemon=True)
-        reader.start()
         try:
-            run.exit_code = proc.wait(timeout=grace)
+            run.exit_code = _wait(proc, grace)
         except (subprocess.TimeoutExpired, KeyboardInterrupt):
             log.error("Packer did not finish cleaning up; killing it")
             _send(proc, signal.SIGKILL)
@@ -399,9 +406,21 @@ def run_build(cmd: Sequence[str], *, cwd: Path, env: Mapping[str, str] | None = 
         if proc.poll() is None:
             _send(proc, signal.SIGKILL)
             proc.wait()
-        proc.stdout.close()
+        reader.join(timeout=10)
+        stdout.close()
     run.seconds = time.monotonic() - t0
     return run
+
+
+def _wait(proc: subprocess.Popen[str], timeout: float | None) -> int:
+    """``proc.wait`` in short slices, so a KeyboardInterrupt is raised promptly."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        try:
+            return proc.wait(timeout=0.2)
+        except subprocess.TimeoutExpired:
+            if deadline is not None and time.monotonic() > deadline:
+                raise
 
 
 def _send(proc: subprocess.Popen[str], sig: int) -> None:

@@ -13,7 +13,7 @@ packer {
 
 locals {
   skip_provisioners = var.communicator == "none" ? ["amazon-ebs.eks-node"] : []
-  timestamp = formatdate("YYYYMMDDhhmmss", timestamp())
+  timestamp         = formatdate("YYYYMMDDhhmmss", timestamp())
   # Everything this build creates carries the build id and the lineage tags.
   tags = merge(var.build_tags, {
     "eks-ami-pipeline:build-id"   = var.build_id
@@ -28,18 +28,18 @@ source "amazon-ebs" "eks-node" {
   instance_type = var.instance_type
   subnet_id     = var.subnet_id
 
-  ami_name            = "${var.ami_name_prefix}-${local.timestamp}"
-  ami_description     = var.ami_description
+  ami_name                = "${var.ami_name_prefix}-${local.timestamp}"
+  ami_description         = var.ami_description
   ami_virtualization_type = "hvm"
-  ena_support         = true
+  ena_support             = true
 
   # Secure defaults: encrypted root volume on the build instance and in the AMI.
   encrypt_boot = var.encrypted
   kms_key_id   = var.kms_key_id
   launch_block_device_mappings {
-    device_name           = var.root_device_name
-    volume_size           = var.volume_size
-    volume_type           = var.volume_type
+    device_name = var.root_device_name
+    volume_size = var.volume_size
+    volume_type = var.volume_type
     # gp3 baseline; Packer 1.6.6 refuses gp3 without explicit iops and throughput.
     iops                  = var.volume_type == "gp3" ? 3000 : null
     throughput            = var.volume_type == "gp3" ? var.volume_throughput : null
@@ -63,10 +63,10 @@ source "amazon-ebs" "eks-node" {
   run_volume_tags = local.tags
   snapshot_tags   = local.tags
   tags = merge(local.tags, {
-    Name                                = "${var.ami_name_prefix}-${local.timestamp}"
-    "eks-ami-pipeline:base-ami"         = var.source_ami_id
-    "eks-ami-pipeline:method"           = "bake"
-    "eks-ami-pipeline:kubernetes"       = var.kubernetes_version
+    Name                          = "${var.ami_name_prefix}-${local.timestamp}"
+    "eks-ami-pipeline:base-ami"   = var.source_ami_id
+    "eks-ami-pipeline:method"     = "bake"
+    "eks-ami-pipeline:kubernetes" = var.kubernetes_version
   })
 
   communicator            = var.communicator
@@ -104,7 +104,7 @@ build {
   }
 
   provisioner "shell" {
-    except          = local.skip_provisioners
+    except           = local.skip_provisioners
     remote_folder    = var.remote_folder
     execute_command  = "chmod +x {{ .Path }}; sudo env {{ .Vars }} {{ .Path }}"
     environment_vars = ["REQUIRE=${var.require}"]

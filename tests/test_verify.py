@@ -397,6 +397,14 @@ def test_task_exit_codes(image_cache: Path, tmp_path: Path) -> None:
     assert missing.returncode == 2
     assert missing.stderr.strip().count("\n") == 0 and "no such file" in missing.stderr
 
+    qcow = _image(image_cache, "al2", "al2", fmt="qcow2")
+    cut = tmp_path / "cut.qcow2"
+    cut.write_bytes(qcow.read_bytes()[: qcow.stat().st_size // 2])
+    truncated = _invoke("--image", str(cut), "--json")
+    assert truncated.returncode == 2
+    assert "truncated" in truncated.stderr and truncated.stderr.strip().count("\n") == 0
+    assert json.loads(truncated.stdout)["exit_code"] == 2
+
     junk = tmp_path / "junk.vmdk"
     junk.write_bytes(b"KDMV" + os.urandom(8192))
     corrupt = _invoke("--image", str(junk))

@@ -356,8 +356,8 @@ def _root_snapshot(clients: "Clients", ami_id: str, region: str | None) -> tuple
     except AwsCallError as err:
         code = error_code(err.__cause__) if err.__cause__ is not None else ""
         if code.startswith("InvalidAMIID"):
-            raise ImageReadError(f"AMI {ami_id} not found in {region or 'the region'}; "
-                                 "check the id and --region") from err
+            raise ImageReadError(f"AMI {ami_id} not found in {region or clients.region}; "
+                                 "check the id and the region") from err
         raise
     if not images:
         raise ImageReadError(f"AMI {ami_id} not found; check the id and the region")

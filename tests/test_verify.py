@@ -124,6 +124,12 @@ def m_nodeadm_link(r: Path) -> None:
     _link(r, "usr/bin/nodeadm", "../../opt/nodeadm")
 
 
+def m_os_release_link(r: Path) -> None:
+    # as on AL2023 and most systemd distributions
+    shutil.move(r / "etc/os-release", r / "usr/lib/os-release")
+    _link(r, "etc/os-release", "../usr/lib/os-release")
+
+
 def m_no_kubelet(r: Path) -> None:
     (r / "usr/bin/kubelet").unlink()
 
@@ -155,9 +161,11 @@ CASES: dict[str, tuple[str, Callable[[Path], None] | None, str, str, str | None]
     "units-in-usr-lib": ("al2023", m_units_in_usr_lib, "nodeadm", "ok", "nodeadm"),
     "nodeadm-link": ("al2023", m_nodeadm_link, "nodeadm", "ok", "nodeadm"),
     "no-kubelet": ("al2", m_no_kubelet, "any", "ok", "bootstrap.sh"),
+    "os-release-link": ("al2023", m_os_release_link, "any", "ok", "nodeadm"),
 }
 #: The cases also run on XFS (ext4 runs them all).
-XFS_CASES = ("al2", "al2023", "stub", "noexec", "dangling", "loop", "dir", "empty", "rel-link")
+XFS_CASES = ("al2", "al2023", "stub", "noexec", "dangling", "loop", "dir", "empty", "rel-link",
+             "os-release-link")
 
 
 def _tree(cache: Path, kind: str, mutate: Callable[[Path], None] | None, tag: str) -> Path:
@@ -250,6 +258,8 @@ def test_symlink_details(image_cache: Path) -> None:
     assert host.bootstrap.resolved == "/etc/passwd" and host.bootstrap.size is None
     nok = verify_image(_image(image_cache, "no-kubelet", "al2", m_no_kubelet))
     assert nok.kubelet is False
+    osl = verify_image(_image(image_cache, "os-release-link", "al2023", m_os_release_link))
+    assert osl.os["version_id"] == "2023"
 
 
 def test_is_stub() -> None:

@@ -128,7 +128,7 @@ def test_snapshot_disk_reads_zeros_for_unwritten_blocks(clients: Any) -> None:
 
 
 def test_unknown_ami_and_snapshot_are_read_errors(clients: Any) -> None:
-    with pytest.raises(ImageReadError, match="ami-0123456789abcdef0"):
+    with pytest.raises(ImageReadError, match="ami-0123456789abcdef0 not found in us-east-1"):
         verify_ami(clients, "ami-0123456789abcdef0")
     with pytest.raises(ImageReadError, match="snap-0123456789abcdef0"):
         open_snapshot(clients, "snap-0123456789abcdef0")

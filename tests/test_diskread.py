@@ -112,6 +112,19 @@ def test_reads_lazily_and_counts_bytes(fmt: str, containers: dict[str, Path]) ->
         assert disk.bytes_read < min(size, 4 * MiB)
 
 
+@pytest.mark.parametrize("fmt", ["vmdk-stream", "qcow2", "vhdx", "raw"])
+def test_concurrent_reads(fmt: str, containers: dict[str, Path], raw_disk: Path) -> None:
+    """The import helper reads from several threads; results must not mix."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    raw = raw_disk.read_bytes()
+    rng = random.Random(7)
+    jobs = [(rng.randrange(0, len(raw) - 600_000), rng.randrange(1, 600_000)) for _ in range(64)]
+    with open_disk(containers[fmt]) as disk, ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda job: disk.read(*job), jobs))
+    assert all(g == raw[o:o + n] for g, (o, n) in zip(got, jobs))
+
+
 def test_ova_reads_inside_the_tar(containers: dict[str, Path]) -> None:
     with open_disk(containers["ova"]) as disk:
         assert disk.format == "ova" and disk.inner_format == "vmdk-stream"  # type: ignore[attr-defined]

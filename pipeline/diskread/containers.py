@@ -17,6 +17,7 @@ import errno
 import os
 import struct
 import tarfile
+import threading
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -26,6 +27,7 @@ from ._io import CountingFile
 __all__ = ["Disk", "open_disk", "merge_ranges", "detect_format"]
 
 SECTOR = 512
+_LOCK_INIT = threading.Lock()
 
 
 def merge_ranges(ranges: Iterator[tuple[int, int]] | list[tuple[int, int]]
@@ -51,12 +53,23 @@ class Disk:
     ``size`` is the virtual size in bytes, ``format`` the container name,
     ``read(offset, length)`` returns exactly the bytes asked for inside the disk
     (unallocated areas read as zeros), ``bytes_read`` counts bytes fetched from the
-    underlying file or API.
+    underlying file or API. ``read`` may be called from several threads: the parsers
+    keep a file position, so reads are serialised unless ``_thread_safe`` (raw files,
+    read with ``os.pread`` only).
     """
 
     format: str = "raw"
     size: int = 0
     name: str = ""
+    _thread_safe: bool = False
+    _lock_obj: threading.Lock | None = None
+
+    @property
+    def _lock(self) -> threading.Lock:
+        with _LOCK_INIT:
+            if self._lock_obj is None:
+                self._lock_obj = threading.Lock()
+        return self._lock_obj
 
     # -- to implement
     def _read(self, offset: int, length: int) -> bytes:
@@ -85,7 +98,11 @@ class Disk:
         start = offset - offset % SECTOR
         stop = min(-(-end // SECTOR) * SECTOR, -(-self.size // SECTOR) * SECTOR)
         try:
-            data = self._read(start, stop - start)
+            if self._thread_safe:
+                data = self._read(start, stop - start)
+            else:
+                with self._lock:
+                    data = self._read(start, stop - start)
         except ImageReadError:
             raise
         except Exception as err:  # noqa: BLE001 - parser internals raise anything
@@ -146,6 +163,7 @@ class _FileDisk(Disk):
 
 class RawDisk(_FileDisk):
     format = "raw"
+    _thread_safe = True
 
     def __init__(self, src: CountingFile, name: str, owns_fd: bool = True) -> None:
         super().__init__(src, name, owns_fd)

@@ -237,8 +237,9 @@ def _uniq(*groups: Iterable[str]) -> tuple[str, ...]:
 
 def policy_document(settings: Settings) -> IamPolicy:
     """The least-privilege identity policy for ``settings`` (regions, buckets, prefix, keys)."""
-    in_regions = {"StringEquals": {"aws:RequestedRegion": _regions(settings)}}
-    owned = {"StringEquals": {"aws:RequestedRegion": _regions(settings)},
+    in_regions: dict[str, dict[str, Any]] = {
+        "StringEquals": {"aws:RequestedRegion": _regions(settings)}}
+    owned: dict[str, dict[str, Any]] = {"StringEquals": {"aws:RequestedRegion": _regions(settings)},
              "Null": {f"aws:ResourceTag/{tags.BUILD_ID}": "false"}}
     packer_owned = set(PACKER_ACTIONS) & set(_EC2_OWNED)
     packer_rest = set(PACKER_ACTIONS) - packer_owned

@@ -107,7 +107,8 @@ class PruneResult:
 
     @property
     def exit_code(self) -> int:
-        return 1 if any(d.error for d in [*self.images, *self.versions]) else 0
+        failed = [d.error for d in self.images] + [v.error for v in self.versions]
+        return 1 if any(failed) else 0
 
     def removed_images(self) -> list[str]:
         return [d.image_id for d in self.images if d.action != "keep"]
@@ -443,35 +444,38 @@ def _prune_region(settings: Settings, clients: Clients, region: str,
     in_use = {s for img in _all_own_images(ec2) if img["ImageId"] not in ids
               for s in _snapshots_of(img)}
     own_snaps = _own_snapshots(ec2, [s for c in candidates for s in _snapshots_of(c[0])])
-    for img, name, bid, created in candidates:
-        image_id = img["ImageId"]
-        base = (image_id, region, img.get("Name", ""), name, bid, created)
-        why = refs.get(image_id) or refs.get("*")
-        if why:
-            result.images.append(ImageDecision(*base, "keep", "referenced by " + "; ".join(why)))
+    for img, name, bid, stamp in candidates:
+        base = (img["ImageId"], region, img.get("Name", ""), name, bid, stamp)
+        reasons = refs.get(img["ImageId"]) or refs.get("*")
+        if reasons:
+            result.images.append(ImageDecision(*base, "keep",
+                                               "referenced by " + "; ".join(reasons)))
             continue
         snaps = tuple(s for s in _snapshots_of(img) if s in own_snaps and s not in in_use)
+        result.images.append(_remove_image(ec2, img, base, snaps, now, result))
+
+
+def _remove_image(ec2: Any, img: dict[str, Any], base: tuple[str, str, str, str, str, str],
+                  snaps: tuple[str, ...], now: _dt.datetime,
+                  result: PruneResult) -> ImageDecision:
+    """Deprecate, or deregister and delete the snapshots (or only plan it in a dry run)."""
+    image_id, apply = img["ImageId"], result.applied
+    failure: str | None = None
+    if result.deprecate:
         deprecated = img.get("DeprecationTime")
-        if result.deprecate:
-            if deprecated:
-                result.images.append(ImageDecision(*base, "keep",
-                                                   f"already deprecated at {deprecated}"))
-                continue
-            err = None
-            if apply:
-                at = (now + _dt.timedelta(minutes=2)).replace(second=0, microsecond=0)
-                err = _try(ec2.enable_image_deprecation, ImageId=image_id, DeprecateAt=at)
-            result.images.append(ImageDecision(*base, "deprecate", "unreferenced, beyond "
-                                               "retention", (), apply and not err, err))
-            continue
-        err = None
+        if deprecated:
+            return ImageDecision(*base, "keep", f"already deprecated at {deprecated}")
         if apply:
-            err = _try(ec2.deregister_image, ImageId=image_id)
-            if not err:
-                for snap in snaps:
-                    err = err or _try(ec2.delete_snapshot, SnapshotId=snap)
-        result.images.append(ImageDecision(*base, "deregister", "unreferenced, beyond retention",
-                                           snaps, apply and not err, err))
+            at = (now + _dt.timedelta(minutes=2)).replace(second=0, microsecond=0)
+            failure = _try(ec2.enable_image_deprecation, ImageId=image_id, DeprecateAt=at)
+        return ImageDecision(*base, "deprecate", "unreferenced, beyond retention", (),
+                             apply and not failure, failure)
+    if apply:
+        failure = _try(ec2.deregister_image, ImageId=image_id)
+        for snap in snaps if not failure else ():
+            failure = failure or _try(ec2.delete_snapshot, SnapshotId=snap)
+    return ImageDecision(*base, "deregister", "unreferenced, beyond retention", snaps,
+                         apply and not failure, failure)
 
 
 def _own_snapshots(ec2: Any, snapshot_ids: list[str]) -> set[str]:

@@ -14,8 +14,9 @@ from pipeline.config import parse_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 PIPELINE = ROOT / "pipeline"
-#: Code that never talks to real AWS: the emulator, and the module that lists actions.
-EXCLUDE = {"emulator", "iam_policy.py"}
+#: Code that never talks to real AWS: the emulator, the demo (it starts its own emulator
+#: and sets it up, e.g. creates the bucket), and the module that lists the actions.
+EXCLUDE = {"emulator", "demo.py", "iam_policy.py"}
 SERVICES = ("ec2", "ebs", "s3", "iam", "ssm", "sts", "kms")
 #: Client methods boto3 injects that call S3 APIs (s3transfer) or describe other calls.
 INJECTED = {"s3": {"upload_file", "upload_fileobj"}}

@@ -77,7 +77,7 @@ def _describe_image_references(self: Any) -> Any:
                              "Arn": f"arn:{part}:ec2:{region}:{acct}:instance/{inst.id}"})
     if "ec2:LaunchTemplate" in types:
         depth = int((types["ec2:LaunchTemplate"].get("version-depth") or
-                     [_DEFAULT_VERSION_DEPTH])[0])
+                     [str(_DEFAULT_VERSION_DEPTH)])[0])
         for template in self.ec2_backend.launch_templates.values():
             seen = set()
             live = [v for v in template.versions if v.number not in _deleted(template)]
@@ -242,8 +242,9 @@ def install() -> list[str]:
         if getattr(EC2Response, name, None) is None:
             setattr(EC2Response, name, fn)
             added.append(name)
-    if EC2Response.delete_launch_template_versions is _delete_launch_template_versions:
+    if getattr(EC2Response, "delete_launch_template_versions") is \
+            _delete_launch_template_versions:
         current = EC2Response.describe_launch_template_versions
         if not getattr(current, "_emu_hides_deleted", False):
-            EC2Response.describe_launch_template_versions = _hide_deleted(current)
+            setattr(EC2Response, "describe_launch_template_versions", _hide_deleted(current))
     return added

@@ -135,6 +135,62 @@ def plan_distribution(settings: Settings, record: BuildRecord,
 # --------------------------------------------------------------------------- AWS steps
 
 
+def _key_meta(clients: Clients, region: str, key: str) -> dict[str, Any] | None:
+    """DescribeKey, or None when this caller may not read the key (checks then skip)."""
+    try:
+        return dict(clients.client("kms", region=region).describe_key(KeyId=key)["KeyMetadata"])
+    except ClientError as err:
+        if error_code(err) in ("NotFoundException", "InvalidArnException"):
+            raise InputError(f"kms_key_ids.{region}: key {key} does not exist in {region}; "
+                             "give a key id, alias or ARN from that region") from err
+        log.warning("cannot describe KMS key %s in %s (%s); skipping its checks", key, region,
+                    error_code(err))
+        return None
+
+
+def _check_keys_and_sharing(clients: Clients, plan: DistributionPlan,
+                            source: dict[str, Any]) -> None:
+    """Refuse (exit 2, before any copy) what AWS would refuse half-way.
+
+    Every configured key must exist and be enabled. An encrypted image can be shared
+    only when every copy uses a customer managed key: snapshots encrypted with the AWS
+    managed key (``aws/ebs``) cannot be shared, and a copy made without ``KmsKeyId`` of an
+    encrypted source uses the target region's AWS managed key.
+    """
+    for region in plan.target_regions:
+        key = plan.kms_key_ids.get(region)
+        meta = _key_meta(clients, region, key) if key else None
+        if meta is not None and meta.get("KeyState", "Enabled") != "Enabled":
+            raise InputError(f"kms_key_ids.{region}: key {key} is {meta.get('KeyState')}; "
+                             "enable it or configure another key")
+        if meta is not None and plan.share_with and meta.get("KeyManager") == "AWS":
+            raise InputError(f"kms_key_ids.{region}: {key} is an AWS managed key, and images "
+                             "encrypted with it cannot be shared; use a customer managed key")
+    if not plan.share_with:
+        return
+    snaps = _snapshots_of(source)
+    if not snaps:
+        return
+    ec2 = clients.client("ec2", region=plan.home_region)
+    described = call(ec2.describe_snapshots, SnapshotIds=snaps,
+                     what=f"reading the snapshots of {plan.source_image_id}")["Snapshots"]
+    encrypted = [s for s in described if s.get("Encrypted")]
+    if not encrypted:
+        return
+    for snap in encrypted:
+        meta = _key_meta(clients, plan.home_region, snap["KmsKeyId"]) if snap.get("KmsKeyId") else None
+        if meta is not None and meta.get("KeyManager") == "AWS":
+            raise InputError(f"{plan.source_image_id} is encrypted with the AWS managed key, "
+                             "which cannot be shared; rebuild it with a customer managed key "
+                             "(import.kms_key_id) or remove share_with")
+    unkeyed = [r for r in plan.target_regions if r not in plan.kms_key_ids]
+    if unkeyed:
+        raise InputError(f"images[{plan.image_name}].kms_key_ids: {plan.source_image_id} is "
+                         f"encrypted, so its copy in {unkeyed[0]} would use that region's AWS "
+                         "managed key, which cannot be shared; configure a customer managed "
+                         f"key for {', '.join(unkeyed)}")
+
+
 def _find_copy(ec2: Any, build_id: str) -> dict[str, Any] | None:
     """An AMI of this build already in the region (a previous, successful run)."""
     images = ec2.describe_images(Owners=["self"], Filters=[
@@ -285,6 +341,7 @@ def distribute(settings: Settings, clients: Clients, record: BuildRecord, *,
     progress.start(len(regions), f"distributing {record.build_id}")
     with ExitStack() as undo:
         source = _describe(clients, plan.home_region, plan.source_image_id)
+        _check_keys_and_sharing(clients, plan, source)
         created: dict[str, str] = {}
         for region in plan.target_regions:
             ec2 = clients.client("ec2", region=region)

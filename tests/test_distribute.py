@@ -22,19 +22,24 @@ ACCOUNT = "123456789012"
 HOME, WEST, EU = "us-east-1", "us-west-2", "eu-west-1"
 REGIONS = (HOME, WEST, EU)
 SHARE = "111122223333"
-EU_KEY = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 
 
-def settings_for(aws: AwsSettings, tmp: Path, **image: Any) -> Settings:
-    img = dict(name="eks-node", regions=REGIONS, share_with=(SHARE,), kms_key_ids={EU: EU_KEY})
+def settings_for(aws: AwsSettings, tmp: Path, eu_key: str = "", **image: Any) -> Settings:
+    img = dict(name="eks-node", regions=REGIONS, share_with=(SHARE,), kms_key_ids={EU: eu_key})
     img.update(image)
     return Settings(aws=aws, images=(ImageSettings(**img),), ssm_prefix="/eks-ami-pipeline",
                     state_dir=tmp / "build")
 
 
 @pytest.fixture
-def settings(aws_settings: AwsSettings, tmp_path: Path) -> Settings:
-    return settings_for(aws_settings, tmp_path)
+def eu_key(clients: Clients) -> str:
+    """A customer managed KMS key in eu-west-1 (the copy there is encrypted with it)."""
+    return clients.client("kms", region=EU).create_key(Description="eu copies")["KeyMetadata"]["Arn"]
+
+
+@pytest.fixture
+def settings(aws_settings: AwsSettings, tmp_path: Path, eu_key: str) -> Settings:
+    return settings_for(aws_settings, tmp_path, eu_key)
 
 
 @pytest.fixture
@@ -84,14 +89,15 @@ def set_state(region: str, ami: str, state: str) -> None:
 # --------------------------------------------------------------------------- distribute
 
 
-def test_distribute_copies_tags_encrypts_and_shares_in_three_regions(settings, clients, record):
+def test_distribute_copies_tags_encrypts_and_shares_in_three_regions(settings, clients, record,
+                                                                     eu_key):
     eu_calls, west_calls = copy_calls(clients, EU), copy_calls(clients, WEST)
     out = distribute(settings, clients, record, wait_delay=0.05, timeout=10)
 
     assert set(out.image_ids) == set(REGIONS)
     assert len(set(out.image_ids.values())) == 3
     # KMS: the configured key where there is one, nothing elsewhere.
-    assert [(c.get("Encrypted"), c.get("KmsKeyId")) for c in eu_calls] == [(True, EU_KEY)]
+    assert [(c.get("Encrypted"), c.get("KmsKeyId")) for c in eu_calls] == [(True, eu_key)]
     assert [(c.get("Encrypted"), c.get("KmsKeyId")) for c in west_calls] == [(None, None)]
     assert eu_calls[0]["SourceRegion"] == HOME
     assert eu_calls[0]["SourceImageId"] == record.image_ids[HOME]
@@ -132,8 +138,9 @@ def test_distribute_again_copies_nothing_new(settings, clients, record):
 
 
 @pytest.mark.parametrize("group", ["all", "ALL"])
-def test_sharing_with_all_is_refused_before_any_copy(aws_settings, tmp_path, clients, record, group):
-    settings = settings_for(aws_settings, tmp_path, share_with=(SHARE, group))
+def test_sharing_with_all_is_refused_before_any_copy(aws_settings, tmp_path, clients, record, group,
+                                                     eu_key):
+    settings = settings_for(aws_settings, tmp_path, eu_key, share_with=(SHARE, group))
     with pytest.raises(InputError, match="public") as err:
         distribute(settings, clients, record, wait_delay=0.05)
     assert err.value.exit_code == 2
@@ -291,3 +298,61 @@ def test_history_shows_every_regions_copy_and_its_users(settings, clients, recor
     text = result.summary()
     for region in REGIONS:
         assert f"{region}  {out.image_ids[region]}" in text
+
+
+# --------------------------------------------------------------------------- keys and encryption
+
+
+def encrypted_record(clients: Clients) -> BuildRecord:
+    """A build whose AMI's root snapshot is encrypted (as an encrypted import makes it)."""
+    ec2 = clients.client("ec2")
+    vol = ec2.create_volume(AvailabilityZone=f"{HOME}a", Size=1, Encrypted=True)["VolumeId"]
+    snap = ec2.create_snapshot(VolumeId=vol)["SnapshotId"]
+    ami = ec2.register_image(
+        Name="eks-node-encrypted", Architecture="x86_64", VirtualizationType="hvm",
+        RootDeviceName="/dev/xvda",
+        BlockDeviceMappings=[{"DeviceName": "/dev/xvda", "Ebs": {"SnapshotId": snap}}])["ImageId"]
+    return BuildRecord(build_id=T.new_build_id(), image_name="eks-node", method="vm-import",
+                       status="succeeded", started_at=BuildRecord.now(), image_ids={HOME: ami})
+
+
+def test_unknown_kms_key_is_refused_before_any_copy(aws_settings, tmp_path, clients, record):
+    missing = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    settings = settings_for(aws_settings, tmp_path, missing)
+    with pytest.raises(InputError, match=f"kms_key_ids.{EU}: key {missing} does not exist"):
+        distribute(settings, clients, record, wait_delay=0.05)
+    for region in (WEST, EU):
+        assert images_of_build(clients, region, record.build_id) == []
+
+
+def test_disabled_kms_key_is_refused(aws_settings, tmp_path, clients, record, eu_key):
+    clients.client("kms", region=EU).disable_key(KeyId=eu_key.rsplit("/", 1)[1])
+    with pytest.raises(InputError, match="Disabled"):
+        distribute(settings_for(aws_settings, tmp_path, eu_key), clients, record, wait_delay=0.05)
+    assert images_of_build(clients, EU, record.build_id) == []
+
+
+def test_sharing_an_encrypted_image_needs_a_key_in_every_target_region(aws_settings, tmp_path,
+                                                                       clients, eu_key):
+    rec = encrypted_record(clients)
+    settings = settings_for(aws_settings, tmp_path, eu_key)  # no key for us-west-2
+    with pytest.raises(InputError, match=f"copy in {WEST} would use that region's AWS managed"):
+        distribute(settings, clients, rec, wait_delay=0.05)
+    for region in (WEST, EU):
+        assert images_of_build(clients, region, rec.build_id) == []
+
+    west_key = clients.client("kms", region=WEST).create_key()["KeyMetadata"]["Arn"]
+    settings = settings_for(aws_settings, tmp_path, eu_key, kms_key_ids={EU: eu_key, WEST: west_key})
+    out = distribute(settings, clients, rec, wait_delay=0.05)
+    assert set(out.image_ids) == set(REGIONS)
+    snaps = clients.client("ec2", region=WEST).describe_snapshots(
+        SnapshotIds=out.snapshot_ids[WEST])["Snapshots"]
+    assert all(s["Encrypted"] for s in snaps)
+
+
+def test_an_unshared_encrypted_image_copies_with_default_keys(aws_settings, tmp_path, clients,
+                                                              eu_key):
+    rec = encrypted_record(clients)
+    out = distribute(settings_for(aws_settings, tmp_path, eu_key, share_with=()), clients, rec,
+                     wait_delay=0.05)
+    assert set(out.image_ids) == set(REGIONS)

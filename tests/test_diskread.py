@@ -131,6 +131,26 @@ def test_ova_reads_inside_the_tar(containers: dict[str, Path]) -> None:
         assert disk.member == "node-disk1.vmdk"  # type: ignore[attr-defined]
 
 
+def test_stream_vmdk_with_footer(containers: dict[str, Path], raw_disk: Path,
+                                 tmp_path: Path) -> None:
+    """VMware's layout: grain directory at the end, found through the footer."""
+    data = bytearray(containers["vmdk-stream"].read_bytes())
+    assert data[-512:] == bytes(512)  # qemu's end-of-stream marker
+    header = bytes(data[:512])
+    body = data[:-512]
+    struct.pack_into("<Q", body, 56, 0xFFFFFFFFFFFFFFFF)  # gdOffset = GD_AT_END
+    footer_marker = struct.pack("<QII", 1, 0, 3).ljust(512, b"\0")  # MARKER_FOOTER
+    vmw = tmp_path / "vmware.vmdk"
+    vmw.write_bytes(bytes(body) + footer_marker + header + bytes(512))
+    raw = raw_disk.read_bytes()
+    with open_disk(vmw) as disk:
+        assert disk.format == "vmdk-stream"
+        assert disk.read(0, len(raw)) == raw
+    cut = _cut(vmw, tmp_path / "vmware-cut.vmdk", vmw.stat().st_size - 700)
+    with pytest.raises(ImageReadError):
+        open_disk(cut)
+
+
 def test_vhdx_read_across_block_boundary(tmp_path: Path) -> None:
     """dissect's VHDX.read_sectors does not stop at a payload block; ours splits there."""
     from dissect.hypervisor.disk.vhdx import VHDX

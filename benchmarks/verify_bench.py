@@ -7,7 +7,8 @@ and the ratio; and ``verify --ami`` against the local emulator (GetSnapshotBlock
 target <= 200) for the same disk written as an 8 GiB EBS snapshot and for the seeded
 EKS AMIs. Not a test: it prints figures.
 
-    .venv/bin/python benchmarks/verify_bench.py [--workdir DIR] [--filler-mib 300] [--runs 3]
+    .venv/bin/python benchmarks/verify_bench.py [--workdir DIR [--reuse]] [--filler-mib 300]
+                                                [--runs 3] [--no-ami]
 """
 from __future__ import annotations
 
@@ -34,6 +35,13 @@ GiB = 1024 ** 3
 MiB = 1024 ** 2
 BLOCK = 524288
 INVOKE = str(Path(sys.executable).parent / "invoke")
+
+
+def _existing(work: Path) -> dict[str, Path] | None:
+    names = {"raw": "disk-8g.raw", **{f: f"disk-8g.{f}" for f in _QEMU_ARGS},
+             "ova": "disk-8g.ova", "vmdk-stream (xfs on lvm)": "disk-8g-xfs-lvm.vmdk"}
+    found = {k: work / v for k, v in names.items()}
+    return found if all(p.exists() for p in found.values()) else None
 
 
 def _build(work: Path, filler_mib: int) -> dict[str, Path]:
@@ -155,11 +163,13 @@ def main() -> None:
     ap.add_argument("--filler-mib", type=int, default=300)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--no-ami", action="store_true")
+    ap.add_argument("--reuse", action="store_true",
+                    help="reuse the images already in --workdir instead of building them")
     args = ap.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="verify-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        images = _build(work, args.filler_mib)
+        images = (_existing(work) if args.reuse else None) or _build(work, args.filler_mib)
         print(f"\ninvoke verify --image (median of {args.runs} fresh processes; "
               "targets: <= 1 s, <= 32 MiB read)")
         print(f"{'format':26} {'file MiB':>9} {'verdict':22} {'wall s':>7} {'MiB read':>9}  targets")

@@ -17,6 +17,7 @@ half-copied release.
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -249,7 +250,9 @@ def _copy(clients: Clients, plan: DistributionPlan, record: BuildRecord, region:
         "Name": source.get("Name") or record.build_id,
         "Description": (source.get("Description") or
                         f"{record.image_name} {record.build_id}")[:255],
-        "ClientToken": f"{record.build_id}-{region}"[:64],
+        # Per run, not per build: botocore's retries of this call reuse it (idempotent),
+        # while a rerun after an undo must not get the deregistered copy back.
+        "ClientToken": f"{record.build_id}-{region}-{secrets.token_hex(4)}"[:64],
         "TagSpecifications": T.tag_specifications(tags, "image", "snapshot"),
     }
     key = plan.kms_key_ids.get(region)

@@ -356,3 +356,18 @@ def test_an_unshared_encrypted_image_copies_with_default_keys(aws_settings, tmp_
     out = distribute(settings_for(aws_settings, tmp_path, eu_key, share_with=()), clients, rec,
                      wait_delay=0.05)
     assert set(out.image_ids) == set(REGIONS)
+
+
+def test_rerun_after_a_failed_distribution_copies_again(settings, clients, record):
+    def stuck(parsed: dict[str, Any], **_: Any) -> None:
+        set_state(EU, parsed["ImageId"], "pending")
+
+    eu = clients.client("ec2", region=EU)
+    eu.meta.events.register("after-call.ec2.CopyImage", stuck, unique_id="stuck")
+    with pytest.raises(OperationFailed):
+        distribute(settings, clients, record, wait_delay=0.05, timeout=0.2)
+    eu.meta.events.unregister("after-call.ec2.CopyImage", unique_id="stuck")
+    out = distribute(settings, clients, record, wait_delay=0.05)
+    for region in (WEST, EU):
+        (img,) = images_of_build(clients, region, record.build_id)
+        assert img["ImageId"] == out.image_ids[region] and img["State"] == "available"

@@ -75,6 +75,8 @@ __all__ = [
     "template_version_index",
     "build_for_template_version",
     "read_pointers",
+    "AmiLinks",
+    "ami_links",
     "history",
 ]
 
@@ -748,6 +750,43 @@ def read_pointers(settings: Settings, clients: Clients,
     which sit one level deeper under ``_builds``, are not pointers)."""
     return [p for p in list_pointers(clients, settings.ssm_prefix, region=region)
             if not p.image_name.startswith("_") and AMI_ID_RE.fullmatch(p.ami_id or "")]
+
+
+@dataclass(slots=True)
+class AmiLinks:
+    """Everything linked to one AMI: its build (and inputs), the template versions that
+    launch it and the pointers that name it."""
+
+    region: str
+    image_id: str
+    build: BuildRecord | None
+    template_versions: list[TemplateVersionRef]
+    pointers: list[Pointer]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"region": self.region, "image_id": self.image_id,
+                "build": self.build.to_dict() if self.build else None,
+                "template_versions": [v.to_dict() for v in self.template_versions],
+                "pointers": [asdict(p) for p in self.pointers]}
+
+
+def ami_links(settings: Settings, clients: Clients, ami_id: str,
+              region: str | None = None) -> AmiLinks:
+    """From an AMI to its build (durable record, else its tags), the template versions
+    that launch it and the SSM pointers that name it, in ``region``."""
+    region = region or clients.region
+    ec2 = clients.client("ec2", region=region)
+    image = call(_describe_image, ec2=ec2, image_id=ami_id, what=f"describing {ami_id}")
+    if image is None:
+        raise InputError(f"AMI {ami_id} does not exist in {region}; check the id and region")
+    build = record_from_tags(T.from_tag_list(image.get("Tags")), region=region,
+                             image_id=ami_id, snapshot_ids=_image_snapshots(image))
+    if build is not None and build.image_name:
+        build = load_build(settings, clients, build.image_name, build.build_id) or build
+    return AmiLinks(region=region, image_id=ami_id, build=build,
+                    template_versions=find_template_versions(clients, ami_id, region),
+                    pointers=[p for p in read_pointers(settings, clients, region)
+                              if p.ami_id == ami_id])
 
 
 # --------------------------------------------------------------------------- history

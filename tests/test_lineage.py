@@ -266,6 +266,12 @@ def test_history_links_builds_versions_and_pointers(settings, clients):
     assert doc["builds"][0]["template_versions"][0]["is_default"] is True
     assert doc["builds"][0]["pointers"][0]["ami_id"] == a2
 
+    links = lineage.ami_links(settings, clients, a1)
+    assert links.build is not None and links.build.build_id == first.build_id
+    assert links.build.source_sha256 == "ab" * 32 and links.build.status == "succeeded"
+    assert [(v.version, v.is_default) for v in links.template_versions] == [(1, False)]
+    assert [p.channel for p in links.pointers] == ["stable"]
+
     only = lineage.history(settings, clients, template="eks-nodes")
     assert {r.build_id for r in only.rows} == {first.build_id, second.build_id, unused.build_id}
     assert lineage.history(settings, clients, image="other").rows == []

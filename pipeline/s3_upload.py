@@ -135,6 +135,32 @@ def part_size_for(size: int, minimum: int = MIN_PART_SIZE) -> int:
     return max(minimum, need)
 
 
+class _PartHasher:
+    """SHA-256 of consecutive ``part_size`` slices of a stream fed in order."""
+
+    def __init__(self, part_size: int) -> None:
+        self.part_size = part_size
+        self.digests: list[bytes] = []
+        self._hash = hashlib.sha256()
+        self._fill = 0
+
+    def feed(self, chunk: bytes) -> None:
+        pos, n = 0, len(chunk)
+        while pos < n:
+            take = min(n - pos, self.part_size - self._fill)
+            self._hash.update(chunk[pos:pos + take])
+            self._fill += take
+            pos += take
+            if self._fill == self.part_size:
+                self.digests.append(self._hash.digest())
+                self._hash, self._fill = hashlib.sha256(), 0
+
+    def finish(self) -> tuple[bytes, ...]:
+        if self._fill or not self.digests:
+            self.digests.append(self._hash.digest())
+        return tuple(self.digests)
+
+
 def hash_file(path: Path | str, part_size: int | None = None,
               progress: Progress = NO_PROGRESS, *, parts: bool = True) -> FileDigest:
     """One read pass: SHA-256 of the whole file and (``parts``) of each part.
@@ -150,19 +176,7 @@ def hash_file(path: Path | str, part_size: int | None = None,
         raise InputError(f"cannot read {path}: {err.strerror}; check the path") from err
     psize = part_size or part_size_for(size)
     whole = hashlib.sha256()
-    digests: list[bytes] = []
-    state = {"hash": hashlib.sha256(), "fill": 0}
-
-    def feed_parts(chunk: bytes) -> None:
-        pos, n = 0, len(chunk)
-        while pos < n:
-            take = min(n - pos, psize - state["fill"])  # type: ignore[operator]
-            state["hash"].update(chunk[pos:pos + take])  # type: ignore[union-attr]
-            state["fill"] += take  # type: ignore[operator]
-            pos += take
-            if state["fill"] == psize:
-                digests.append(state["hash"].digest())  # type: ignore[union-attr]
-                state["hash"], state["fill"] = hashlib.sha256(), 0
+    hasher = _PartHasher(psize)
 
     progress.start(size, f"hashing {path.name}")
     with fh, ThreadPoolExecutor(max_workers=1, thread_name_prefix="part-hash") as helper:
@@ -174,16 +188,14 @@ def hash_file(path: Path | str, part_size: int | None = None,
             if parts:
                 if pending is not None:
                     pending.result()
-                pending = helper.submit(feed_parts, chunk)
+                pending = helper.submit(hasher.feed, chunk)
             whole.update(chunk)
             progress.advance(len(chunk))
         if pending is not None:
             pending.result()
-    if parts and (state["fill"] or not digests):
-        digests.append(state["hash"].digest())  # type: ignore[union-attr]
     progress.done()
     return FileDigest(path=path, size=size, sha256=whole.hexdigest(), part_size=psize,
-                      part_sha256=tuple(digests))
+                      part_sha256=hasher.finish() if parts else ())
 
 
 def object_key(sha256: str, filename: str, prefix: str = "imports") -> str:

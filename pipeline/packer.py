@@ -329,9 +329,10 @@ def _note(run: PackerRun, ev: PackerEvent, progress: Progress) -> None:
             for m in rx.finditer(text):
                 if m[1] not in getattr(run, attr):
                     getattr(run, attr).append(m[1])
-        log.info("packer: %s", text.strip())
-        if kind == "say":
-            progress.status(text.strip())
+        # The log keeps every line (PIPELINE_DEBUG=1 shows them); the console gets them
+        # once, through the progress renderer.
+        log.debug("packer: %s", text.strip())
+        progress.status(text.rstrip())
     elif ev.type == "error":
         msg = ev.message.strip()
         if msg:
@@ -374,7 +375,7 @@ def run_build(cmd: Sequence[str], *, cwd: Path, env: Mapping[str, str] | None = 
             if ev is None:
                 if line.strip():
                     run.ui.append(line.rstrip())
-                    log.info("packer: %s", line.rstrip())
+                    log.debug("packer: %s", line.rstrip())
                 continue
             _note(run, ev, progress)
             if on_event is not None:

@@ -76,6 +76,8 @@ def test_good_bake_from_seeded_al2023_verifies_with_nodeadm(emulator, clients, t
     assert tags[T.BASE_AMI] == base
     assert tags[T.VERIFY_MECHANISM] == "nodeadm"
     assert img["Name"].startswith("eks-node-al2023-") and img["Name"][-14:].isdigit()
+    # Secure defaults: the AMI's snapshot is encrypted (encrypt_boot).
+    assert img["BlockDeviceMappings"][0]["Ebs"].get("Encrypted") is True
     # The AMI's snapshot carries the build id too (snapshot_tags).
     snap = result.snapshot_ids["us-east-1"][0]
     stags = T.from_tag_list(ec2.describe_snapshots(SnapshotIds=[snap])["Snapshots"][0].get("Tags"))
@@ -109,11 +111,8 @@ def test_bake_without_contract_fails_verification_and_leaves_no_ami(emulator, cl
     assert err.value.exit_code == 1
     assert "verdict" in err.value.message
     removed = err.value.details["removed"]
-    after = _inventory(clients)
-    assert after["images"] == before["images"]
-    assert after["snapshots"] == before["snapshots"]
-    assert after["instances"] == before["instances"]
-    assert not any(r in after["images"] | after["snapshots"] for r in removed)
+    assert any(r.startswith("ami-") for r in removed) and any(r.startswith("snap-") for r in removed)
+    assert _inventory(clients) == before
 
 
 def test_packer_failure_exits_1_with_packer_errors_and_leaves_nothing(emulator, clients, tmp_path):
@@ -169,3 +168,41 @@ def test_sweep_finds_resources_by_build_id(emulator, clients):
     assert vol["VolumeId"] in rep.removed["volumes"]
     assert rep.removed["security_groups"] and rep.removed["instances"]
     assert not rep.failed
+
+
+def test_inputs_hash_is_stable_and_follows_inputs(emulator, clients, tmp_path):
+    """Same inputs, same hash (build ids differ); another base AMI or template, another hash."""
+    settings = _settings(emulator.endpoint, tmp_path, {"ssm_parameter": AL2023_PARAM})
+    a = plan_bake(settings, clients, None, workdir=tmp_path / "a", stage=False)
+    b = plan_bake(settings, clients, None, workdir=tmp_path / "b", stage=False)
+    assert a.build_id != b.build_id and a.inputs_sha256 == b.inputs_sha256
+    other = emulator.seed_image("al2023", name="another-al2023-base")
+    c = plan_bake(_settings(emulator.endpoint, tmp_path, {"ami_id": other}), clients, None,
+                  workdir=tmp_path / "c", stage=False)
+    assert c.inputs_sha256 != a.inputs_sha256
+    copy = tmp_path / "tpl"
+    shutil.copytree(TEMPLATE, copy)
+    (copy / "provisioners" / "cleanup.sh").write_text(
+        (copy / "provisioners" / "cleanup.sh").read_text() + "# changed\n")
+    raw_settings = _settings(emulator.endpoint, tmp_path, {"ssm_parameter": AL2023_PARAM})
+    from dataclasses import replace
+    img = raw_settings.images[0]
+    changed = replace(raw_settings, images=(replace(img, bake=replace(img.bake, template=copy)),))
+    d = plan_bake(changed, clients, None, workdir=tmp_path / "d", stage=False)
+    assert d.inputs_sha256 != a.inputs_sha256
+
+
+def test_name_filter_picks_newest_available(emulator, clients, tmp_path):
+    old = emulator.seed_image("al2023", name="team-eks-base-2024-01")
+    new = emulator.seed_image("al2023", name="team-eks-base-2024-02")
+    settings = _settings(emulator.endpoint, tmp_path, {"name_filter": "team-eks-base-*",
+                                                      "owners": ["self"]})
+    plan = plan_bake(settings, clients, None, workdir=tmp_path / "w", stage=False)
+    assert plan.base_ami in (old, new)
+    images = {i["ImageId"]: i["CreationDate"] for i in clients.client("ec2").describe_images(
+        ImageIds=[old, new])["Images"]}
+    assert images[plan.base_ami] == max(images.values())
+    with pytest.raises(InputError, match="no available AMI"):
+        plan_bake(_settings(emulator.endpoint, tmp_path, {"name_filter": "nothing-*",
+                                                          "owners": ["self"]}),
+                  clients, None, workdir=tmp_path / "x", stage=False)

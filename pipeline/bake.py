@@ -392,9 +392,10 @@ def run_plan(settings: Settings, clients: Clients, plan: BakePlan,
         run = P.run_build(inv.build_cmd, cwd=inv.workdir, env=P.packer_env(), progress=progress)
     except KeyboardInterrupt as err:
         warm.join()
-        run = getattr(err, "packer_run", None)
-        sweep = sweep_build(clients, plan.build_id, region=plan.region, run=run)
-        lines = (run.errors if run else []) or ["interrupted before Packer reported an error"]
+        partial: P.PackerRun | None = getattr(err, "packer_run", None)
+        sweep = sweep_build(clients, plan.build_id, region=plan.region, run=partial)
+        lines = (partial.errors if partial else []) or ["interrupted before Packer reported "
+                                                        "an error"]
         raise PackerBuildFailed(
             f"bake {plan.image.name}: interrupted (Ctrl-C); Packer cleaned up and "
             f"{sweep.count()} leftover resource(s) of build {plan.build_id} were removed: "

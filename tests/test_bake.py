@@ -78,6 +78,8 @@ def test_good_bake_from_seeded_al2023_verifies_with_nodeadm(emulator, clients, t
     assert img["Name"].startswith("eks-node-al2023-") and img["Name"][-14:].isdigit()
     # Secure defaults: the AMI's snapshot is encrypted (encrypt_boot).
     assert img["BlockDeviceMappings"][0]["Ebs"].get("Encrypted") is True
+    # IMDSv2 is the AMI's default (set by us on Packer 1.6.x, by imds_support on >= 1.7).
+    assert img.get("ImdsSupport") == "v2.0" and result.imds_support == "v2.0"
     # The AMI's snapshot carries the build id too (snapshot_tags).
     snap = result.snapshot_ids["us-east-1"][0]
     stags = T.from_tag_list(ec2.describe_snapshots(SnapshotIds=[snap])["Snapshots"][0].get("Tags"))

@@ -11,7 +11,8 @@ Scoping, where AWS supports it:
 - every EC2/EBS/SSM statement is limited to the configured regions (``aws:RequestedRegion``);
 - destructive EC2 actions on AMIs, snapshots, volumes and instances require the
   resource to carry this tool's build-id tag (:data:`pipeline.tags.BUILD_ID`);
-- S3 is limited to the configured bucket(s); IAM to the ``vmimport`` role; SSM writes to
+- S3 is limited to the configured bucket(s), and left out when none is configured; IAM
+  to the ``vmimport`` role; SSM writes to
   ``<ssm_prefix>/*``, SSM reads to that prefix and the public ``/aws/service/*`` tree;
 - KMS, only when keys are configured, to those keys.
 
@@ -239,8 +240,9 @@ def policy_document(settings: Settings) -> IamPolicy:
     """The least-privilege identity policy for ``settings`` (regions, buckets, prefix, keys)."""
     in_regions: dict[str, dict[str, Any]] = {
         "StringEquals": {"aws:RequestedRegion": _regions(settings)}}
-    owned: dict[str, dict[str, Any]] = {"StringEquals": {"aws:RequestedRegion": _regions(settings)},
-             "Null": {f"aws:ResourceTag/{tags.BUILD_ID}": "false"}}
+    owned: dict[str, dict[str, Any]] = {
+        "StringEquals": {"aws:RequestedRegion": _regions(settings)},
+        "Null": {f"aws:ResourceTag/{tags.BUILD_ID}": "false"}}
     packer_owned = set(PACKER_ACTIONS) & set(_EC2_OWNED)
     packer_rest = set(PACKER_ACTIONS) - packer_owned
     statements = [
@@ -254,10 +256,13 @@ def policy_document(settings: Settings) -> IamPolicy:
         Statement("EbsDirectSnapshots", _EBS, ("arn:aws:ec2:*::snapshot/*",),
                   condition=in_regions),
     ]
-    buckets = _buckets(settings) or ["eks-ami-pipeline-*"]
+    buckets = _buckets(settings)
+    if buckets:   # no bucket configured: nothing is uploaded, no S3 access at all
+        statements += [
+            Statement("S3Bucket", _S3_BUCKET, tuple(f"arn:aws:s3:::{b}" for b in buckets)),
+            Statement("S3Objects", _S3_OBJECT, tuple(f"arn:aws:s3:::{b}/*" for b in buckets)),
+        ]
     statements += [
-        Statement("S3Bucket", _S3_BUCKET, tuple(f"arn:aws:s3:::{b}" for b in buckets)),
-        Statement("S3Objects", _S3_OBJECT, tuple(f"arn:aws:s3:::{b}/*" for b in buckets)),
         Statement("VmImportRole", _IAM_ROLE, (f"arn:aws:iam::*:role/{VMIMPORT_ROLE}",)),
         Statement("InstanceProfileRead", _IAM_READ, ("arn:aws:iam::*:instance-profile/*",)),
         Statement("VmImportRolePolicyRead", _IAM_POLICY_READ, ("arn:aws:iam::*:policy/*",)),

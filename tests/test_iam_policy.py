@@ -157,3 +157,10 @@ def test_unknown_s3_operation_is_an_error() -> None:
 def test_summary_is_valid_json(tmp_path: Path) -> None:
     policy = iam_policy.policy_document(_settings(tmp_path))
     assert json.loads(policy.summary()) == policy.to_dict()
+
+
+def test_no_bucket_means_no_s3_access(tmp_path: Path) -> None:
+    raw = {"aws": {"region": "eu-west-1"}, "build": {"ssm_prefix": "/amis"}}
+    policy = iam_policy.policy_document(parse_settings(raw, source=tmp_path / "p.yaml"))
+    assert not any(a.startswith("s3:") for a in policy.actions())
+    assert "KmsConfiguredKeys" not in {s.sid for s in policy.statements}

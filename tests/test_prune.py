@@ -8,11 +8,12 @@ from typing import Any
 import pytest
 from moto.ec2.models import ec2_backends
 
-from pipeline import tags
+from pipeline import lineage, tags
 from pipeline.config import parse_settings
 from pipeline.emulator.image_references import install
 from pipeline.errors import InputError
 from pipeline.prune import prune
+from pipeline.records import BuildRecord
 
 ACCOUNT, REGION = "123456789012", "us-east-1"
 
@@ -35,14 +36,19 @@ def _backend() -> Any:
     return ec2_backends[ACCOUNT][REGION]
 
 
-def _ami(ec2: Any, label: str, days_old: float, *, pipeline: bool = True) -> str:
+def _build_id(label: str) -> str:
+    return f"b-20260101000000-{label.encode().hex()[:6]:0<6}"
+
+
+def _ami(ec2: Any, label: str, days_old: float, *, pipeline: bool = True,
+         region: str = REGION) -> str:
     """A registered AMI (tagged like a pipeline build unless ``pipeline=False``), backdated."""
-    build = f"b-2026010{len(label)}000000-{label.encode().hex()[:6]:0<6}"
+    build = _build_id(label)
     image_id = ec2.register_image(Name=f"node-{label}", RootDeviceName="/dev/xvda")["ImageId"]
     if pipeline:
         ec2.create_tags(Resources=[image_id], Tags=tags.to_tag_list(
             {tags.BUILD_ID: build, tags.IMAGE_NAME: "node"}))
-    _backend().amis[image_id].creation_date = (
+    ec2_backends[ACCOUNT][region].amis[image_id].creation_date = (
         dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=days_old)).replace(tzinfo=None)
     return image_id
 
@@ -122,10 +128,17 @@ def test_apply_keeps_every_referenced_ami_and_deletes_the_rest(
     doomed_snaps = _snapshots(ec2, world["D"]) + _snapshots(ec2, world["E"])
     kept_snaps = _snapshots(ec2, world["A"])
     assert doomed_snaps and kept_snaps
+    settings = _settings(tmp_path, endpoint)
+    for label in ("A", "D"):
+        lineage.record_build(settings, clients, BuildRecord(
+            build_id=_build_id(label), image_name="node", method="snapshot",
+            status="succeeded", image_ids={REGION: world[label]}))
 
-    result = prune(_settings(tmp_path, endpoint), clients, keep=1, older_than_days=7,
-                   apply=True)
+    result = prune(settings, clients, keep=1, older_than_days=7, apply=True)
     assert result.exit_code == 0, result.summary()
+    # The record of a build whose AMIs are all gone goes too; a kept build's stays.
+    assert lineage.load_build(settings, clients, "node", _build_id("D")) is None
+    assert lineage.load_build(settings, clients, "node", _build_id("A")) is not None
     left = {i["ImageId"] for i in ec2.describe_images(Owners=["self"])["Images"]}
     for key in ("A", "B", "C", "F", "G", "H", "X"):
         assert world[key] in left, key
@@ -181,3 +194,26 @@ def test_bad_keep_is_input_error(tmp_path: Path, endpoint: str, clients: Any) ->
     with pytest.raises(InputError, match="--keep 0"):
         prune(_settings(tmp_path, endpoint), clients, keep=0)
 
+
+
+def test_each_region_keeps_what_its_own_templates_use(tmp_path: Path, endpoint: str,
+                                                     clients: Any) -> None:
+    """Copies of one old build: the us-west-2 copy is used there, the us-east-1 copy is not."""
+    west = "us-west-2"
+    raw = {"aws": {"region": REGION, "endpoint_url": endpoint, "max_attempts": 2},
+           "build": {"ssm_prefix": "/eks-ami-pipeline"},
+           "images": [{"name": "node", "regions": [REGION, west],
+                       "import": {"source": "x.vmdk"}}]}
+    settings = parse_settings(raw, source=tmp_path / "pipeline.yaml")
+    east_ec2, west_ec2 = clients.client("ec2"), clients.client("ec2", region=west)
+    old_east = _ami(east_ec2, "old", 40)
+    old_west = _ami(west_ec2, "old", 40, region=west)
+    _ami(east_ec2, "new", 1)
+    _ami(west_ec2, "new", 1, region=west)
+    west_ec2.create_launch_template(LaunchTemplateName="west-nodes",
+                                    LaunchTemplateData={"ImageId": old_west})
+    result = prune(settings, clients, keep=1, apply=True)
+    plan = {(d.region, d.image_id): d.action for d in result.images}
+    assert plan[(REGION, old_east)] == "deregister"
+    assert plan[(west, old_west)] == "keep"
+    assert west_ec2.describe_images(ImageIds=[old_west])["Images"]

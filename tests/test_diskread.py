@@ -185,6 +185,23 @@ def test_raw_allocated_ranges_use_seek_data(tmp_path: Path) -> None:
     assert ranges[0][1] <= MiB
 
 
+def test_one_format_imports_only_its_parser(containers: dict[str, Path]) -> None:
+    """open_disk on a VMDK compiles no other hypervisor format; the package stays whole."""
+    import sys
+
+    code = (
+        "import sys\n"
+        "from pipeline.diskread import open_disk\n"
+        f"open_disk({str(containers['vmdk-stream'])!r}).read(0, 512)\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith('dissect.hypervisor.'))\n"
+        "assert 'dissect.hypervisor.disk.vmdk' in loaded, loaded\n"
+        "assert not [m for m in loaded if m.endswith(('qcow2', 'vhdx', 'vdi', 'hyperv', 'vmx'))], loaded\n"
+        "from dissect.hypervisor import vmx, qcow2\n"
+        "import dissect.hypervisor as h\n"
+        "assert h.vdi.__name__ == 'dissect.hypervisor.disk.vdi'\n")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
 def test_merge_ranges() -> None:
     assert list(merge_ranges([(0, 10), (10, 5), (20, 1), (21, 4), (30, 0)])) == [(0, 15), (20, 5)]
 

@@ -23,6 +23,7 @@ from typing import Any, Iterator
 
 from ..errors import ImageReadError
 from ._io import CountingFile
+from ._lazy import hypervisor_module
 
 __all__ = ["Disk", "open_disk", "merge_ranges", "detect_format"]
 
@@ -181,8 +182,8 @@ class VmdkDisk(_FileDisk):
 
     def __init__(self, src: CountingFile, name: str, owns_fd: bool = True) -> None:
         super().__init__(src, name, owns_fd)
-        from dissect.hypervisor.disk.c_vmdk import c_vmdk
-        from dissect.hypervisor.disk.vmdk import SparseDisk
+        c_vmdk = hypervisor_module("disk.c_vmdk").c_vmdk
+        SparseDisk = hypervisor_module("disk.vmdk").SparseDisk
 
         self._sd = SparseDisk(src)
         if self._sd.is_sesparse:
@@ -238,7 +239,8 @@ class Qcow2Disk(_FileDisk):
 
     def __init__(self, src: CountingFile, name: str, owns_fd: bool = True) -> None:
         super().__init__(src, name, owns_fd)
-        from dissect.hypervisor.disk.qcow2 import QCow2, QCow2Stream
+        qcow2 = hypervisor_module("disk.qcow2")
+        QCow2, QCow2Stream = qcow2.QCow2, qcow2.QCow2Stream
 
         self._q = QCow2(src, allow_no_backing_file=True, allow_no_data_file=True)
         if self._q.header.backing_file_offset or self._q.needs_data_file:
@@ -250,8 +252,9 @@ class Qcow2Disk(_FileDisk):
 
     def _check_complete(self) -> None:
         """The L1 table, every L2 table and every data cluster lie inside the file."""
-        from dissect.hypervisor.disk.c_qcow2 import QCow2ClusterType, c_qcow2
-        from dissect.hypervisor.disk.qcow2 import get_cluster_type
+        cq = hypervisor_module("disk.c_qcow2")
+        QCow2ClusterType, c_qcow2 = cq.QCow2ClusterType, cq.c_qcow2
+        get_cluster_type = hypervisor_module("disk.qcow2").get_cluster_type
 
         q, fsize = self._q, self.src.size
         if q.header.l1_table_offset + 8 * q.header.l1_size > fsize:
@@ -280,8 +283,9 @@ class Qcow2Disk(_FileDisk):
         return bytes(self._stream._read(offset, length))
 
     def allocated_ranges(self) -> Iterator[tuple[int, int]]:
-        from dissect.hypervisor.disk.c_qcow2 import QCow2ClusterType, c_qcow2
-        from dissect.hypervisor.disk.qcow2 import get_cluster_type
+        cq = hypervisor_module("disk.c_qcow2")
+        QCow2ClusterType, c_qcow2 = cq.QCow2ClusterType, cq.c_qcow2
+        get_cluster_type = hypervisor_module("disk.qcow2").get_cluster_type
 
         q = self._q
         data_types = (QCow2ClusterType.QCOW2_CLUSTER_NORMAL,
@@ -314,7 +318,8 @@ class VhdDisk(_FileDisk):
 
     def __init__(self, src: CountingFile, name: str, owns_fd: bool = True) -> None:
         super().__init__(src, name, owns_fd)
-        from dissect.hypervisor.disk.vhd import VHD, DynamicDisk
+        vhd = hypervisor_module("disk.vhd")
+        VHD, DynamicDisk = vhd.VHD, vhd.DynamicDisk
 
         self._vhd = VHD(src)
         self._dynamic = isinstance(self._vhd.disk, DynamicDisk)
@@ -358,7 +363,7 @@ class VhdxDisk(_FileDisk):
 
     def __init__(self, src: CountingFile, name: str, owns_fd: bool = True) -> None:
         super().__init__(src, name, owns_fd)
-        from dissect.hypervisor.disk.vhdx import VHDX
+        VHDX = hypervisor_module("disk.vhdx").VHDX
 
         self._v = VHDX(src)
         if self._v.has_parent:
@@ -370,7 +375,8 @@ class VhdxDisk(_FileDisk):
 
     def _check_complete(self) -> None:
         """Every present payload block lies inside the file."""
-        from dissect.hypervisor.disk.c_vhdx import MB, c_vhdx
+        cv = hypervisor_module("disk.c_vhdx")
+        MB, c_vhdx = cv.MB, cv.c_vhdx
 
         v, fsize = self._v, self.src.size
         present = (c_vhdx.PAYLOAD_BLOCK_FULLY_PRESENT, c_vhdx.PAYLOAD_BLOCK_PARTIALLY_PRESENT)
@@ -395,7 +401,7 @@ class VhdxDisk(_FileDisk):
         return data[offset % self._ss:offset % self._ss + length]
 
     def allocated_ranges(self) -> Iterator[tuple[int, int]]:
-        from dissect.hypervisor.disk.c_vhdx import c_vhdx
+        c_vhdx = hypervisor_module("disk.c_vhdx").c_vhdx
 
         v = self._v
         present = (c_vhdx.PAYLOAD_BLOCK_FULLY_PRESENT, c_vhdx.PAYLOAD_BLOCK_PARTIALLY_PRESENT)

@@ -218,7 +218,7 @@ def _one(settings: Settings, clients: Clients, image: ImageSettings, force: bool
                          reason=decision.reason, status="skipped",
                          previous_build_id=last.build_id if last else None,
                          inputs={k: v for k, v in asdict(now_inputs).items() if v})
-    log.info("%s: %s - %s", image.name, entry.decision, entry.reason)
+    log.debug("%s: %s - %s", image.name, entry.decision, entry.reason)
     progress.status(f"{image.name}: {entry.decision} - {entry.reason}")
     if not decision.rebuild:
         return entry

@@ -214,6 +214,9 @@ def _record_multipart_start() -> None:
         def with_start_times(action_result: Any) -> Any:
             from moto.core.responses import ActionResult
 
+            if not isinstance(action_result.result, dict) or \
+                    "Uploads" not in action_result.result:
+                return serialized(action_result)          # an error, say NoSuchBucket
             data = dict(action_result.result)
             uploads = self.backend.list_multipart_uploads(self.bucket_name)
             fixed = []
@@ -227,7 +230,10 @@ def _record_multipart_start() -> None:
             return serialized(ActionResult(data))
 
         self.serialized = with_start_times
-        return listing(self)
+        try:
+            return listing(self)
+        finally:
+            self.serialized = serialized
 
     S3Response.list_multipart_uploads = list_multipart_uploads  # type: ignore[method-assign]
 

@@ -554,6 +554,11 @@ def _remove_amis(clients: Clients, image_ids: dict[str, str],
 # --------------------------------------------------------------------------- sweep
 
 
+def _all(ec2: Any, op: str, key: str, **kw: Any) -> list[dict[str, Any]]:
+    """Every item of a paginated Describe call."""
+    return [item for page in ec2.get_paginator(op).paginate(**kw) for item in page[key]]
+
+
 def _tagged(build_id: str) -> list[dict[str, Any]]:
     return [{"Name": f"tag:{T.BUILD_ID}", "Values": [build_id]}]
 
@@ -614,7 +619,7 @@ def sweep_build(clients: Clients, build_id: str, *, region: str | None = None,
         except Exception as err:  # noqa: BLE001 - report, keep sweeping
             rep.failed.append(f"waiting for {live} to terminate: {err}")
 
-    images = ec2.describe_images(Owners=["self"], Filters=_tagged(build_id))["Images"]
+    images = _all(ec2, "describe_images", "Images", Owners=["self"], Filters=_tagged(build_id))
     if run is not None and run.amis:
         try:
             images += [i for i in ec2.describe_images(ImageIds=run.amis)["Images"]
@@ -626,13 +631,13 @@ def sweep_build(clients: Clients, build_id: str, *, region: str | None = None,
         image_snaps.update(m["Ebs"]["SnapshotId"] for m in img.get("BlockDeviceMappings", [])
                            if m.get("Ebs", {}).get("SnapshotId"))
         attempt("images", img["ImageId"], ec2.deregister_image, ImageId=img["ImageId"])
-    snaps = {s["SnapshotId"] for s in ec2.describe_snapshots(
-        OwnerIds=["self"], Filters=_tagged(build_id))["Snapshots"]}
+    snaps = {s["SnapshotId"] for s in _all(ec2, "describe_snapshots", "Snapshots",
+                                           OwnerIds=["self"], Filters=_tagged(build_id))}
     for snap in sorted(snaps | image_snaps):
         attempt("snapshots", snap, ec2.delete_snapshot, SnapshotId=snap)
-    for vol in ec2.describe_volumes(Filters=_tagged(build_id))["Volumes"]:
+    for vol in _all(ec2, "describe_volumes", "Volumes", Filters=_tagged(build_id)):
         attempt("volumes", vol["VolumeId"], ec2.delete_volume, VolumeId=vol["VolumeId"])
-    for sg in ec2.describe_security_groups(Filters=_tagged(build_id))["SecurityGroups"]:
+    for sg in _all(ec2, "describe_security_groups", "SecurityGroups", Filters=_tagged(build_id)):
         groups.add(sg["GroupId"])
     if run is not None and run.security_groups:
         found = ec2.describe_security_groups(

@@ -19,6 +19,11 @@ tag the AMI and its snapshots with lineage, verify the AMI offline
 (:func:`pipeline.verify.verify_ami`) and record the build
 (:func:`pipeline.lineage.record_build`).
 
+Encryption: the S3 upload uses SSE-S3 (AES256), which VM Import reads without KMS
+grants; the AMI and its snapshots are encrypted (``Encrypted``, with ``--kms-key`` as
+``KmsKeyId``; ``--create-role`` then adds the documented KMS statement to the role),
+except UEFI imports, which VM Import cannot encrypt.
+
 Clean-up rule: whatever this run created is removed when it fails (ExitStack), except
 an interrupted S3 upload (left resumable, see :mod:`pipeline.s3_upload`) and a task
 left running on purpose with ``--detach``.
@@ -344,7 +349,8 @@ def preflight(settings: Settings, clients: Clients, req: ImportRequest,
         _check_bucket(clients.client("s3"), bucket)
         from .vmimport_role import check_role
 
-        role = check_role(clients.client("iam"), bucket, create=req.create_role, key=key)
+        role = check_role(clients.client("iam"), bucket, create=req.create_role, key=key,
+                          kms_key_arn=kms)
     return Preflight(path=path, image=image, method=method, bucket=bucket, kms_key_id=kms,
                      qemu_format=qfmt, vmimport_format=vmi_fmt, virtual_size=vsize,
                      layout=layout, verdict=verdict, mechanism=mechanism, digest=digest,
@@ -404,17 +410,14 @@ def _via_vm_import(clients: Clients, pf: Preflight, req: ImportRequest, digest: 
             try:
                 converted = _convert(pf.path, pf.qemu_format, tmp, progress)
                 upload = s3_upload.upload_file(s3, converted, bucket, key=key, metadata=meta,
-                                               kms_key_id=pf.kms_key_id, workers=req.workers,
-                                               progress=progress)
+                                               workers=req.workers, progress=progress)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
         info["converted_from"] = pf.qemu_format
         disk_format = "VMDK"
     else:
         upload = s3_upload.upload_file(s3, pf.path, bucket, key=key, digest=digest,
-                                       metadata=meta,
-                                       kms_key_id=pf.kms_key_id, workers=req.workers,
-                                       progress=progress)
+                                       metadata=meta, workers=req.workers, progress=progress)
         disk_format = pf.vmimport_format or "RAW"
     info.update(upload=upload.url, upload_skipped=upload.skipped)
     keep = [req.keep_upload]

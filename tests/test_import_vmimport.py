@@ -7,7 +7,7 @@ nothing left; Ctrl-C → CancelImportTask; ``--detach``; ``--timeout``.
 from __future__ import annotations
 
 import hashlib
-import subprocess
+import json
 import time
 
 import pytest
@@ -98,6 +98,10 @@ def test_vm_import_converts_uploads_imports_tags_and_verifies(
     inv = _inventory(clients)
     assert inv["objects"] == [] and inv["uploads"] == []                # upload deleted
     assert result.bytes_sent > 0 and result.upload.startswith(f"s3://{BUCKET}/imports/")
+    manifest = json.loads((tmp_path / "build" / "manifest.json").read_text())   # lineage
+    assert result.build_id in json.dumps(manifest)
+    assert result.record.status == "succeeded"
+    assert result.record.image_ids == {"us-east-1": result.image_id}
 
 
 def test_rerun_skips_the_upload_and_keep_upload_keeps_it(

@@ -409,6 +409,7 @@ def _continuation_problems(script: str) -> list[str]:
     out: list[str] = []
     lines = script.splitlines()
     heredoc = None
+    in_array = False
     for i, line in enumerate(lines):
         if heredoc is not None:
             if line.strip() == heredoc:
@@ -418,7 +419,15 @@ def _continuation_problems(script: str) -> list[str]:
         if m:
             heredoc = m.group(1)
         stripped = line.lstrip()
+        if in_array:                       # ARGS=( ... ) spread over lines
+            in_array = ")" not in stripped
+            continue
+        if re.search(r"=\(\s*(#.*)?$", line):
+            in_array = True
+            continue
         if not stripped.startswith("-") or i == 0:
+            continue
+        if re.match(r"^-[^\s()]*(\|[^\s()]*)*\)", stripped):   # a case pattern: --help)
             continue
         prev = next((lines[j] for j in range(i - 1, -1, -1) if lines[j].strip()), "")
         if prev.rstrip().endswith(("\\", "|", "&&", "||")):

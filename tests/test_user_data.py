@@ -136,6 +136,13 @@ def test_shell_variables_and_heredocs_are_not_mistaken(cluster):
     assert ud.lint(script, mechanism=ud.BOOTSTRAP_SH, cluster=cluster) == []
 
 
+def test_arrays_and_case_patterns_are_not_broken_lines(cluster):
+    script = ("#!/bin/bash\nARGS=(\n  --apiserver-endpoint " + cluster.endpoint + "\n)\n"
+              "case \"${1:-}\" in\n  --dry-run|-n) exit 0 ;;\n  --help)\n    echo usage ;;\nesac\n"
+              "/etc/eks/bootstrap.sh \"${ARGS[@]}\" demo\n")
+    assert ud.lint(script, mechanism=ud.BOOTSTRAP_SH, cluster=cluster) == []
+
+
 def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 

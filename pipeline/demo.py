@@ -8,8 +8,8 @@ and then runs the same library calls the tasks run:
 
 verify the disk offline -> import it (VM Import, then EBS direct snapshot) -> bake from
 the seeded EKS AL2023 base with Packer -> publish a launch template (creating it) ->
-rebuild (nothing changed: skip; forced: bake and publish a second version) -> history
--> rollback.
+rebuild (nothing changed: skip; forced: bake and publish a second, staged version) ->
+promote -> history -> rollback.
 
 It ends with how to run the same against real AWS. The narration is written to the
 ``stream`` passed in (stdout, or stderr under ``--json``); library logging stays quiet.
@@ -173,6 +173,7 @@ def _write_config(workdir: Path, endpoint: str, sample: Path, security_group: st
             img["require"] = "nodeadm"
     for lt in raw["launch_templates"]:
         lt["security_group_ids"] = [security_group]
+        lt["set_default"] = False      # rebuilds stage a version; promote switches traffic
     path = workdir / "pipeline.yaml"
     path.write_text("# Written by `invoke demo` from pipeline.example.yaml for the local "
                     "emulator.\n" + yaml.safe_dump(raw, sort_keys=False))
@@ -286,10 +287,18 @@ def _story(story: _Story, settings: Any, clients: Any, sample: Path) -> None:
     story.run("The scheduled rebuild: nothing changed, so nothing is built",
               f"invoke rebuild --image {BAKED}",
               lambda: rebuild(settings, clients, image=BAKED))
-    story.run("A forced rebuild: bake, verify, distribute and publish version 2",
+    story.run("A forced rebuild: bake, verify, distribute, publish version 2 (staged)",
               f"invoke rebuild --image {BAKED} --force",
               lambda: rebuild(settings, clients, image=BAKED, force=True),
               lambda r: {"published": r.images[0].published})
+    n.say("   The template says set_default: false, so version 2 is staged: nodes keep")
+    n.say("   launching version 1 until someone promotes it.")
+
+    from .publish import promote
+
+    story.run("Promote version 2: new nodes now launch from it",
+              f"invoke promote --template {LAUNCH_TEMPLATE} --version 2",
+              lambda: promote(settings, clients, LAUNCH_TEMPLATE, 2))
 
     from .lineage import history
 

@@ -31,14 +31,15 @@ def test_invoke_demo_exits_0_and_tells_every_step(tmp_path: Path) -> None:
     assert [s["status"] for s in steps] == ["ok"] * len(steps)
     titles = " | ".join(s["title"] for s in steps)
     for needle in ("Verify", "VM Import", "EBS snapshot", "Bake", "new launch template",
-                   "nothing is built", "version 2", "History", "Roll back"):
+                   "nothing is built", "version 2 (staged)", "Promote", "History",
+                   "Roll back"):
         assert needle in titles, needle
     # The narration went to stderr and ends with the way to real AWS.
-    assert "== 9. " in proc.stderr
+    assert "== 10. " in proc.stderr
     assert "Run the same against real AWS" in proc.stderr
     assert "invoke iam-policy" in proc.stderr
     # The forced rebuild published version 2, and the work folder holds the config used.
     published = next(s for s in steps if "version 2" in s["title"])["details"]["published"]
-    assert "eks-nodes version 2" in published[0]
+    assert "eks-nodes version 2 (staged, not default)" in published[0]
     assert (tmp_path / "demo" / "pipeline.yaml").is_file()
     assert seconds < 60, f"demo took {seconds:.1f} s"

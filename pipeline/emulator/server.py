@@ -163,6 +163,9 @@ def serve(host: str = "127.0.0.1", port: int = 5077, import_seconds: float = 20.
               f"  export AWS_ENDPOINT_URL={emu.endpoint}\n"
               "  export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing\n"
               "  export AWS_DEFAULT_REGION=us-east-1\n"
+              "Seeded: /aws/service/eks/optimized-ami/<1.29-1.34>/amazon-linux-2023/"
+              "{x86_64,arm64}/standard/recommended/image_id and .../amazon-linux-2/"
+              "recommended/image_id (1.29-1.32) in us-east-1, us-east-2, us-west-2, eu-west-1\n"
               "Ctrl-C stops it (state lives in memory only).\n")
     out.flush()
     try:

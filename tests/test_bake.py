@@ -6,6 +6,7 @@ talks to the same emulator through ``custom_endpoint_ec2``.
 """
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from pathlib import Path
@@ -17,7 +18,7 @@ from pipeline import tags as T
 from pipeline.bake import BakePlan, BakeResult, bake, plan_bake, run_plan, sweep_build
 from pipeline.cli import run_task
 from pipeline.config import parse_settings
-from pipeline.errors import InputError, PackerBuildFailed, VerificationFailed
+from pipeline.errors import InputError, VerificationFailed
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "packer" / "eks-node"
@@ -124,13 +125,16 @@ def test_packer_failure_exits_1_with_packer_errors_and_leaves_nothing(emulator, 
     plan.variables["source_ami_id"] = "ami-0badc0ffee0000000"   # unknown to EC2
     plan.write_variables()
 
-    with pytest.raises(PackerBuildFailed) as err:
-        run_plan(settings, clients, plan)
+    out, errs = io.StringIO(), io.StringIO()
+    with pytest.raises(SystemExit) as ex:     # through the task runner, as `invoke bake --json`
+        run_task(lambda: run_plan(settings, clients, plan), as_json=True, out=out, err=errs)
 
-    assert err.value.exit_code == 1
-    errors = err.value.details["packer_errors"]
+    assert ex.value.code == 1
+    doc = json.loads(out.getvalue())
+    assert doc["exit_code"] == 1 and "packer build failed" in doc["error"]
+    errors = doc["details"]["packer_errors"]
     assert errors and any("amazon-ebs.eks-node" in line for line in errors), errors
-    assert "packer build failed" in err.value.message
+    assert errs.getvalue().startswith("error: bake eks-node-al2023: packer build failed")
     assert _inventory(clients) == before
 
 

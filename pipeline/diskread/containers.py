@@ -21,6 +21,7 @@ from array import array
 import struct
 import tarfile
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -398,6 +399,9 @@ class VhdDisk(_FileDisk):
             used = [e for e in self._bat if e != 0xFFFFFFFF]
             if used and max(used) * SECTOR + block > src.size - 511:
                 raise self._corrupt("a data block lies past the end of the file (truncated)")
+            # serve dissect's per-entry BAT lookups (a 4-byte read each) from the table
+            bat = self._bat
+            disk.bat.get = lambda b: None if bat[b] == 0xFFFFFFFF else bat[b]
 
     def _read_bat(self) -> tuple[int, ...]:
         hdr = self._vhd.disk.header
@@ -432,7 +436,21 @@ class VhdxDisk(_FileDisk):
         self.size = self._v.size
         self._spb = self._v._sectors_per_block
         self._ss = self._v.sector_size
+        self._bat = self._read_bat()
+        self._v.bat.get = self._bat_entry  # dissect reads and parses 8 bytes per lookup
         self._check_complete()
+
+    def _read_bat(self) -> "array[int]":
+        """The whole BAT in one read (payload and interleaved sector-bitmap entries)."""
+        bat = self._v.bat
+        return _int_array("Q", self.src.pread(bat.offset, 8 * bat.entry_count), bat.entry_count,
+                          lambda: self._corrupt("the BAT is cut short (the file is truncated)"))
+
+    def _bat_entry(self, index: int) -> "_BatEntry":
+        if not 0 <= index < len(self._bat):
+            raise self._corrupt(f"BAT entry {index} out of range")
+        word = self._bat[index]
+        return _BatEntry(word & 7, word >> 20)
 
     def _check_complete(self) -> None:
         """Every present payload block lies inside the file."""
@@ -469,6 +487,14 @@ class VhdxDisk(_FileDisk):
         blocks = -(-v.size // v.block_size)
         return merge_ranges((b * v.block_size, min(v.block_size, v.size - b * v.block_size))
                             for b in range(blocks) if v.bat.pb(b).state in present)
+
+
+@dataclass(frozen=True, slots=True)
+class _BatEntry:
+    """A VHDX BAT entry as dissect reads it (``state``, ``file_offset_mb``)."""
+
+    state: int
+    file_offset_mb: int
 
 
 class OvaDisk(Disk):

@@ -230,3 +230,67 @@ def test_preflight_creates_the_role_and_plans_the_conversion(
     assert pf.role.created and pf.needs_conversion and pf.qemu_format == "qcow2"
     assert pf.verdict == "ok" and pf.mechanism == "nodeadm"
     assert _inventory(clients)["objects"] == []
+
+
+@pytest.mark.parametrize("fmt, qemu_args, expected", [
+    ("vmdk-stream", ["-O", "vmdk", "-o", "subformat=streamOptimized"], ("vmdk", "VMDK")),
+    ("vmdk-sparse", ["-O", "vmdk", "-o", "subformat=monolithicSparse"], ("vmdk", None)),
+    ("vhd", ["-O", "vpc"], ("vpc", "VHD")),
+    ("vhdx", ["-O", "vhdx"], ("vhdx", "VHDX")),
+    ("raw", None, ("raw", "RAW")),
+])
+def test_preflight_maps_formats_to_what_vm_import_takes(
+        fmt, qemu_args, expected, clients, aws_settings, tmp_path, bucket, good_raw) -> None:
+    """Only streamOptimized VMDK, VHD/VHDX, raw and OVA go as they are; others convert."""
+    image = good_raw
+    if qemu_args:
+        image = tmp_path / f"node.{fmt}"
+        subprocess.run(["qemu-img", "convert", "-f", "raw", *qemu_args, str(good_raw),
+                        str(image)], check=True)
+    pf = preflight(_settings(aws_settings, tmp_path, image), clients,
+                   ImportRequest(create_role=True))
+    assert (pf.qemu_format, pf.vmimport_format) == expected
+    assert pf.needs_conversion == (expected[1] is None)
+    assert pf.upload_key.endswith(".vmdk" if expected[1] is None else image.name)
+
+
+def test_esp_decides_the_boot_mode(clients, aws_settings, tmp_path, bucket, good_raw) -> None:
+    """A GPT disk whose only partition is an EFI System Partition boots UEFI only."""
+    esp = tmp_path / "node-esp.raw"
+    subprocess.run(["cp", "--sparse=always", str(good_raw), str(esp)], check=True)
+    subprocess.run(["sgdisk", "--typecode=1:EF00", str(esp)], check=True, capture_output=True)
+    layout = disk_layout(esp)
+    assert layout.has_esp and not layout.has_bios_boot
+    with pytest.raises(PreflightError, match="set boot_mode: uefi"):
+        preflight(_settings(aws_settings, tmp_path, esp), clients,
+                  ImportRequest(create_role=True))
+    pf = preflight(_settings(aws_settings, tmp_path, esp, boot_mode="uefi"), clients,
+                   ImportRequest(create_role=True))
+    assert pf.image.boot_mode == "uefi"
+    with pytest.raises(PreflightError, match="cannot encrypt UEFI"):
+        preflight(_settings(aws_settings, tmp_path, esp, boot_mode="uefi"), clients,
+                  ImportRequest(kms_key_id="alias/amis"))
+
+
+def test_ova_goes_as_is_unless_its_disk_is_not_stream_optimized(
+        clients, aws_settings, tmp_path, bucket, image_cache, good_raw) -> None:
+    ova = _image(image_cache, "node.ova", "al2023", ImageSpec(table="gpt", fmt="ova",
+                                                               size=64 * MiB))
+    pf = preflight(_settings(aws_settings, tmp_path, ova), clients,
+                   ImportRequest(create_role=True))
+    assert pf.vmimport_format == "OVA" and not pf.needs_conversion
+
+    import tarfile
+    sparse = tmp_path / "disk1.vmdk"
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "vmdk", "-o",
+                    "subformat=monolithicSparse", str(good_raw), str(sparse)], check=True)
+    (tmp_path / "node.ovf").write_text("<Envelope/>")
+    bad = tmp_path / "bad.ova"
+    with tarfile.open(bad, "w", format=tarfile.USTAR_FORMAT) as tar:
+        tar.add(tmp_path / "node.ovf", arcname="node.ovf")
+        tar.add(sparse, arcname="disk1.vmdk")
+    before = _inventory(clients)
+    with pytest.raises(PreflightError, match="not a streamOptimized VMDK"):
+        import_image(_settings(aws_settings, tmp_path, bad), clients,
+                     ImportRequest(create_role=True))
+    assert _inventory(clients) == before

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import shutil
 import threading
 import time
@@ -387,9 +388,11 @@ def run_plan(settings: Settings, clients: Clients, plan: BakePlan,
                     plan.packer_version, v)
 
     progress.status("packer build")
+    imds = _BuildInstanceImds(clients, plan)
     warm = _warm_verify(clients, plan.region)
     try:
-        run = P.run_build(inv.build_cmd, cwd=inv.workdir, env=P.packer_env(), progress=progress)
+        run = P.run_build(inv.build_cmd, cwd=inv.workdir, env=P.packer_env(), progress=progress,
+                          on_event=imds.on_event)
     except KeyboardInterrupt as err:
         warm.join()
         partial: P.PackerRun | None = getattr(err, "packer_run", None)
@@ -412,6 +415,7 @@ def run_plan(settings: Settings, clients: Clients, plan: BakePlan,
             details={"packer_errors": lines, "swept": sweep.removed,
                      "sweep_failed": sweep.failed, "build_id": plan.build_id})
 
+    checks += imds.done
     with _SweepOnError(clients, plan):
         manifest = P.parse_manifest(Path(plan.variables["manifest_output"]))
         image_ids = manifest.image_ids
@@ -461,6 +465,32 @@ def run_plan(settings: Settings, clients: Clients, plan: BakePlan,
         packer_version=str(plan.packer_version), verification=home.to_dict(),
         seconds=time.monotonic() - t0, checks_run=checks, checks_skipped=skipped,
         imds_support=next(iter(imds.values()), None), record=record, lineage_recorded=recorded)
+
+
+class _BuildInstanceImds:
+    """Packer 1.6.x has no ``metadata_options``: require IMDSv2 on the build instance
+    ourselves as soon as the stream names it ("Instance ID: i-..."), before any
+    provisioner can connect (SSH takes far longer than one API call)."""
+
+    def __init__(self, clients: Clients, plan: BakePlan) -> None:
+        self.active = not plan.packer_version.supports_imds_support
+        self.ec2 = clients.client("ec2", region=plan.region) if self.active else None
+        self.done: list[str] = []
+
+    def on_event(self, ev: P.PackerEvent) -> None:
+        if self.ec2 is None or ev.type != "ui":
+            return
+        m = re.search(r"Instance ID: (i-[0-9a-f]+)", ev.message)
+        if not m:
+            return
+        try:
+            self.ec2.modify_instance_metadata_options(
+                InstanceId=m[1], HttpTokens="required", HttpEndpoint="enabled",
+                HttpPutResponseHopLimit=2)
+            self.done.append(f"IMDSv2 required on build instance {m[1]} (set by the pipeline: "
+                             "Packer 1.6.x has no metadata_options)")
+        except ClientError as err:
+            log.warning("could not require IMDSv2 on build instance %s: %s", m[1], err)
 
 
 def _warm_verify(clients: Clients, region: str) -> threading.Thread:

@@ -90,6 +90,7 @@ def test_good_bake_from_seeded_al2023_verifies_with_nodeadm(emulator, clients, t
         {"Name": f"tag:{T.BUILD_ID}", "Values": [result.build_id]}])["Reservations"]
         for i in r["Instances"]]
     assert insts and {i["State"]["Name"] for i in insts} == {"terminated"}
+    assert {i["MetadataOptions"]["HttpTokens"] for i in insts} == {"required"}
     # On the emulator nothing runs inside the instance; the report says so.
     assert any("offline verify" in c for c in result.checks_run)
     assert "packer validate" in result.checks_run

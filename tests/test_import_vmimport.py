@@ -185,3 +185,36 @@ def test_timeout_cancels_the_task(clients, aws_settings, tmp_path, bucket, good_
     _wait_task_end(clients, task["ImportTaskId"])
     inv = _inventory(clients)
     assert inv["images"] == [] and inv["snapshots"] == [] and inv["objects"] == []
+
+
+class StopUploadAfter(Hook):
+    """Ctrl-C after ``n`` acknowledged upload parts."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__(lambda *_: None)
+        self.n, self.parts, self.uploading = n, 0, False
+
+    def start(self, total, label: str = "") -> None:
+        super().start(total, label)
+        self.uploading = label.startswith("upload")
+
+    def advance(self, n: int = 1) -> None:
+        if self.uploading and n:
+            self.parts += 1
+            if self.parts >= self.n:
+                raise KeyboardInterrupt
+
+
+def test_interrupted_upload_is_resumed_by_the_next_run(clients, aws_settings, tmp_path, bucket,
+                                                       good_raw) -> None:
+    settings = _settings(aws_settings, tmp_path, good_raw)
+    with pytest.raises(KeyboardInterrupt):
+        import_image(settings, clients, ImportRequest(create_role=True, workers=1, **FAST),
+                     progress=StopUploadAfter(3))
+    inv = _inventory(clients)
+    assert len(inv["uploads"]) == 1 and inv["objects"] == []          # left resumable
+    assert inv["images"] == [] and inv["snapshots"] == []
+    result = import_image(settings, clients, ImportRequest(**FAST))
+    size = good_raw.stat().st_size                                     # 64 MiB = 8 parts
+    assert 0 < result.bytes_sent <= size - 3 * 8 * 1024 * 1024
+    assert _inventory(clients)["uploads"] == []

@@ -269,6 +269,20 @@ def _mechanism(settings: Settings, lt: LaunchTemplateSettings, image: ImageInfo,
                      "and the image's `require` is 'any'); run `invoke verify --ami` first")
 
 
+def _check_require(settings: Settings, lt: LaunchTemplateSettings, image: ImageInfo) -> None:
+    """The verified mechanism must be the one the template's image is configured to require."""
+    if not (lt.image and image.mechanism):
+        return
+    try:
+        require = settings.image(lt.image).require
+    except InputError:
+        return
+    if require in ud.MECHANISMS and require != image.mechanism:
+        raise InputError(f"AMI {image.image_id} boots with {image.mechanism}, but images[{lt.image}]"
+                         f".require is {require}; publish an image built for {require} or change "
+                         "`require`")
+
+
 # --------------------------------------------------------------------------- publish
 
 
@@ -289,6 +303,7 @@ def publish(settings: Settings, clients: Clients, req: PublishRequest, *,
     image = describe_image(ec2, req.ami_id)                                    # call 1
     _check_image(image, req.allow_unverified)
     mechanism = _mechanism(settings, lt, image, file_text)
+    _check_require(settings, lt, image)
     cluster = settings.cluster
     if file_text is None:
         text = ud.render_for(settings.require_cluster(), lt.user_data, mechanism).text

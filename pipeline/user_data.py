@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from .config import ClusterSettings, LaunchTemplateSettings, Settings, UserDataSettings
+from .config import ClusterSettings, Settings, UserDataSettings
 from .errors import ConfigError, LintError
 
 __all__ = [

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import base64
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,6 @@ import yaml
 from pipeline import karpenter as kp
 from pipeline.aws import Clients
 from pipeline.errors import InputError
-from pipeline import tags as T
 from pipeline import user_data as ud
 from pipeline.launch_templates import list_versions
 from pipeline.pointers import get_pointer, list_pointers
@@ -215,6 +213,7 @@ def test_unverified_needs_the_flag_and_then_uses_the_configured_mechanism(emulat
 
 def test_bootstrap_sh_image_gets_bootstrap_user_data_and_al2_nodeclass(emulator, clients, tmp_path, sg):
     raw = example_raw(tmp_path, sg_ids=[sg], karpenter=False)
+    raw["images"][0]["require"] = "bootstrap.sh"
     settings = settings_for(raw, tmp_path)
     ami = verified_ami(emulator, clients, "al2", mechanism="bootstrap.sh")
     res = publish(settings, clients, PublishRequest(ami_id=ami, create=True, karpenter="v1"))

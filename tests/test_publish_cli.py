@@ -22,6 +22,7 @@ SEED_EXAMPLE = ("#!/bin/bash\n/etc/eks/bootstrap.sh ${ClusterName} --apiserver-e
 def run(endpoint, tmp_path, clients):
     """Run an invoke task with a temp config (pipeline.example.yaml + a real security group)."""
     raw = example_raw(tmp_path, sg_ids=[node_security_group(clients)], karpenter=True)
+    raw["images"][0]["require"] = "any"
     config = tmp_path / "pipeline.yaml"
     config.write_text(yaml.safe_dump(raw))
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}

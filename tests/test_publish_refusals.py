@@ -89,6 +89,10 @@ CASES: dict[str, Case] = {
                                     "not 'available'"),
     "channel that is not one path segment": lambda c: (c.settings(), _req(c, channel="a/b"),
                                                        "one path segment"),
+    "AMI whose mechanism the image does not require": lambda c: (
+        settings_for({**c.raw, "images": [{**c.raw["images"][0], "require": "nodeadm"},
+                                          *c.raw["images"][1:]]}, c.tmp_path),
+        PublishRequest(ami_id=c.al2_ami()), "require is nodeadm"),
     "template missing without --create": lambda c: (
         c.settings(), _req(c, template="other-nodes"), "pass --create"),
     "unknown source version": lambda c: (c.settings(), _req(c, source_version=9), "not found"),
@@ -163,6 +167,7 @@ CASES: dict[str, Case] = {
 def ctx(emulator, clients, tmp_path) -> Ctx:
     sg = node_security_group(clients)
     raw = example_raw(tmp_path, sg_ids=[sg], karpenter=True)
+    raw["images"][0]["require"] = "any"     # AL2 and AL2023 AMIs both publishable
     good = verified_ami(emulator, clients)
     publish(settings_for(raw, tmp_path), clients, PublishRequest(ami_id=good, create=True))
     return Ctx(emulator, clients, tmp_path, raw, sg, good)

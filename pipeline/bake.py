@@ -425,7 +425,7 @@ def run_plan(settings: Settings, clients: Clients, plan: BakePlan,
         else:
             checks += [f"in-instance provisioners/{p}" for p in _PROVISIONERS]
         snapshots = {r: _snapshots(clients, r, ami) for r, ami in image_ids.items()}
-        imds = {r: _ensure_imds_v2(clients, r, ami, plan.packer_version)
+        imds_values = {r: _ensure_imds_v2(clients, r, ami, plan.packer_version)
                 for r, ami in image_ids.items()}
 
     reports = {}
@@ -464,7 +464,7 @@ def run_plan(settings: Settings, clients: Clients, plan: BakePlan,
         image_ids=dict(image_ids), snapshot_ids=snapshots, inputs_sha256=plan.inputs_sha256,
         packer_version=str(plan.packer_version), verification=home.to_dict(),
         seconds=time.monotonic() - t0, checks_run=checks, checks_skipped=skipped,
-        imds_support=next(iter(imds.values()), None), record=record, lineage_recorded=recorded)
+        imds_support=next(iter(imds_values.values()), None), record=record, lineage_recorded=recorded)
 
 
 class _BuildInstanceImds:

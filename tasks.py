@@ -57,8 +57,10 @@ def demo(c, workdir=None, json=False):
             "ami": "AMI id: read its root snapshot through the EBS direct APIs",
             "require": "Bootstrap mechanism to require: any (default), bootstrap.sh or nodeadm",
             "no_tag": "With --ami: do not record the result as tags on the AMI",
+            "region": "With --ami: the AMI's region (default: the configured region)",
             "config": CONFIG_HELP, "json": JSON_HELP})
-def verify(c, image=None, ami=None, require="any", no_tag=False, config=None, json=False):
+def verify(c, image=None, ami=None, require="any", no_tag=False, region=None, config=None,
+           json=False):
     """Prove offline that a disk image or AMI can bootstrap as an EKS node."""
 
     def go() -> Any:
@@ -70,7 +72,8 @@ def verify(c, image=None, ami=None, require="any", no_tag=False, config=None, js
         if image:
             return v.verify_image(image, require=require)
         settings = _settings(config, required=False)
-        return v.verify_ami(_clients(settings), ami, require=require, tag=not no_tag)
+        return v.verify_ami(_clients(settings), ami, require=require, tag=not no_tag,
+                            region=region)
 
     _run(go, json)
 

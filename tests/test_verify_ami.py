@@ -140,3 +140,33 @@ def test_snapshot_without_linux_filesystem_is_a_read_error_and_not_tagged(client
     with pytest.raises(ImageReadError, match="no Linux root filesystem"):
         verify_ami(clients, ami)
     assert T.VERIFY_VERDICT not in _tags(clients, ami)
+
+
+def test_task_verify_ami(clients: Any, endpoint: str, tmp_path: Path) -> None:
+    """``invoke verify --ami`` end to end: config file, --region, exit codes, tags."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parent.parent
+    cfg = tmp_path / "pipeline.yaml"
+    cfg.write_text(f"aws:\n  region: us-east-1\n  endpoint_url: {endpoint}\n  max_attempts: 2\n")
+    ami = clients.client("ssm").get_parameter(Name=AL2)["Parameter"]["Value"]
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(Path(sys.executable).parent / "invoke"), "verify", *args,
+                               "--config", str(cfg)], cwd=repo, capture_output=True, text=True,
+                              timeout=120, env=dict(os.environ))
+
+    ok = run("--ami", ami, "--region", "us-east-1", "--json")
+    assert ok.returncode == 0, ok.stderr
+    doc = json.loads(ok.stdout)
+    assert doc["verdict"] == "ok" and doc["mechanism"] == "bootstrap.sh" and doc["api_calls"] <= 200
+    assert _tags(clients, ami)[T.VERIFY_VERDICT] == "ok"
+    fail = run("--ami", ami, "--require", "nodeadm", "--no-tag")
+    assert fail.returncode == 1 and fail.stdout.startswith("FAIL ")
+    missing = run("--ami", "ami-0123456789abcdef0")
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == ("error: AMI ami-0123456789abcdef0 not found in us-east-1; "
+                                      "check the id and the region")

@@ -150,13 +150,13 @@ def describe_versions(ec2: Any, template: str, versions: Iterable[str]) -> list[
     return [TemplateVersion.from_api(v) for v in resp.get("LaunchTemplateVersions", [])]
 
 
-def list_versions(ec2: Any, template: str) -> list[TemplateVersion]:
+def list_versions(ec2: Any, template: str, *, page_size: int = 200) -> list[TemplateVersion]:
     """Every version of ``template``, oldest first (paged: templates hold up to 10,000)."""
     out: list[TemplateVersion] = []
     paginator = ec2.get_paginator("describe_launch_template_versions")
     try:
         for page in paginator.paginate(LaunchTemplateName=template,
-                                       PaginationConfig={"PageSize": 200}):
+                                       PaginationConfig={"PageSize": page_size}):
             out += [TemplateVersion.from_api(v) for v in page.get("LaunchTemplateVersions", [])]
     except (ClientError, BotoCoreError) as err:
         if error_code(err) in _NOT_FOUND:

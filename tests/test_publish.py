@@ -278,3 +278,27 @@ def test_a_failure_after_creating_undoes_the_version_and_the_default(emulator, c
                                                 channel="candidate"))
     assert clients.client("ec2").describe_launch_templates(
         Filters=[{"Name": "launch-template-name", "Values": ["other-nodes"]}])["LaunchTemplates"] == []
+
+
+def test_listing_pages_through_many_versions(emulator, clients):
+    """Rollback reads every version: DescribeLaunchTemplateVersions pages (MaxResults/NextToken)."""
+    ec2 = clients.client("ec2")
+    ec2.create_launch_template(LaunchTemplateName=TEMPLATE,
+                               LaunchTemplateData={"ImageId": "ami-00000000000000001"})
+    for _ in range(21):
+        ec2.create_launch_template_version(LaunchTemplateName=TEMPLATE, SourceVersion="1",
+                                           LaunchTemplateData={"ImageId": "ami-00000000000000002"})
+    pages: list[int] = []
+
+    def count(parsed, **_):
+        pages.append(len(parsed["LaunchTemplateVersions"]))
+
+    event = "after-call.ec2.DescribeLaunchTemplateVersions"
+    ec2.meta.events.register(event, count)
+    try:
+        versions = list_versions(ec2, TEMPLATE, page_size=5)
+    finally:
+        ec2.meta.events.unregister(event, count)
+    assert [v.version for v in versions] == list(range(1, 23))
+    assert pages == [5, 5, 5, 5, 2]
+    assert versions[0].image_id == "ami-00000000000000001" and versions[0].default

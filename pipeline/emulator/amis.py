@@ -71,7 +71,7 @@ def _tags_for(specs: list[dict[str, Any]] | None, resource_type: str,
 
 
 def _bdm_property(self: Ami) -> list[dict[str, Any]]:
-    bdm = getattr(self, "_bdm", None)
+    bdm: list[dict[str, Any]] | None = getattr(self, "_bdm", None)
     if bdm is not None:
         return bdm
     return [{"DeviceName": self.root_device_name,
@@ -128,7 +128,7 @@ def make_ami(ec2: Any, *, name: str, mappings: list[dict[str, Any]],
              image_location: str | None = None, ami_id: str | None = None) -> Ami:
     """Register an AMI in ``ec2`` (a region backend) with exactly these attributes."""
     ami_id = ami_id or random_ami_id()
-    ami = Ami(ec2, ami_id, name=name, description=description, owner_id=owner_id,
+    ami: Any = Ami(ec2, ami_id, name=name, description=description, owner_id=owner_id,
               owner_alias=owner_alias, public=public, virtualization_type=virtualization_type,
               architecture=architecture, root_device_type="ebs",
               root_device_name=root_device_name, platform=platform,
@@ -151,7 +151,7 @@ def make_ami(ec2: Any, *, name: str, mappings: list[dict[str, Any]],
     if tags:
         ami.add_tags(tags)
     ec2.amis[ami_id] = ami
-    return ami
+    return ami  # type: ignore[no-any-return]
 
 
 def _check_name(ec2: Any, name: str | None) -> str:
@@ -403,7 +403,8 @@ def _copy_image_model(ec2: Any, source_id: str, source_region: str, name: str,
     ami = make_ami(
         ec2, name=name, description=description if description is not None else src.description,
         mappings=mappings, root_device_name=src.root_device_name,
-        architecture=src.architecture, virtualization_type=src.virtualization_type,
+        architecture=src.architecture or "x86_64",
+        virtualization_type=src.virtualization_type or "hvm",
         ena_support=getattr(src, "ena_support", None),
         sriov_net_support=getattr(src, "sriov_net_support", None),
         boot_mode=getattr(src, "boot_mode", None), tpm_support=getattr(src, "tpm_support", None),
@@ -529,12 +530,13 @@ def describe_snapshots(self: Any) -> ActionResult:
     result = _orig_describe_snapshots(self)
     owners = self._get_param("OwnerIds", []) or []
     if not owners:
-        return result  # type: ignore[no-any-return]
+        return result
+    data: dict[str, Any] = dict(result.result)  # type: ignore[call-overload]
     wanted = {self.current_account if o == "self" else o for o in owners}
-    snaps = [s for s in result.result["Snapshots"]
+    snaps = [s for s in data["Snapshots"]
              if s.owner_id in wanted or ("amazon" in wanted and s.owner_id != self.current_account
                                          and s.owner_id == "602401143452")]
-    return ActionResult({**result.result, "Snapshots": snaps})
+    return ActionResult({**data, "Snapshots": snaps})
 
 
 def install() -> None:

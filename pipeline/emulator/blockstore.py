@@ -161,7 +161,8 @@ def new_snapshot(ec2: Any, size: int, description: str, *, owner_id: str | None 
     from moto.ec2.utils import random_snapshot_id
 
     zone = ec2.get_zone_by_name(f"{ec2.region_name}a")
-    volume = Volume(ec2, PHANTOM_VOLUME_ID, size, zone, encrypted=encrypted)
+    volume = Volume(ec2, PHANTOM_VOLUME_ID, size, zone,  # type: ignore[abstract]
+                    encrypted=encrypted)
     snap = Snapshot(ec2, random_snapshot_id(), volume, description, encrypted=encrypted,
                     owner_id=owner_id)
     snap.status = state

@@ -123,7 +123,7 @@ def seed_image(ec2: Any, kind: str, *, name: str | None = None, arch: str = "x86
 def _put_param(ssm: Any, account: str, name: str, value: str, data_type: str = "text") -> None:
     from moto.ssm.models import Parameter
 
-    ssm._parameters[name].append(Parameter(
+    ssm._parameters[name].append(Parameter(  # type: ignore[abstract]
         account_id=account, name=name, value=value, parameter_type="String", description=None,
         allowed_pattern=None, keyid=None, last_modified_date=datetime.now(timezone.utc),
         version=1, data_type=data_type))

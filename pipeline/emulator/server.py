@@ -54,7 +54,7 @@ def install_all() -> None:
         launch_templates.install()
         image_references.install()  # DescribeImageReferences, image deprecation
         _reset_hooks.extend([vmimport.reset, blockstore.STORE.clear, ebs.reset,
-                             lambda: seeds.seed_all(ACCOUNT_ID)])
+                             lambda: None if seeds.seed_all(ACCOUNT_ID) else None])
         original = MotoAPIBackend.reset
 
         def reset(self: Any) -> None:

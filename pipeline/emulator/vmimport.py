@@ -422,7 +422,7 @@ def _register(task: _Task, nbytes: int) -> None:
     from .amis import make_ami
 
     ec2 = ec2_backends[task.account][task.region]
-    snap = ec2.snapshots[task.snapshot_id]
+    snap = ec2.snapshots[str(task.snapshot_id)]
     ami = make_ami(
         ec2, name=task.task_id, description=task.description or "AWS-VMImport service: Linux",
         architecture=task.architecture, virtualization_type="hvm",

@@ -27,6 +27,7 @@ import json
 import logging
 import re
 import shutil
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -300,7 +301,8 @@ def plan_bake(settings: Settings, clients: Clients, image_name: str | None = Non
     if settings.cluster is not None:
         configured.setdefault("kubernetes_version", settings.cluster.kubernetes_version)
     digest = inputs_sha256(files, list(bake.var_files), base_ami, str(version), configured)
-    workdir = workdir or P.new_workdir()
+    if workdir is None:   # planning only (dry run, rebuild's inputs check) writes nothing
+        workdir = P.new_workdir() if stage else Path(tempfile.gettempdir()) / f"bake-{build_id}"
     emulated = bool(settings.aws.endpoint_url)
     record = _record(image, build_id, base_ami, digest, str(version))
     from .lineage import lineage_tags
@@ -357,8 +359,6 @@ def bake(settings: Settings, clients: Clients, image_name: str | None = None,
     plan = plan_bake(settings, clients, image_name, workdir=workdir,
                      packer_binary=packer_binary, stage=not dry_run)
     if dry_run:
-        if own_workdir:
-            shutil.rmtree(plan.invocation.workdir, ignore_errors=True)
         return plan
     try:
         return run_plan(settings, clients, plan, progress, started=t0)

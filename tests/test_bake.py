@@ -152,6 +152,7 @@ def test_dry_run_prints_command_and_variables_and_creates_nothing(emulator, clie
     assert out["variables"]["skip_aws_validation"] is True
     assert out["variables"]["build_tags"][T.BUILD_ID] == out["build_id"]
     assert _inventory(clients) == before
+    assert not plan.invocation.workdir.exists()       # nothing staged on disk either
 
 
 def test_unknown_base_ami_is_bad_input(emulator, clients, tmp_path):

@@ -89,6 +89,11 @@ def m_dir_link(r: Path) -> None:
     _link(r, "etc/eks", "../usr/share/eks")
 
 
+def m_dir_link_no_script(r: Path) -> None:
+    m_dir_link(r)
+    (r / "usr/share/eks/bootstrap.sh").unlink()
+
+
 def m_escape(r: Path) -> None:
     _move_script(r, "opt/eks/bootstrap.sh")
     _link(r, BOOT, "../../../../../opt/eks/bootstrap.sh")
@@ -148,6 +153,7 @@ CASES: dict[str, tuple[str, Callable[[Path], None] | None, str, str, str | None]
     "abs-link": ("al2", m_abs_link, "any", "ok", "bootstrap.sh"),
     "rel-link": ("al2", m_rel_link, "any", "ok", "bootstrap.sh"),
     "dir-link": ("al2", m_dir_link, "any", "ok", "bootstrap.sh"),
+    "dir-link-no-script": ("al2", m_dir_link_no_script, "any", "missing", None),
     "escape": ("al2", m_escape, "any", "dangling-symlink", None),
     "loop": ("al2", m_loop, "any", "dangling-symlink", None),
     "stub": ("al2023", m_no_nodeadm, "any", "stub", None),
@@ -256,6 +262,10 @@ def test_symlink_details(image_cache: Path) -> None:
     assert "loop" in loop.bootstrap.detail
     host = verify_image(_image(image_cache, "host-only", "al2", m_host_only))
     assert host.bootstrap.resolved == "/etc/passwd" and host.bootstrap.size is None
+    assert "points at /etc/passwd, which does not exist" in host.bootstrap.detail
+    gone = verify_image(_image(image_cache, "dir-link-no-script", "al2", m_dir_link_no_script))
+    assert gone.bootstrap.links == ["/etc/eks -> ../usr/share/eks"]
+    assert gone.bootstrap.detail == "/usr/share/eks/bootstrap.sh does not exist"
     nok = verify_image(_image(image_cache, "no-kubelet", "al2", m_no_kubelet))
     assert nok.kubelet is False
     osl = verify_image(_image(image_cache, "os-release-link", "al2023", m_os_release_link))

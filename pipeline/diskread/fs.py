@@ -198,33 +198,38 @@ class RootFs:
 
     # -- path resolution
     def resolve(self, path: str, follow: bool = True) -> Resolved:
-        """Resolve ``path`` inside the image (see the module docstring)."""
+        """Resolve ``path`` inside the image (see the module docstring).
+
+        A component that is missing is ``missing`` when it comes from ``path`` itself
+        and ``dangling`` when it comes from a symlink's target.
+        """
         res = Resolved(path=path, status="ok")
-        todo = [c for c in path.split("/") if c not in ("", ".")]
+        # (component, came from a symlink target)
+        todo = [(c, False) for c in path.split("/") if c not in ("", ".")]
         stack: list[tuple[str, Node]] = [("", self.root)]
         links = 0
-        in_link = False
         while todo:
-            name = todo.pop(0)
+            name, from_link = todo.pop(0)
             if name == "..":
                 if len(stack) > 1:
                     stack.pop()
-                elif in_link:
+                elif from_link:
                     res.status, res.detail = "escape", (
                         f"symlink {res.links[-1]} climbs above the image root")
                     return res
                 continue
             cur = stack[-1][1]
+            here = "/" + "/".join([n for n, _ in stack[1:]] + [name])
             if cur.kind != "dir":
                 res.status = "not-dir"
                 res.detail = f"/{'/'.join(n for n, _ in stack[1:])} is not a directory"
                 return res
             node = self.child(cur, name)
-            here = "/" + "/".join([n for n, _ in stack[1:]] + [name])
             if node is None:
-                res.status = "dangling" if res.links else "missing"
+                res.status = "dangling" if from_link else "missing"
                 res.target = here
-                res.detail = f"{here} does not exist"
+                res.detail = (f"symlink {res.links[-1]} points at {here}, which does not exist"
+                              if from_link else f"{here} does not exist")
                 return res
             if node.kind == "lnk" and (todo or follow):
                 links += 1
@@ -237,8 +242,7 @@ class RootFs:
                 if not target:
                     res.status, res.detail = "dangling", f"{here} is an empty symlink"
                     return res
-                in_link = True
-                parts = [c for c in target.split("/") if c not in ("", ".")]
+                parts = [(c, True) for c in target.split("/") if c not in ("", ".")]
                 todo = parts + todo
                 if target.startswith("/"):
                     stack = [("", self.root)]

@@ -299,9 +299,30 @@ def _merge_mappings(ami: Ami, request: list[dict[str, Any]]) -> list[dict[str, A
     return list(merged.values())
 
 
+def _resolve_ssm_image(ec2: Any, image_id: str) -> str:
+    """``resolve:ssm:<name|ARN>[:version|:label]`` → the parameter's AMI id, at launch."""
+    from moto.ssm.models import ssm_backends
+
+    ref = image_id[len("resolve:ssm:"):]
+    try:
+        param = ssm_backends[ec2.account_id][ec2.region_name].get_parameter(ref)
+    except Exception:  # noqa: BLE001 - moto's ParameterVersionNotFound and friends
+        param = None
+    if param is None:
+        raise _err("InvalidParameterValue",
+                   f"Failed to resolve the SSM parameter in ImageId {image_id!r}: the "
+                   "parameter does not exist or you cannot access it.")
+    return str(param.value)
+
+
 def _run_instances(self: Any, image_id: str, count: int, user_data: Any,
                    security_group_names: list[str], **kwargs: Any) -> Any:
     ami = None
+    if not image_id and kwargs.get("launch_template"):
+        # AWS launches the template's ImageId when the request gives none (moto does not).
+        image_id = self._get_template_from_args(kwargs["launch_template"]).data.get("ImageId")
+    if image_id and image_id.startswith("resolve:ssm:"):
+        image_id = _resolve_ssm_image(self, image_id)
     if image_id:
         if image_id not in self.amis:
             raise _err("InvalidAMIID.NotFound", f"The image id '[{image_id}]' does not exist")

@@ -193,3 +193,23 @@ def test_copy_snapshot_create_volume_create_snapshot_copy_blocks(ec2, ebs):
     assert _read(ebs, snap2) == DATA
     empty = ec2.create_volume(Size=1, AvailabilityZone="us-east-1a")["VolumeId"]
     assert _read(ebs, ec2.create_snapshot(VolumeId=empty)["SnapshotId"]) == {}
+
+
+def test_run_instances_from_template_resolves_ssm_image(clients, ec2):
+    # AWSEC2/latest/UserGuide/create-launch-template.html#use-an-ssm-parameter-instead-of-an-ami-id:
+    # resolve:ssm: is resolved when the instance launches.
+    param = "/aws/service/eks/optimized-ami/1.31/amazon-linux-2023/x86_64/standard/recommended/image_id"
+    ami = clients.client("ssm").get_parameter(Name=param)["Parameter"]["Value"]
+    ec2.create_launch_template(LaunchTemplateName="ssm-lt", LaunchTemplateData={
+        "ImageId": f"resolve:ssm:{param}", "InstanceType": "m5.large"})
+    inst = ec2.run_instances(MinCount=1, MaxCount=1,
+                             LaunchTemplate={"LaunchTemplateName": "ssm-lt"})["Instances"][0]
+    assert inst["ImageId"] == ami
+    vol = inst["BlockDeviceMappings"][0]["Ebs"]["VolumeId"]
+    root = ec2.describe_images(ImageIds=[ami])["Images"][0]["BlockDeviceMappings"][0]["Ebs"]
+    assert ec2.describe_volumes(VolumeIds=[vol])["Volumes"][0]["SnapshotId"] == root["SnapshotId"]
+    ec2.create_launch_template(LaunchTemplateName="bad-lt", LaunchTemplateData={
+        "ImageId": "resolve:ssm:/no/such/param"})
+    with pytest.raises(ClientError) as exc:
+        ec2.run_instances(MinCount=1, MaxCount=1, LaunchTemplate={"LaunchTemplateName": "bad-lt"})
+    assert exc.value.response["Error"]["Code"] == "InvalidParameterValue"

@@ -51,7 +51,7 @@ class Manifest:
     body: dict[str, Any] = field(compare=False)
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.body, sort_keys=False, width=10_000)
+        return str(yaml.safe_dump(self.body, sort_keys=False, width=10_000))
 
 
 @functools.cache

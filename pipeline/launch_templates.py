@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
+from datetime import datetime
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -77,7 +78,7 @@ class TemplateVersion:
                    version=int(v["VersionNumber"]), default=bool(v.get("DefaultVersion")),
                    image_id=data.get("ImageId"), user_data=ud.decode(data.get("UserData")),
                    description=v.get("VersionDescription") or "",
-                   created_at=created.isoformat() if hasattr(created, "isoformat") else str(created or ""),
+                   created_at=created.isoformat() if isinstance(created, datetime) else str(created or ""),
                    data=data)
 
     def to_dict(self) -> dict[str, Any]:

@@ -8,6 +8,7 @@ Each call takes an optional ``region``: pointers live in every region an image i
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,4 +99,4 @@ def _from_param(param: dict[str, Any], prefix: str, region: str) -> Pointer | No
     modified = param.get("LastModifiedDate")
     return Pointer(name=name, image_name=rest[0], channel=rest[1], ami_id=param.get("Value", ""),
                    version=int(param.get("Version", 0)), region=region,
-                   last_modified=modified.isoformat() if hasattr(modified, "isoformat") else "")
+                   last_modified=modified.isoformat() if isinstance(modified, datetime) else "")

@@ -197,7 +197,7 @@ def _nodeconfig_yaml(cluster: ClusterSettings, ud: UserDataSettings) -> str:
     if flags:
         spec["kubelet"]["flags"] = flags
     doc = {"apiVersion": NODECONFIG_API_VERSION, "kind": "NodeConfig", "spec": spec}
-    return "---\n" + yaml.safe_dump(doc, sort_keys=False, width=10_000)
+    return "---\n" + str(yaml.safe_dump(doc, sort_keys=False, width=10_000))
 
 
 def mime_multipart(parts: list[tuple[str, str]]) -> str:
@@ -614,6 +614,11 @@ def _lint_nodeconfig(body: str, cluster: ClusterSettings | None, *, where: str) 
     return problems
 
 
+def _mapping(value: Any) -> dict[str, Any]:
+    """``value`` if it is a mapping, else an empty one (wrong shapes are reported elsewhere)."""
+    return value if isinstance(value, dict) else {}
+
+
 def _nodeconfig_doc_problems(doc: Any, cluster: ClusterSettings | None) -> list[str]:
     if not isinstance(doc, dict):
         return [f"NodeConfig must be a YAML mapping, got {type(doc).__name__}"]
@@ -623,8 +628,8 @@ def _nodeconfig_doc_problems(doc: Any, cluster: ClusterSettings | None) -> list[
                    f"{NODECONFIG_API_VERSION}")
     if doc.get("kind") != "NodeConfig":
         out.append(f"NodeConfig kind is {doc.get('kind')!r}; expected NodeConfig")
-    spec = doc.get("spec") if isinstance(doc.get("spec"), dict) else {}
-    cl = spec.get("cluster") if isinstance(spec.get("cluster"), dict) else {}
+    spec = _mapping(doc.get("spec"))
+    cl = _mapping(spec.get("cluster"))
     for key in ("name", "apiServerEndpoint", "certificateAuthority", "cidr"):
         if not cl.get(key):
             out.append(f"NodeConfig spec.cluster.{key} is missing; a custom AMI needs name, "
@@ -649,8 +654,7 @@ def _nodeconfig_doc_problems(doc: Any, cluster: ClusterSettings | None) -> list[
                        f"{cluster.service_cidr}")
     if cluster is not None and cl.get("name") and cl["name"] != cluster.name:
         out.append(f"spec.cluster.name {cl['name']!r} differs from cluster.name {cluster.name!r}")
-    kubelet = spec.get("kubelet") if isinstance(spec.get("kubelet"), dict) else {}
-    kconf = kubelet.get("config") if isinstance(kubelet.get("config"), dict) else {}
+    kconf = _mapping(_mapping(spec.get("kubelet")).get("config"))
     for ip in kconf.get("clusterDNS") or []:
         p = _dns_problem(ip, str(cidr) if cidr else None, "spec.kubelet.config.clusterDNS")
         if p:

@@ -170,3 +170,18 @@ def test_task_verify_ami(clients: Any, endpoint: str, tmp_path: Path) -> None:
     assert missing.returncode == 2
     assert missing.stderr.strip() == ("error: AMI ami-0123456789abcdef0 not found in us-east-1; "
                                       "check the id and the region")
+
+
+def test_block_failing_its_checksum_is_a_read_error(clients: Any) -> None:
+    """Bit rot between the store and us: the block's SHA-256 no longer matches."""
+    from pipeline.emulator.blockstore import STORE, Block
+
+    data = bytearray(2 * BLOCK)
+    data[BLOCK:BLOCK + 4] = b"data"
+    snap = _upload(clients, bytes(data))
+    good = STORE.get(snap, 1)
+    assert good is not None
+    STORE.put(snap, 1, Block(b"x" + good.data[1:], good.digest))  # fault injection
+    with open_snapshot(clients, snap) as disk:
+        with pytest.raises(ImageReadError, match="block 1 fails its SHA-256 checksum"):
+            disk.read(BLOCK, 4)

@@ -77,6 +77,7 @@ class BakePlan:
     variables: dict[str, Any]
     invocation: P.Invocation
     emulated: bool
+    record: BuildRecord
 
     @property
     def variables_file(self) -> Path:
@@ -334,7 +335,8 @@ def plan_bake(settings: Settings, clients: Clients, image_name: str | None = Non
     inv = P.plan_invocation(packer, version, files, var_files, workdir, stage=stage)
     plan = BakePlan(image=image, region=region, build_id=build_id, base_ami=base_ami,
                     base_ami_name=base_name, packer=packer, packer_version=version, files=files,
-                    inputs_sha256=digest, variables=variables, invocation=inv, emulated=emulated)
+                    inputs_sha256=digest, variables=variables, invocation=inv, emulated=emulated,
+                    record=record)
     if stage:
         plan.write_variables()
     return plan
@@ -426,7 +428,7 @@ def run_plan(settings: Settings, clients: Clients, plan: BakePlan,
             checks += [f"in-instance provisioners/{p}" for p in _PROVISIONERS]
         snapshots = {r: _snapshots(clients, r, ami) for r, ami in image_ids.items()}
         imds_values = {r: _ensure_imds_v2(clients, r, ami, plan.packer_version)
-                for r, ami in image_ids.items()}
+                       for r, ami in image_ids.items()}
 
     reports = {}
     for region, ami in sorted(image_ids.items()):
@@ -449,8 +451,7 @@ def run_plan(settings: Settings, clients: Clients, plan: BakePlan,
                          "build_id": plan.build_id})
 
     home = reports.get(plan.region) or next(iter(reports.values()))
-    record = _record(plan.image, plan.build_id, plan.base_ami, plan.inputs_sha256,
-                     str(plan.packer_version))
+    record = plan.record
     record.status = "succeeded"
     record.finished_at = BuildRecord.now()
     record.image_ids = dict(image_ids)
@@ -464,7 +465,8 @@ def run_plan(settings: Settings, clients: Clients, plan: BakePlan,
         image_ids=dict(image_ids), snapshot_ids=snapshots, inputs_sha256=plan.inputs_sha256,
         packer_version=str(plan.packer_version), verification=home.to_dict(),
         seconds=time.monotonic() - t0, checks_run=checks, checks_skipped=skipped,
-        imds_support=next(iter(imds_values.values()), None), record=record, lineage_recorded=recorded)
+        imds_support=next(iter(imds_values.values()), None), record=record,
+        lineage_recorded=recorded)
 
 
 class _BuildInstanceImds:

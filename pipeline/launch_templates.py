@@ -201,9 +201,7 @@ def create_version(ec2: Any, template_id: str, *, source_version: int | None, da
         resp = ec2.create_launch_template_version(**kwargs)
     except (ClientError, BotoCoreError) as err:
         if error_code(err) == "IdempotentParameterMismatch":
-            raise InputError(f"launch template {template_id}: this AMI and user data were already "
-                             "published from another source version; make that version the "
-                             "default with `invoke promote`") from err
+            raise _already_published(ec2, template_id, data) from err
         raise _refused(err, f"creating a version of launch template {template_id}") from err
     warning = resp.get("Warning")
     text = None
@@ -211,6 +209,27 @@ def create_version(ec2: Any, template_id: str, *, source_version: int | None, da
         errs = warning.get("Errors") or []
         text = "; ".join(f"{e.get('Code')}: {e.get('Message')}" for e in errs) or str(warning)
     return TemplateVersion.from_api(resp["LaunchTemplateVersion"]), text
+
+
+def _already_published(ec2: Any, template_id: str, data: dict[str, Any]) -> InputError:
+    """The ClientToken was used from another source version: name the version that has it."""
+    name = template_id
+    match = None
+    try:
+        lt = ec2.describe_launch_templates(LaunchTemplateIds=[template_id])["LaunchTemplates"][0]
+        name = lt["LaunchTemplateName"]
+        match = next((v for v in reversed(list_versions(ec2, name))
+                      if v.image_id == data.get("ImageId")
+                      and v.data.get("UserData") == data.get("UserData")), None)
+    except (ClientError, BotoCoreError, InputError, IndexError, KeyError):
+        pass
+    if match is not None:
+        return InputError(f"launch template {name}: {data.get('ImageId')} with this user data is "
+                          f"already version {match.version} (published from another source "
+                          f"version); run `invoke promote --template {name} --version "
+                          f"{match.version}` to serve it")
+    return InputError(f"launch template {name}: {data.get('ImageId')} with this user data was "
+                      "already published from another source version; promote that version")
 
 
 def set_default_version(ec2: Any, template_id: str, version: int) -> None:

@@ -302,3 +302,13 @@ def test_listing_pages_through_many_versions(emulator, clients):
     assert [v.version for v in versions] == list(range(1, 23))
     assert pages == [5, 5, 5, 5, 2]
     assert versions[0].image_id == "ami-00000000000000001" and versions[0].default
+
+
+def test_republishing_an_older_ami_names_the_version_to_promote(emulator, clients, settings):
+    """Same ClientToken, other SourceVersion: EC2 answers IdempotentParameterMismatch."""
+    ami1, ami2 = verified_ami(emulator, clients), verified_ami(emulator, clients)
+    publish(settings, clients, PublishRequest(ami_id=ami1, create=True))
+    publish(settings, clients, PublishRequest(ami_id=ami2))
+    with pytest.raises(InputError, match=r"already version 1 .*--version 1` to serve it"):
+        publish(settings, clients, PublishRequest(ami_id=ami1))      # now from v2, not v1
+    assert version_count(clients) == 2 and _default(clients) == 2

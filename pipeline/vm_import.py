@@ -77,6 +77,7 @@ KNOWN_FAILURES: tuple[tuple[str, str], ...] = (
 )
 
 _FAILED = ("deleting", "deleted")
+_MAX_DESCRIBE_FAILURES = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,10 +179,28 @@ def wait_import(ec2: Any, task_id: str, *, timeout: float, detach: bool = False,
     t0 = time.monotonic()
     delay = poll_interval
     last = ""
+    failures = 0
     progress.start(100, f"VM Import {task_id}")
     try:
         while True:
-            task = _describe(ec2, task_id)
+            try:
+                task = _describe(ec2, task_id)
+                failures = 0
+            except AwsCallError as err:
+                # A 40-minute import should not die of one network blip: botocore
+                # already retried; keep polling a few more rounds, then give up (and
+                # cancel, since nobody will follow the task any more).
+                failures += 1
+                if failures >= _MAX_DESCRIBE_FAILURES:
+                    if not detach:
+                        cancel_import(ec2, task_id, "the importer lost track of the task")
+                    raise AwsCallError(f"{err.message}; gave up following import task "
+                                       f"{task_id} after {failures} failed polls"
+                                       + ("" if detach else " and cancelled it")) from err
+                log.warning("%s (poll %d of %d)", err.message, failures,
+                            _MAX_DESCRIBE_FAILURES)
+                sleep(delay)
+                continue
             status = str(task.get("Status", ""))
             message = str(task.get("StatusMessage") or "")
             pct = str(task.get("Progress") or "")

@@ -1,5 +1,6 @@
-"""``--method snapshot`` under faults: throttled block writes are retried; a failed
-RegisterImage deletes the snapshot.
+"""Imports under faults: throttled block writes are retried; a failed RegisterImage
+deletes the snapshot; VM Import survives a few failed DescribeImportImageTasks polls
+and cancels the task when it has to give up.
 
 Faults come from a small HTTP proxy in front of the emulator that answers some requests
 with AWS-shaped errors and forwards everything else unchanged (no boto3 patching).
@@ -28,12 +29,15 @@ _BLOCK = re.compile(r"^/snapshots/[^/]+/blocks/(\d+)$")
 
 
 class FaultProxy:
-    """Forward to ``upstream``; throttle each block's first ``throttle`` PUTs; fail
-    RegisterImage when ``fail_register``."""
+    """Forward to ``upstream``; throttle each block's first ``throttle`` PUTs; fail the
+    first N calls of EC2 actions: ``fail_actions={"RegisterImage": (N, status)}``."""
 
-    def __init__(self, upstream: str, *, throttle: int = 0, fail_register: bool = False):
+    def __init__(self, upstream: str, *, throttle: int = 0,
+                 fail_actions: dict[str, tuple[int, int]] | None = None):
         self.upstream = urlparse(upstream)
-        self.throttle, self.fail_register = throttle, fail_register
+        self.throttle = throttle
+        self.fail_actions = dict(fail_actions or {})
+        self.failed: Counter[str] = Counter()
         self.seen: Counter[str] = Counter()
         self.throttled = 0
         proxy = self
@@ -91,11 +95,14 @@ class FaultProxy:
                 return (400, {"x-amzn-ErrorType": "ThrottlingException",
                               "Content-Type": "application/json"},
                         b'{"message": "Rate exceeded"}')
-        if self.fail_register and b"Action=RegisterImage" in body:
-            return (400, {"Content-Type": "text/xml"},
-                    b"<Response><Errors><Error><Code>InvalidParameterValue</Code><Message>"
-                    b"injected by the test proxy</Message></Error></Errors>"
-                    b"<RequestID>x</RequestID></Response>")
+        for action, (times, status) in self.fail_actions.items():
+            if f"Action={action}&".encode() in body + b"&" and self.failed[action] < times:
+                self.failed[action] += 1
+                code = b"InvalidParameterValue" if status < 500 else b"Unavailable"
+                return (status, {"Content-Type": "text/xml"},
+                        b"<Response><Errors><Error><Code>" + code + b"</Code><Message>"
+                        b"injected by the test proxy</Message></Error></Errors>"
+                        b"<RequestID>x</RequestID></Response>")
         return None
 
     def __enter__(self) -> "FaultProxy":
@@ -122,7 +129,7 @@ def test_throttled_blocks_are_retried_until_written(emulator, good_raw) -> None:
 
 def test_failed_registration_deletes_the_snapshot(emulator, aws_settings, tmp_path,
                                                   good_raw) -> None:
-    with FaultProxy(emulator.endpoint, fail_register=True) as proxy:
+    with FaultProxy(emulator.endpoint, fail_actions={"RegisterImage": (99, 400)}) as proxy:
         settings_aws = AwsSettings(endpoint_url=proxy.endpoint, max_attempts=1)
         clients = Clients(settings_aws)
         before = _inventory(clients)
@@ -130,3 +137,34 @@ def test_failed_registration_deletes_the_snapshot(emulator, aws_settings, tmp_pa
             import_image(_settings(settings_aws, tmp_path, good_raw, method="snapshot"),
                          clients, ImportRequest())
         assert _inventory(clients) == before
+
+
+def _vm_import_settings(proxy, tmp_path, image, bucket="eks-imports"):
+    aws = AwsSettings(endpoint_url=proxy.endpoint, max_attempts=1)
+    clients = Clients(aws)
+    clients.client("s3").create_bucket(Bucket=bucket)
+    return clients, _settings(aws, tmp_path, image)
+
+
+def test_vm_import_survives_failed_polls(emulator, tmp_path, good_raw) -> None:
+    fails = {"DescribeImportImageTasks": (3, 503)}
+    with FaultProxy(emulator.endpoint, fail_actions=fails) as proxy:
+        clients, settings = _vm_import_settings(proxy, tmp_path, good_raw)
+        result = import_image(settings, clients, ImportRequest(
+            create_role=True, poll_interval=0.1, poll_max=0.2))
+    assert proxy.failed["DescribeImportImageTasks"] == 3
+    assert result.image_id.startswith("ami-")
+
+
+def test_vm_import_gives_up_after_repeated_failed_polls_and_cancels(
+        emulator, tmp_path, good_raw) -> None:
+    fails = {"DescribeImportImageTasks": (99, 503)}
+    with FaultProxy(emulator.endpoint, fail_actions=fails) as proxy:
+        clients, settings = _vm_import_settings(proxy, tmp_path, good_raw)
+        with pytest.raises(AwsCallError, match="gave up following import task .* cancelled it"):
+            import_image(settings, clients, ImportRequest(
+                create_role=True, poll_interval=0.05, poll_max=0.05))
+    direct = Clients(AwsSettings(endpoint_url=emulator.endpoint))
+    tasks = direct.client("ec2").describe_import_image_tasks()["ImportImageTasks"]
+    assert tasks[0]["Status"] in ("deleting", "deleted")
+    assert _inventory(direct)["objects"] == []

@@ -87,3 +87,17 @@ def test_staged_publish_promote_rollback_and_diff(run, emulator, clients):
     assert doc["to_image_id"] == ami1
     code, doc, _ = run("rollback", "--template", "eks-nodes")
     assert code == 2 and "nothing to roll back to" in doc["error"]
+
+
+def test_render_stack_task(tmp_path):
+    """`invoke render-stack --output` writes the template; --json reports it (no AWS needed)."""
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(yaml.safe_dump(example_raw(tmp_path)))
+    out = tmp_path / "stack.yaml"
+    proc = subprocess.run([str(INVOKE), "render-stack", "--output", str(out), "--config",
+                           str(config), "--json"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["output"] == str(out) and doc["template_name"] == "eks-nodes"
+    assert yaml.safe_load(out.read_text())["Resources"]["NodeLaunchTemplate"]

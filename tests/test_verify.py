@@ -430,3 +430,32 @@ def test_task_exit_codes(image_cache: Path, tmp_path: Path) -> None:
     corrupt = _invoke("--image", str(junk))
     assert corrupt.returncode == 2, corrupt.stderr
     assert corrupt.stderr.strip().count("\n") == 0 and "Traceback" not in corrupt.stderr
+
+
+@pytest.fixture(scope="session")
+def big_dir_tree(image_cache: Path) -> Path:
+    """An AL2023 tree whose /usr/bin and /etc/systemd/system are large (multi-block) dirs."""
+    root = image_cache / "tree-bigdirs"
+    if not root.exists():
+        root_tree(root, "al2023")
+        for i in range(3000):
+            (root / "usr/bin" / f"tool-with-a-longish-name-{i:05d}").write_bytes(b"#!/bin/sh\n")
+        for i in range(500):
+            (root / "etc/systemd/system" / f"unit-{i:04d}.service").write_text("[Unit]\n")
+    return root
+
+
+def test_large_directories(big_dir_tree: Path, image_cache: Path) -> None:
+    """Hash-indexed ext4 directories (e2fsck -D) and XFS node-format directories."""
+    ext = build_image(big_dir_tree, image_cache / "bigdirs-ext4.raw",
+                      ImageSpec("ext4", "none", "raw", 128 * MiB))
+    subprocess.run(["e2fsck", "-fyD", str(ext)], capture_output=True)
+    htree = subprocess.run(["debugfs", "-R", "htree /usr/bin", str(ext)], capture_output=True,
+                           text=True).stdout
+    assert "Root node dump" in htree, "the directory really is hash-indexed"
+    xfs = build_image(big_dir_tree, image_cache / "bigdirs-xfs.img",
+                      ImageSpec("xfs", "none", "qcow2", 320 * MiB))
+    for image in (ext, xfs):
+        report = verify_image(image)
+        _check(report, "ok", "nodeadm")
+        assert report.kubelet and report.bytes_read < 4 * MiB

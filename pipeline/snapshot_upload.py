@@ -122,9 +122,18 @@ def _delete_snapshot(ec2: Any, snapshot_id: str) -> None:
 
 
 def _blocks(disk: Any, block_size: int) -> Any:
-    """Indices of blocks that may hold data, ascending, each once."""
+    """Indices of blocks that may hold data, ascending, each once.
+
+    ``allocated_ranges()`` is documented ascending; a reader that broke that would make
+    us skip data silently, so it is checked.
+    """
     nxt = 0
+    prev = -1
     for off, length in disk.allocated_ranges():
+        if off < prev:
+            raise RuntimeError(f"{disk.name}: allocated ranges out of order ({off} after "
+                               f"{prev}); this is a bug in pipeline.diskread")
+        prev = off
         first = max(off // block_size, nxt)
         last = -(-(off + length) // block_size)
         for idx in range(first, last):

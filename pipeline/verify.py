@@ -207,6 +207,9 @@ def _check_bootstrap(fs: RootFs) -> BootstrapInfo:
         info.verdict, info.detail = "not-executable", f"mode {info.mode} has no execute bit"
     elif info.shebang is None:
         info.verdict, info.detail = "not-executable", "no #! interpreter line"
+    elif info.shebang.endswith("\r"):
+        info.verdict = "not-executable"
+        info.detail = "the #! line ends in a carriage return (CRLF line endings): bad interpreter"
     elif info.stub:
         info.verdict = "stub"
         info.detail = "the AL2023/RHEL stub that only says bootstrap.sh has been removed"

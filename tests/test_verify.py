@@ -55,6 +55,10 @@ def m_noshebang(r: Path) -> None:
     (r / BOOT).write_text("/usr/bin/kubelet --node-ip=1.2.3.4\n")
 
 
+def m_crlf(r: Path) -> None:
+    (r / BOOT).write_bytes((r / BOOT).read_bytes().replace(b"\n", b"\r\n"))
+
+
 def m_empty(r: Path) -> None:
     (r / BOOT).write_bytes(b"")
 
@@ -146,6 +150,7 @@ CASES: dict[str, tuple[str, Callable[[Path], None] | None, str, str, str | None]
     "bare": ("bare", None, "any", "missing", None),
     "noexec": ("al2", m_noexec, "any", "not-executable", None),
     "noshebang": ("al2", m_noshebang, "any", "not-executable", None),
+    "crlf": ("al2", m_crlf, "any", "not-executable", None),
     "empty": ("al2", m_empty, "any", "empty", None),
     "dir": ("al2", m_dir, "any", "not-regular-file", None),
     "dangling": ("al2", m_dangling, "any", "dangling-symlink", None),

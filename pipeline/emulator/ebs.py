@@ -50,7 +50,7 @@ class ValidationException(ServiceException):
 
     def __init__(self, message: str, reason: str = "INVALID_PARAMETER_VALUE") -> None:
         super().__init__(message)
-        self.reason = reason
+        self.reason = self.Reason = reason
 
 
 class ResourceNotFoundException(ServiceException):
@@ -58,7 +58,7 @@ class ResourceNotFoundException(ServiceException):
 
     def __init__(self, snapshot_id: str) -> None:
         super().__init__(f"The snapshot '{snapshot_id}' does not exist.")
-        self.reason = "SNAPSHOT_NOT_FOUND"
+        self.reason = self.Reason = "SNAPSHOT_NOT_FOUND"
 
 
 class ConflictException(ServiceException):

@@ -11,7 +11,8 @@
   ``Versions`` with numbers/``$Latest``/``$Default``, ``MinVersion``/``MaxVersion``,
   ``MaxResults`` 1–200 with ``NextToken``, a few filters (image-id, instance-type,
   is-default-version); without an id/name only ``$Latest``/``$Default`` across all
-  templates. Deleted versions are gone (numbers are never reused).
+  templates. Deleted versions are gone (numbers are never reused). ``ResolveAlias`` (also
+  on CreateLaunchTemplateVersion) shows the AMI id behind a ``resolve:ssm:`` ImageId.
 - DescribeLaunchTemplates: ``MaxResults`` 5–200 / ``NextToken`` instead of moto's silent 15.
 - ModifyLaunchTemplate: ``DefaultVersion`` a number, ``$Latest`` or ``$Default``.
 - DeleteLaunchTemplateVersions: at most 200; the default version is refused and unknown or
@@ -113,12 +114,25 @@ def _fingerprint(*parts: Any) -> str:
     return json.dumps(parts, sort_keys=True, default=str)
 
 
+def _resolved(self: Any, data: dict[str, Any]) -> dict[str, Any]:
+    """``ResolveAlias``: show the AMI id behind a ``resolve:ssm:`` ImageId."""
+    image = str(data.get("ImageId") or "")
+    if not image.startswith("resolve:ssm:"):
+        return data
+    from .amis import _resolve_ssm_image
+
+    return {**data, "ImageId": _resolve_ssm_image(self.ec2_backend, image)}
+
+
 def _version_view(self: Any, template: Any, v: Any) -> dict[str, Any]:
+    data = v.data
+    if str(self._get_param("ResolveAlias", "false")).lower() == "true":
+        data = _resolved(self, data)
     return {
         "CreateTime": v.create_time,
         "CreatedBy": f"arn:{self.partition}:iam::{self.current_account}:root",
         "DefaultVersion": template.is_default(v),
-        "LaunchTemplateData": v.data,
+        "LaunchTemplateData": data,
         "LaunchTemplateId": template.id,
         "LaunchTemplateName": template.name,
         "VersionDescription": v.description,

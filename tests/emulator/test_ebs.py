@@ -139,6 +139,7 @@ def test_unknown_snapshot_is_resource_not_found_404(ebs):
         with pytest.raises(ClientError) as exc:
             call()
         assert _code(exc) == ("ResourceNotFoundException", 404)
+        assert exc.value.response.get("Reason") == "SNAPSHOT_NOT_FOUND"  # the model's member
 
 
 def test_block_token_required_and_bound_to_snapshot(ebs):

@@ -153,3 +153,16 @@ def test_describe_launch_templates_pages_past_fifteen(ec2):
             PaginationConfig={"PageSize": 6}):
         got |= {t["LaunchTemplateId"] for t in page["LaunchTemplates"]}
     assert got == ids
+
+
+def test_resolve_alias_shows_the_ami(clients, ec2):
+    # botocore model DescribeLaunchTemplateVersions.ResolveAlias: "If true, and if a Systems
+    # Manager parameter is specified for ImageId, the AMI ID is displayed in the response".
+    param = "/aws/service/eks/optimized-ami/1.30/amazon-linux-2/recommended/image_id"
+    ami = clients.client("ssm").get_parameter(Name=param)["Parameter"]["Value"]
+    tid = _lt(ec2, ImageId=f"resolve:ssm:{param}")
+    plain = ec2.describe_launch_template_versions(LaunchTemplateId=tid)["LaunchTemplateVersions"]
+    assert plain[0]["LaunchTemplateData"]["ImageId"] == f"resolve:ssm:{param}"
+    resolved = ec2.describe_launch_template_versions(
+        LaunchTemplateId=tid, ResolveAlias=True)["LaunchTemplateVersions"]
+    assert resolved[0]["LaunchTemplateData"]["ImageId"] == ami

@@ -144,6 +144,8 @@ def make_ami(ec2: Any, *, name: str, mappings: list[dict[str, Any]],
     ami.tpm_support = tpm_support
     ami.imds_support = imds_support
     ami.instance_id = source_instance_id
+    # moto's DescribeImageAttribute reads these names (its attribute map, typos included).
+    ami.imds, ami.tmp, ami.uefi, ami.lld, ami.ramdisk = imds_support, tpm_support, None, None, None
     ami.platform_details = "Linux/UNIX" if platform is None else "Windows"
     ami.usage_operation = "RunInstances" if platform is None else "RunInstances:0002"
     if source_image:
@@ -481,7 +483,7 @@ def register_image(self: Any) -> ActionResult:
         ami = ec2.register_image(name, self._get_param("Description"))
         ami.architecture, ami.virtualization_type = arch, vtype
         ami.boot_mode = boot_mode
-        ami.imds_support = imds
+        ami.imds_support = ami.imds = imds
         ami.ena_support = _bool(self._get_param("EnaSupport"))
         if tags:
             ami.add_tags(tags)

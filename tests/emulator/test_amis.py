@@ -78,6 +78,10 @@ def test_register_image_keeps_every_attribute(ec2, ebs):
     assert img["EnaSupport"] is True and img["BootMode"] == "uefi"
     assert img["ImdsSupport"] == "v2.0"
     assert img["Tags"] == [{"Key": "team", "Value": "eks"}]
+    # API_DescribeImageAttribute: bootMode / imdsSupport answer {"Value": ...}.
+    for attr, key, value in (("bootMode", "BootMode", "uefi"), ("imdsSupport", "ImdsSupport", "v2.0")):
+        got = ec2.describe_image_attribute(ImageId=ami, Attribute=attr)
+        assert got[key] == {"Value": value}
     # Filters used by lineage tooling.
     found = ec2.describe_images(Filters=[{"Name": "block-device-mapping.snapshot-id",
                                           "Values": [sid]}])["Images"]

@@ -17,6 +17,12 @@ Where the lock lives:
 Every lock carries an owner string, a random token and an expiry (``ttl_seconds``);
 a lock past its expiry is stale and may be taken over, which is what frees the lock of
 a CI job that was killed.
+
+Sources: S3 conditional writes (``If-None-Match``/``If-Match`` on PutObject) and
+conditional deletes (``If-Match`` on DeleteObject, which also needs ``s3:GetObject``) in
+AmazonS3/latest/userguide/conditional-writes.html and conditional-deletes.html; both
+answer ``412 PreconditionFailed`` when the condition fails and may answer ``409
+ConditionalRequestConflict`` to one of two racing writers. moto 5.2 implements both.
 """
 from __future__ import annotations
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import re
+import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable, Iterator
@@ -59,6 +60,7 @@ _LIVE_STATES = ["pending", "running", "shutting-down", "stopping", "stopped"]
 _REFS_BATCH = 10          # DescribeImageReferences takes at most 10 image ids
 _DELETE_BATCH = 200       # DeleteLaunchTemplateVersions takes at most 200 versions
 UPLOAD_PREFIX = "imports/"
+_SG_ATTEMPTS, _SG_DELAY = 8, 5.0   # DependencyViolation retries after termination
 
 
 # --------------------------------------------------------------------------- records
@@ -710,7 +712,13 @@ def _remove(clients: Clients, item: ReapItem) -> str | None:
     if item.kind == "snapshot":
         return _try(ec2.delete_snapshot, SnapshotId=item.resource_id)
     if item.kind == "security-group":
-        return _try(ec2.delete_security_group, GroupId=item.resource_id)
+        # A terminated instance's network interface may hold the group for a while.
+        for attempt in range(_SG_ATTEMPTS):
+            failure = _try(ec2.delete_security_group, GroupId=item.resource_id)
+            if not failure or not failure.startswith("DependencyViolation"):
+                return failure
+            time.sleep(_SG_DELAY * (attempt + 1))
+        return failure
     if item.kind == "key-pair":
         return _try(ec2.delete_key_pair, KeyName=item.resource_id)
     return f"unknown kind {item.kind}"

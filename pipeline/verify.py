@@ -39,7 +39,7 @@ from .records import Verification
 if TYPE_CHECKING:
     from .aws import Clients
 
-__all__ = ["VerifyReport", "BootstrapInfo", "verify_disk", "verify_image", "verify_ami",
+__all__ = ["VerifyReport", "BootstrapInfo", "NodeadmInfo", "verify_disk", "verify_image", "verify_ami",
            "is_stub", "VERDICTS", "REQUIRES", "BOOTSTRAP_PATH", "NODEADM_PATH", "NODEADM_UNITS"]
 
 log = logging.getLogger(__name__)

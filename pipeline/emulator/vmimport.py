@@ -462,6 +462,13 @@ def import_image(self: Any) -> ActionResult:
         raise _err("InvalidParameter",
                    f"Parameter disk-image-size=0 has an invalid format (format {fmt!r}); "
                    f"use one of {', '.join(_FORMATS)}.")
+    url = str(disk.get("Url") or "")
+    if url.startswith("s3://") and "/" in url[5:] and not disk.get("UserBucket"):
+        b, k = url[5:].split("/", 1)
+        disk["UserBucket"] = {"S3Bucket": b, "S3Key": k}
+    elif url:
+        raise _err("InvalidParameter", "This emulator imports from S3 only: give UserBucket "
+                   "or an s3:// Url.")
     bucket = disk.get("UserBucket") or {}
     if not (bucket.get("S3Bucket") and bucket.get("S3Key")):
         raise _err("InvalidParameter", "Invalid S3 source location: give UserBucket "

@@ -208,6 +208,15 @@ def test_failures_end_deleted_with_documented_messages(aws, disks, clients):
     assert _wait(ec2, [tid])[tid]["StatusMessage"].endswith("Reason 403 Forbidden]")
 
 
+def test_s3_url_form(aws, disks):
+    # botocore model ImageDiskContainer.Url: "The URL to the Amazon S3-based disk image ...
+    # (s3://..)".
+    aws["s3"].upload_file(str(disks["raw"]), BUCKET, "img/raw")
+    tid = aws["ec2"].import_image(DiskContainers=[
+        {"Format": "raw", "Url": f"s3://{BUCKET}/img/raw"}])["ImportTaskId"]
+    assert _wait(aws["ec2"], [tid])[tid]["Status"] == "completed"
+
+
 def test_cancel_leaves_nothing(aws, disks):
     ec2 = aws["ec2"]
     aws["s3"].upload_file(str(disks["raw"]), BUCKET, "img/raw")

@@ -194,7 +194,7 @@ def main() -> None:
             ok = "ok" if wall <= 1.0 and read <= 32 * MiB else "MISSED"
             verdict = f"{doc['verdict']}/{doc['mechanism']}"
             print(f"{fmt:26} {path.stat().st_blocks * 512 / MiB:>9.1f} {verdict:22} {wall:>7.3f} "
-                  f"{cpu:>6.3f} {float(doc['seconds']):>9.3f} {read / MiB:>9.2f}  {ok}")  # type: ignore[arg-type]
+                  f"{cpu:>6.3f} {float(str(doc['seconds'])):>9.3f} {read / MiB:>9.2f}  {ok}")
         dbg = _debugfs(images["raw"], args.runs)
         print(f"\ndebugfs -R 'stat /etc/eks/bootstrap.sh' on the raw ext4 case: {dbg:.3f} s; "
               f"invoke verify / debugfs = {walls['raw'] / dbg:.1f}x "

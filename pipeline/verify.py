@@ -39,8 +39,9 @@ from .records import Verification
 if TYPE_CHECKING:
     from .aws import Clients
 
-__all__ = ["VerifyReport", "BootstrapInfo", "NodeadmInfo", "verify_disk", "verify_image", "verify_ami",
-           "is_stub", "VERDICTS", "REQUIRES", "BOOTSTRAP_PATH", "NODEADM_PATH", "NODEADM_UNITS"]
+__all__ = ["VerifyReport", "BootstrapInfo", "NodeadmInfo", "verify_disk", "verify_image",
+           "verify_ami", "is_stub", "VERDICTS", "REQUIRES", "BOOTSTRAP_PATH", "NODEADM_PATH",
+           "NODEADM_UNITS"]
 
 log = logging.getLogger(__name__)
 
@@ -366,7 +367,8 @@ def _root_snapshot(clients: "Clients", ami_id: str, region: str | None) -> tuple
         raise ImageReadError(f"AMI {ami_id} not found; check the id and the region")
     image = images[0]
     root = image.get("RootDeviceName")
-    mappings = [m for m in image.get("BlockDeviceMappings", []) if m.get("Ebs", {}).get("SnapshotId")]
+    mappings = [m for m in image.get("BlockDeviceMappings", [])
+                if m.get("Ebs", {}).get("SnapshotId")]
     chosen = next((m for m in mappings if m.get("DeviceName") == root), None)
     if chosen is None and mappings:
         chosen = mappings[0]

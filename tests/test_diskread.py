@@ -127,7 +127,8 @@ def test_concurrent_reads(fmt: str, containers: dict[str, Path], raw_disk: Path)
 
 def test_ova_reads_inside_the_tar(containers: dict[str, Path]) -> None:
     with open_disk(containers["ova"]) as disk:
-        assert disk.format == "ova" and disk.inner_format == "vmdk-stream"  # type: ignore[attr-defined]
+        assert disk.format == "ova"
+        assert disk.inner_format == "vmdk-stream"  # type: ignore[attr-defined]
         assert disk.member == "node-disk1.vmdk"  # type: ignore[attr-defined]
 
 
@@ -195,7 +196,8 @@ def test_one_format_imports_only_its_parser(containers: dict[str, Path]) -> None
         f"open_disk({str(containers['vmdk-stream'])!r}).read(0, 512)\n"
         "loaded = sorted(m for m in sys.modules if m.startswith('dissect.hypervisor.'))\n"
         "assert 'dissect.hypervisor.disk.vmdk' in loaded, loaded\n"
-        "assert not [m for m in loaded if m.endswith(('qcow2', 'vhdx', 'vdi', 'hyperv', 'vmx'))], loaded\n"
+        "others = ('qcow2', 'vhdx', 'vdi', 'hyperv', 'vmx')\n"
+        "assert not [m for m in loaded if m.endswith(others)], loaded\n"
         "from dissect.hypervisor import vmx, qcow2\n"
         "import dissect.hypervisor as h\n"
         "assert h.vdi.__name__ == 'dissect.hypervisor.disk.vdi'\n")

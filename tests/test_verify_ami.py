@@ -21,7 +21,8 @@ from pipeline.verify import verify_ami, verify_image
 
 MiB = 1024 * 1024
 BLOCK = 524288
-AL2023 = "/aws/service/eks/optimized-ami/1.31/amazon-linux-2023/x86_64/standard/recommended/image_id"
+AL2023 = ("/aws/service/eks/optimized-ami/1.31/amazon-linux-2023/x86_64/standard/recommended/"
+          "image_id")
 AL2 = "/aws/service/eks/optimized-ami/1.31/amazon-linux-2/recommended/image_id"
 
 

@@ -38,6 +38,7 @@ from . import tags as T
 from . import user_data as ud
 from .aws import Clients, error_code
 from .config import LaunchTemplateSettings, Settings
+from .distribute import gate_publication
 from .errors import AwsCallError, ImageReadError, InputError, LintError
 from .launch_templates import TemplateVersion
 from .pointers import Pointer, get_pointer, pointer_name, put_pointer
@@ -360,6 +361,9 @@ def publish(settings: Settings, clients: Clients, req: PublishRequest, *,
                                              user_data_sha256=ud_sha)
     token = lt_mod.client_token(name, image.image_id, text)
     previous_default = next((v.version for v in found or [] if v.default), None)
+    # Gating (issue 8): nothing that names the AMI is written until its build is available
+    # in every configured region; no AWS call for a single-region image (added by lineage).
+    gate_publication(settings, clients, image.image_id, region=region, home_image=image)
 
     with ExitStack() as undo:
         template_created = created = False

@@ -122,8 +122,12 @@ def test_history_after_import_bake_two_publishes_and_rollback(emulator, clients,
     assert (back.from_version, back.to_version) == (2, 1)
 
     result = lineage.history(settings, clients)
-    assert [r.build_id for r in result.rows] == [baked.build_id, imported.build_id]
-    bake_row, import_row = result.rows
+    # newest first (the emulator is fast: both may have started within the same second)
+    assert {r.build_id for r in result.rows} == {baked.build_id, imported.build_id}
+    assert [r.started_at for r in result.rows] == sorted((r.started_at for r in result.rows),
+                                                         reverse=True)
+    by_id = {r.build_id: r for r in result.rows}
+    bake_row, import_row = by_id[baked.build_id], by_id[imported.build_id]
     # inputs: the base AMI and inputs hash of the bake, the file hash of the import
     assert bake_row.source == f"base {baked.base_ami}" and bake_row.method == "bake"
     assert import_row.source.startswith(f"{good_raw.name} sha256:{imported.source_sha256[:12]}")
@@ -142,7 +146,7 @@ def test_history_after_import_bake_two_publishes_and_rollback(emulator, clients,
     assert (last.inputs_sha256, last.base_ami) == (baked.inputs_sha256, baked.base_ami)
     assert last.packer_version and last.snapshot_ids[HOME] == baked.snapshot_ids[HOME]
     manifest = json.loads((tmp_path / "state" / "manifest.json").read_text())
-    assert [b["build_id"] for b in manifest["builds"]] == [baked.build_id, imported.build_id]
+    assert [b["build_id"] for b in manifest["builds"]] == [r.build_id for r in result.rows]
 
     # From each version back to its build.
     for version, build_id in ((1, imported.build_id), (2, baked.build_id)):

@@ -194,3 +194,35 @@ def test_client_token_and_parent_snapshot(ebs):
     ebs.complete_snapshot(SnapshotId=child, ChangedBlocksCount=1)  # only blocks written now
     listed = ebs.list_snapshot_blocks(SnapshotId=child)["Blocks"]
     assert [b["BlockIndex"] for b in listed] == [3, 4]
+
+
+def test_list_changed_blocks_between_snapshots(ebs):
+    # API_ListChangedBlocks: blocks that differ between two snapshots of the same lineage.
+    parent = ebs.start_snapshot(VolumeSize=1)["SnapshotId"]
+    for i in (0, 1, 2):
+        _put(ebs, parent, i, bytes([i + 1]) * BS)
+    ebs.complete_snapshot(SnapshotId=parent, ChangedBlocksCount=3)
+    child = ebs.start_snapshot(VolumeSize=1, ParentSnapshotId=parent)["SnapshotId"]
+    _put(ebs, child, 1, b"\xee" * BS)
+    _put(ebs, child, 5, b"\xff" * BS)
+    ebs.complete_snapshot(SnapshotId=child, ChangedBlocksCount=2)
+    changed = ebs.list_changed_blocks(FirstSnapshotId=parent, SecondSnapshotId=child)
+    assert [b["BlockIndex"] for b in changed["ChangedBlocks"]] == [1, 5]
+    block = changed["ChangedBlocks"][0]
+    got = ebs.get_snapshot_block(SnapshotId=child, BlockIndex=1,
+                                 BlockToken=block["SecondBlockToken"])["BlockData"].read()
+    assert got == b"\xee" * BS
+
+
+def test_parallel_uploads_like_coldsnap(ebs):
+    # AWS-FACTS §2: coldsnap writes blocks with many concurrent workers.
+    from concurrent.futures import ThreadPoolExecutor
+
+    sid = ebs.start_snapshot(VolumeSize=1)["SnapshotId"]
+    blocks = {i: bytes([i % 251 + 1]) * BS for i in range(48)}
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda i: _put(ebs, sid, i, blocks[i]), blocks))
+    ebs.complete_snapshot(SnapshotId=sid, ChangedBlocksCount=48,
+                          Checksum=_linear([blocks[i] for i in sorted(blocks)]),
+                          ChecksumAlgorithm="SHA256", ChecksumAggregationMethod="LINEAR")
+    assert len(ebs.list_snapshot_blocks(SnapshotId=sid)["Blocks"]) == 48

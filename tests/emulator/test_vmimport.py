@@ -261,3 +261,12 @@ def test_request_validation(aws):
     with pytest.raises(ClientError):  # licensing.md: giving both returns an error
         ec2.import_image(LicenseType="BYOL", UsageOperation="RunInstances", DiskContainers=[
             {"Format": "RAW", "UserBucket": {"S3Bucket": BUCKET, "S3Key": "k"}}])
+
+
+def test_reset_stops_running_imports(emulator, aws, disks):
+    aws["s3"].upload_file(str(disks["raw"]), BUCKET, "img/raw")
+    _start(aws["ec2"], "img/raw", "RAW")
+    emulator.reset()
+    time.sleep(emulator.import_seconds + 0.5)  # the worker would have finished by now
+    assert aws["ec2"].describe_import_image_tasks()["ImportImageTasks"] == []
+    assert aws["ec2"].describe_images(Owners=["self"])["Images"] == []

@@ -30,7 +30,6 @@ left running on purpose with ``--detach``.
 """
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import re
@@ -52,6 +51,7 @@ from . import s3_upload, vm_import
 from .aws import Clients, call, error_code
 from .config import ImageSettings, ImportSettings, Settings
 from .errors import ConfigError, InputError, OperationFailed, PreflightError, VerificationFailed
+from .lineage import record_build
 from .progress import NO_PROGRESS, Progress
 from .records import BuildRecord, Verification
 
@@ -440,12 +440,10 @@ def _via_vm_import(clients: Clients, pf: Preflight, req: ImportRequest, digest: 
         outcome = vm_import.wait_import(ec2, task_id, timeout=req.timeout, detach=req.detach,
                                         poll_interval=req.poll_interval, poll_max=req.poll_max,
                                         build_id=lineage[tags.BUILD_ID], progress=progress)
-    except KeyboardInterrupt:
-        if req.detach:
-            keep[0] = True
-        raise
-    except OperationFailed:
-        if req.detach:
+    except vm_import.ImportTaskFailed:
+        raise                        # the task is over: its upload goes
+    except (KeyboardInterrupt, OperationFailed):
+        if req.detach:               # timeout / lost track / Ctrl-C: the task still runs
             keep[0] = True
         raise
     undo.callback(vm_import.remove_leftovers, ec2, {"ImageId": outcome.image_id,
@@ -495,22 +493,6 @@ def _verify_ami(clients: Clients, image_id: str, require: str) -> Verification:
     return ver
 
 
-def _record_build(settings: Settings, clients: Clients, record: BuildRecord) -> None:
-    """Hand the record to the lineage module when it is there (it may land later)."""
-    try:
-        lineage = importlib.import_module("pipeline.lineage")
-    except ImportError:
-        log.info("pipeline.lineage is not available: build %s recorded as tags only",
-                 record.build_id)
-        return
-    fn = getattr(lineage, "record_build", None)
-    if fn is None:
-        log.info("pipeline.lineage.record_build is not available: build %s recorded as tags "
-                 "only", record.build_id)
-        return
-    fn(settings, clients, record)
-
-
 def import_image(settings: Settings, clients: Clients, req: ImportRequest,
                  progress: Progress = NO_PROGRESS) -> ImportResult:
     """Pre-flight, import, tag, verify and record one disk image; see the module doc."""
@@ -540,7 +522,7 @@ def import_image(settings: Settings, clients: Clients, req: ImportRequest,
         record.snapshot_ids = {clients.region: snaps}
         record.verification = verification
         record.extra = {k: v for k, v in info.items() if v is not None}
-        _record_build(settings, clients, record)
+        record_build(settings, clients, record)      # SSM record + manifest (lineage)
         kept_upload = bool(info.get("upload")) and req.keep_upload
         undo.pop_all()
         if pf.method == "vm-import" and not req.keep_upload and info.get("upload"):

@@ -30,6 +30,7 @@ from .errors import AwsCallError, ImportTaskFailed, OperationFailed, PreflightEr
 from .progress import NO_PROGRESS, Progress
 
 __all__ = [
+    "ImportTaskFailed",
     "KNOWN_FAILURES",
     "ImportTaskSpec",
     "ImportOutcome",

@@ -375,6 +375,32 @@ def test_root_is_the_filesystem_with_os_release(image_cache: Path, tmp_path: Pat
     assert report.notes == ["gpt:1: ext4 without /etc/os-release"]
 
 
+def test_root_in_a_logical_partition(image_cache: Path, tmp_path: Path) -> None:
+    """MBR: primary boot partition, extended partition, root in logical partition 5."""
+    boot_tree = tmp_path / "boot"
+    boot_tree.mkdir()
+    (boot_tree / "grub.cfg").write_text("set timeout=0\n")
+    boot = build_filesystem(boot_tree, tmp_path / "boot.img", "ext4", 10 * MiB)
+    root = build_filesystem(_tree(image_cache, "al2", None, "al2"), tmp_path / "root.img", "ext4",
+                            56 * MiB)
+    disk = tmp_path / "logical.raw"
+    with open(disk, "wb") as fh:
+        fh.truncate(80 * MiB)
+    script = ("label: dos\nunit: sectors\n\nstart=2048, size=20480, type=83\n"
+              "start=22528, size=131072, type=5\nstart=24576, size=114688, type=83\n")
+    subprocess.run(["sfdisk", "--quiet", "--no-reread", "--no-tell-kernel", str(disk)],
+                   input=script, text=True, check=True, capture_output=True)
+    with open(disk, "r+b") as fh:
+        fh.seek(2048 * 512)
+        fh.write(boot.read_bytes())
+        fh.seek(24576 * 512)
+        fh.write(root.read_bytes())
+    report = verify_image(disk)
+    _check(report, "ok", "bootstrap.sh")
+    assert report.source["partition"] == "mbr:5"
+    assert report.notes == ["mbr:1: ext4 without /etc/os-release"]
+
+
 def test_no_root_filesystem_is_a_read_error(tmp_path: Path) -> None:
     tree = tmp_path / "data"
     (tree / "x").mkdir(parents=True)

@@ -287,6 +287,28 @@ def _lvm_volumes(fh: ReadSeek, where: str) -> list[Volume]:
     return out
 
 
+def _linux_numbers(whole: ReadSeek, offsets: list[int]) -> dict[int, int]:
+    """Partition numbers as Linux gives them: primaries 1-4 by slot, logicals from 5."""
+    import struct
+
+    whole.seek(0)
+    mbr = whole.read(512)
+    primary = {}
+    for slot in range(4):
+        ptype = mbr[446 + 16 * slot + 4]
+        start = struct.unpack_from("<I", mbr, 446 + 16 * slot + 8)[0]
+        if ptype:
+            primary[start * SECTOR] = slot + 1
+    out, logical = {}, 5
+    for off in offsets:
+        if off in primary:
+            out[off] = primary[off]
+        else:
+            out[off] = logical
+            logical += 1
+    return out
+
+
 def candidate_volumes(disk: Disk) -> list[Volume]:
     """Every place a filesystem may live on ``disk``, in table order."""
     from dissect.volume.disk import Disk as PartitionedDisk
@@ -301,13 +323,16 @@ def candidate_volumes(disk: Disk) -> list[Volume]:
     vols: list[Volume] = []
     if table is not None:
         scheme = type(table.scheme).__name__.lower()
+        numbers = _linux_numbers(whole, [p.offset for p in table.partitions]) \
+            if scheme == "mbr" else {}
         for number, part in enumerate(table.partitions, 1):
             ptype = part.type if isinstance(part.type, int) else None
             if ptype == 0 or ptype in _EXTENDED_MBR_TYPES or part.size <= 0:
                 continue
             if part.offset + part.size > disk.size + SECTOR:
                 continue
-            label = f"{scheme}:{getattr(part, 'number', None) or number}"
+            num = numbers.get(part.offset) or getattr(part, "number", None) or number
+            label = f"{scheme}:{num}"
             fh = _part_file(disk, part.offset, min(part.size, disk.size - part.offset))
             if ptype == _LVM_MBR_TYPE or _has_lvm_label(fh):
                 vols.extend(_lvm_volumes(fh, label))

@@ -113,6 +113,7 @@ _EC2_OWNED = (
     "ec2:DeregisterImage", "ec2:DeleteSnapshot", "ec2:DeleteVolume", "ec2:TerminateInstances",
     "ec2:StopInstances", "ec2:ModifyImageAttribute", "ec2:ModifySnapshotAttribute",
     "ec2:EnableImageDeprecation", "ec2:DisableImageDeprecation", "ec2:DeleteTags",
+    "ec2:ModifyInstanceMetadataOptions",   # IMDSv2 on Packer 1.6's build instance
 )
 
 _EBS = (

@@ -382,3 +382,37 @@ def test_lvm_image_volumes(image_cache: Path) -> None:
         assert vols[0].size == lvm_fs_size(62 * MiB)
         fs, _ = find_root(disk)
         assert fs.kind == "ext4"
+
+
+@pytest.mark.parametrize("table", ["gpt", "none"])
+def test_lvm_on_gpt_and_on_the_whole_disk(table: str, tmp_path: Path) -> None:
+    """A PV in a GPT partition (Linux LVM type) or directly on the disk."""
+    import os as _os
+
+    from pipeline.diskimage import build_filesystem
+    from pipeline.lvm_writer import write_pv
+
+    tree = root_tree(tmp_path / "tree", "al2")
+    size = 64 * MiB
+    part_off = MiB if table == "gpt" else 0
+    part_size = size - 2 * MiB if table == "gpt" else size
+    fs_size = lvm_fs_size(part_size)
+    fs_img = build_filesystem(tree, tmp_path / "fs.img", "ext4", fs_size)
+    disk = tmp_path / f"lvm-{table}.raw"
+    with open(disk, "wb") as fh:
+        fh.truncate(size)
+    if table == "gpt":
+        script = (f"label: gpt\nunit: sectors\n\nstart=2048, size={part_size // 512}, "
+                  "type=E6D6D379-F507-44C2-A23C-238F2A3DF928\n")
+        subprocess.run(["sfdisk", "--quiet", "--no-reread", "--no-tell-kernel", str(disk)],
+                       input=script, text=True, check=True, capture_output=True)
+    fd = _os.open(disk, _os.O_RDWR)
+    try:
+        write_pv(fd, part_off, part_size, fs_size)
+        _os.pwrite(fd, fs_img.read_bytes(), part_off + PE_START)
+    finally:
+        _os.close(fd)
+    with open_disk(disk) as d:
+        fs, _ = find_root(d)
+    where = "gpt:1" if table == "gpt" else "none"
+    assert fs.volume.partition == f"lvm:vg0/root@{where}" and fs.kind == "ext4"

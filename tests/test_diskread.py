@@ -313,6 +313,14 @@ def test_missing_directory_and_tiny_files(tmp_path: Path) -> None:
         open_disk(tmp_path / "t")
 
 
+def test_unsupported_vmdk_kinds_are_named(tmp_path: Path) -> None:
+    desc = tmp_path / "split.vmdk"
+    desc.write_text("# Disk DescriptorFile\nversion=1\ncreateType=\"twoGbMaxExtentSparse\"\n"
+                    + "#" * 2000 + "\n")
+    with pytest.raises(ImageReadError, match="only monolithicSparse and streamOptimized"):
+        open_disk(desc)
+
+
 def test_garbage_is_no_linux_filesystem(tmp_path: Path) -> None:
     junk = tmp_path / "junk.img"
     junk.write_bytes(random.Random(1).randbytes(2 * MiB))

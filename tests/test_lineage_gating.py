@@ -2,13 +2,13 @@
 build is available in every configured region."""
 from __future__ import annotations
 
-import threading
+import time
 from typing import Any
 
 from moto.ec2.models import ec2_backends
 from moto.ssm.models import ssm_backends
 
-from pipeline.distribute import PublicationGated, distribute
+from pipeline.distribute import distribute
 from pipeline.publish import PublishRequest, publish
 
 from test_lineage_e2e import HOME, IMAGE, built
@@ -27,23 +27,25 @@ def test_publication_waits_until_every_region_is_available(emulator, tmp_path, c
     eu = ec2_backends[ACCOUNT]["eu-west-1"].amis[out.image_ids["eu-west-1"]]
     eu.state = "pending"
 
-    seen: dict[str, Any] = {}
+    seen: list[dict[str, Any]] = []
 
-    def finish_copy() -> None:
-        seen["versions"] = [lt.latest_version_number for lt in
-                            ec2_backends[ACCOUNT][HOME].launch_templates.values()]
-        seen["pointers"] = sorted(ssm_backends[ACCOUNT][HOME]._parameters)
-        eu.state = "available"
+    def finish_copy(parsed: dict[str, Any], **_: Any) -> None:
+        """When publish's gate sees the pending copy: record what exists, then finish it."""
+        states = [i.get("State") for i in parsed.get("Images", [])]
+        if "pending" in states:
+            seen.append({
+                "versions": [lt.latest_version_number for lt in
+                             ec2_backends[ACCOUNT][HOME].launch_templates.values()],
+                "pointers": [p for p in ssm_backends[ACCOUNT][HOME]._parameters
+                             if p.endswith("/candidate")]})
+            eu.state = "available"
 
-    timer = threading.Timer(0.6, finish_copy)
-    timer.start()
-    try:
-        res = publish(settings, clients, PublishRequest(ami_id=rec.image_ids[HOME], create=True))
-    except PublicationGated:  # refusing at once is also gating; then publish again
-        timer.join()
-        res = publish(settings, clients, PublishRequest(ami_id=rec.image_ids[HOME], create=True))
-    timer.join()
-    assert seen["versions"] == [] and not [p for p in seen["pointers"] if p.endswith("/candidate")]
+    clients.client("ec2", region="eu-west-1").meta.events.register(
+        "after-call.ec2.DescribeImages", finish_copy)
+    started = time.monotonic()
+    res = publish(settings, clients, PublishRequest(ami_id=rec.image_ids[HOME], create=True))
+    assert seen == [{"versions": [], "pointers": []}]  # the gate looked, and nothing existed
+    assert time.monotonic() - started >= 0.5            # and it waited for the copy
     assert res.created and res.pointer == f"/eks-ami-pipeline/{IMAGE}/candidate"
     assert clients.client("ssm").get_parameter(Name=res.pointer)["Parameter"]["Value"] == \
         rec.image_ids[HOME]

@@ -96,6 +96,8 @@ class ImportRequest:
     poll_max: float = 60.0
     #: Parallel S3 part uploads / EBS block writes.
     workers: int = 8
+    #: Seconds to retry ImportImage while a role created by --create-role propagates.
+    role_grace: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -434,7 +436,8 @@ def _via_vm_import(clients: Clients, pf: Preflight, req: ImportRequest, digest: 
                                             lineage[tags.BUILD_ID]),
         description=f"{image.name} {pf.path.name} {lineage[tags.BUILD_ID]}",
         tags=lineage, encrypted=image.boot_mode != "uefi", kms_key_id=pf.kms_key_id)
-    task_id = vm_import.start_import(ec2, spec)
+    fresh_role = bool(pf.role and (pf.role.created or pf.role.policy_added))
+    task_id = vm_import.start_import(ec2, spec, role_grace=req.role_grace if fresh_role else 0)
     info["import_task_id"] = task_id
     try:
         outcome = vm_import.wait_import(ec2, task_id, timeout=req.timeout, detach=req.detach,

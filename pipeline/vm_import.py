@@ -122,8 +122,15 @@ def likely_fix(message: str) -> str:
             "vmimport-troubleshooting.html for this message")
 
 
-def start_import(ec2: Any, spec: ImportTaskSpec) -> str:
-    """ImportImage; returns the task id. A role problem AWS reports is a PreflightError."""
+def start_import(ec2: Any, spec: ImportTaskSpec, *, role_grace: float = 0.0,
+                 sleep: Callable[[float], None] = time.sleep) -> str:
+    """ImportImage; returns the task id. A role problem AWS reports is a PreflightError.
+
+    IAM is eventually consistent: right after ``--create-role`` AWS may still answer
+    "The service role vmimport provided does not exist" (hashicorp/terraform-provider-aws
+    retries on this message too). ``role_grace`` seconds of retries cover that window;
+    the ClientToken makes the retries safe.
+    """
     kwargs: dict[str, Any] = dict(
         Architecture=spec.architecture, BootMode=spec.boot_mode, ClientToken=spec.client_token,
         Description=spec.description[:255], LicenseType="BYOL", RoleName=spec.role_name,
@@ -134,17 +141,28 @@ def start_import(ec2: Any, spec: ImportTaskSpec) -> str:
         kwargs["Encrypted"] = True
         if spec.kms_key_id:
             kwargs["KmsKeyId"] = spec.kms_key_id
-    try:
-        resp = ec2.import_image(**kwargs)
-    except ClientError as err:
-        msg = err.response.get("Error", {}).get("Message", "")
-        if "service role" in msg:
-            raise PreflightError(f"ImportImage refused s3://{spec.bucket}/{spec.key}: {msg}; "
-                                 f"{likely_fix(msg)}") from err
-        raise AwsCallError(f"AWS refused ImportImage of s3://{spec.bucket}/{spec.key}: "
-                           f"{error_code(err)}: {msg}; {likely_fix(msg)}") from err
-    except BotoCoreError as err:
-        raise AwsCallError(f"ImportImage of s3://{spec.bucket}/{spec.key} failed: {err}") from err
+    deadline = time.monotonic() + role_grace
+    delay = min(2.0, role_grace / 20) or 2.0
+    while True:
+        try:
+            resp = ec2.import_image(**kwargs)
+            break
+        except ClientError as err:
+            msg = err.response.get("Error", {}).get("Message", "")
+            if "service role" in msg:
+                if time.monotonic() + delay <= deadline:
+                    log.info("IAM has not propagated role %s yet; retrying in %.0fs",
+                             spec.role_name, delay)
+                    sleep(delay)
+                    delay = min(delay * 2, 15.0)
+                    continue
+                raise PreflightError(f"ImportImage refused s3://{spec.bucket}/{spec.key}: "
+                                     f"{msg}; {likely_fix(msg)}") from err
+            raise AwsCallError(f"AWS refused ImportImage of s3://{spec.bucket}/{spec.key}: "
+                               f"{error_code(err)}: {msg}; {likely_fix(msg)}") from err
+        except BotoCoreError as err:
+            raise AwsCallError(f"ImportImage of s3://{spec.bucket}/{spec.key} failed: "
+                               f"{err}") from err
     task_id = str(resp["ImportTaskId"])
     log.info("started VM Import task %s for s3://%s/%s", task_id, spec.bucket, spec.key)
     return task_id

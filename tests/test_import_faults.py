@@ -33,7 +33,9 @@ class FaultProxy:
     first N calls of EC2 actions: ``fail_actions={"RegisterImage": (N, status)}``."""
 
     def __init__(self, upstream: str, *, throttle: int = 0,
-                 fail_actions: dict[str, tuple[int, int]] | None = None):
+                 fail_actions: dict[str, tuple[int, int]] | None = None,
+                 message: bytes = b"injected by the test proxy"):
+        self.message = message
         self.upstream = urlparse(upstream)
         self.throttle = throttle
         self.fail_actions = dict(fail_actions or {})
@@ -98,10 +100,10 @@ class FaultProxy:
         for action, (times, status) in self.fail_actions.items():
             if f"Action={action}&".encode() in body + b"&" and self.failed[action] < times:
                 self.failed[action] += 1
-                code = b"InvalidParameterValue" if status < 500 else b"Unavailable"
+                code = b"InvalidParameter" if status < 500 else b"Unavailable"
                 return (status, {"Content-Type": "text/xml"},
                         b"<Response><Errors><Error><Code>" + code + b"</Code><Message>"
-                        b"injected by the test proxy</Message></Error></Errors>"
+                        + self.message + b"</Message></Error></Errors>"
                         b"<RequestID>x</RequestID></Response>")
         return None
 
@@ -168,3 +170,16 @@ def test_vm_import_gives_up_after_repeated_failed_polls_and_cancels(
     tasks = direct.client("ec2").describe_import_image_tasks()["ImportImageTasks"]
     assert tasks[0]["Status"] in ("deleting", "deleted")
     assert _inventory(direct)["objects"] == []
+
+
+def test_import_image_waits_for_a_freshly_created_role_to_propagate(
+        emulator, tmp_path, good_raw) -> None:
+    """AWS answers "service role ... does not exist" until IAM catches up."""
+    msg = (b"The service role vmimport provided does not exist or does not have sufficient "
+           b"permissions")
+    with FaultProxy(emulator.endpoint, fail_actions={"ImportImage": (2, 400)},
+                    message=msg) as proxy:
+        clients, settings = _vm_import_settings(proxy, tmp_path, good_raw)
+        result = import_image(settings, clients, ImportRequest(
+            create_role=True, poll_interval=0.1, poll_max=0.2, role_grace=3))
+    assert proxy.failed["ImportImage"] == 2 and result.image_id.startswith("ami-")

@@ -91,8 +91,9 @@ class ImportRequest:
     detach: bool = False
     timeout: float = 7200.0
     kms_key_id: str | None = None
-    #: First DescribeImportImageTasks delay in seconds; grows 1.5x up to ``poll_max``.
-    poll_interval: float = 5.0
+    #: First DescribeImportImageTasks delay in seconds; grows 1.5x up to ``poll_max``
+    #: (about ten polls in the first minute, then one a minute).
+    poll_interval: float = 1.0
     poll_max: float = 60.0
     #: Parallel S3 part uploads / EBS block writes.
     workers: int = 8

@@ -398,7 +398,8 @@ def run_plan(settings: Settings, clients: Clients, plan: BakePlan,
     except KeyboardInterrupt as err:
         warm.join()
         partial: P.PackerRun | None = getattr(err, "packer_run", None)
-        sweep = sweep_build(clients, plan.build_id, region=plan.region, run=partial)
+        sweep = sweep_build(clients, plan.build_id, region=plan.region, run=partial,
+                            protect=frozenset({plan.base_ami}))
         lines = (partial.errors if partial else []) or ["interrupted before Packer reported "
                                                         "an error"]
         raise PackerBuildFailed(
@@ -409,7 +410,8 @@ def run_plan(settings: Settings, clients: Clients, plan: BakePlan,
                      "sweep_failed": sweep.failed, "build_id": plan.build_id}) from None
     warm.join()
     if not run.ok:
-        sweep = sweep_build(clients, plan.build_id, region=plan.region, run=run)
+        sweep = sweep_build(clients, plan.build_id, region=plan.region, run=run,
+                            protect=frozenset({plan.base_ami}))
         lines = run.errors or [f"packer build exited {run.exit_code}"]
         raise PackerBuildFailed(
             f"bake {plan.image.name}: packer build failed: " + " | ".join(_unique(lines)[:5])
@@ -534,7 +536,8 @@ class _SweepOnError:
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is not None and not issubclass(exc_type, VerificationFailed):
-            sweep_build(self.clients, self.plan.build_id, region=self.plan.region)
+            sweep_build(self.clients, self.plan.build_id, region=self.plan.region,
+                        protect=frozenset({self.plan.base_ami}))
 
 
 def _unique(items: list[str]) -> list[str]:
@@ -596,12 +599,14 @@ def _tagged(build_id: str) -> list[dict[str, Any]]:
 
 
 def sweep_build(clients: Clients, build_id: str, *, region: str | None = None,
-                run: P.PackerRun | None = None, settle_seconds: float = 120) -> SweepReport:
+                run: P.PackerRun | None = None, protect: frozenset[str] = frozenset(),
+                settle_seconds: float = 120) -> SweepReport:
     """Remove everything of ``build_id``: instances, AMIs, snapshots, volumes, groups, keys.
 
     Found by the build-id tag, plus (for Packer 1.6.x, which does not tag them) the
     temporary key pair and security group names Packer printed, the key pair
     ``packer_<build id>`` and the ``packer_*`` groups of the build's instances.
+    AMIs in ``protect`` (the base AMI) and their snapshots are never touched.
     """
     ec2 = clients.client("ec2", region=region)
     rep = SweepReport()
@@ -658,6 +663,11 @@ def sweep_build(clients: Clients, build_id: str, *, region: str | None = None,
                        if i["ImageId"] not in {x["ImageId"] for x in images}]
         except ClientError:
             pass
+    keep = [i for i in images if i["ImageId"] in protect]
+    images = [i for i in images if i["ImageId"] not in protect]
+    protected_snaps = {m["Ebs"]["SnapshotId"] for i in keep
+                       for m in i.get("BlockDeviceMappings", [])
+                       if m.get("Ebs", {}).get("SnapshotId")}
     image_snaps: set[str] = set()
     for img in images:
         image_snaps.update(m["Ebs"]["SnapshotId"] for m in img.get("BlockDeviceMappings", [])
@@ -665,7 +675,7 @@ def sweep_build(clients: Clients, build_id: str, *, region: str | None = None,
         attempt("images", img["ImageId"], ec2.deregister_image, ImageId=img["ImageId"])
     snaps = {s["SnapshotId"] for s in _all(ec2, "describe_snapshots", "Snapshots",
                                            OwnerIds=["self"], Filters=_tagged(build_id))}
-    for snap in sorted(snaps | image_snaps):
+    for snap in sorted((snaps | image_snaps) - protected_snaps):
         attempt("snapshots", snap, ec2.delete_snapshot, SnapshotId=snap)
     for vol in _all(ec2, "describe_volumes", "Volumes", Filters=_tagged(build_id)):
         attempt("volumes", vol["VolumeId"], ec2.delete_volume, VolumeId=vol["VolumeId"])

@@ -308,7 +308,8 @@ _SEEN = [
     ("instance_ids", re.compile(r"Instance ID: (i-[0-9a-f]+)")),
     ("key_pairs", re.compile(r"Creating temporary keypair: (\S+)")),
     ("security_groups", re.compile(r"temporary security group for this instance: (\S+)")),
-    ("amis", re.compile(r"\bAMI: (ami-[0-9a-f]+)")),
+    # The AMI CreateImage made, and the encrypted copy (only tagged at the very end).
+    ("amis", re.compile(r"(?:\bAMI: |Encrypting AMI \(|attributes on AMI \()(ami-[0-9a-f]+)")),
 ]
 
 

@@ -172,7 +172,13 @@ def test_sweep_finds_resources_by_build_id(emulator, clients):
     ec2.create_key_pair(KeyName="packer_b-sweep")
     vol = ec2.create_volume(AvailabilityZone="us-east-1a", Size=1, TagSpecifications=
                             T.tag_specifications({T.BUILD_ID: "b-sweep"}, "volume"))
-    rep = sweep_build(clients, "b-sweep")
+    # An AMI the build made (tagged), and the base it started from (protected even if tagged).
+    made = ec2.register_image(Name="made-by-b-sweep", TagSpecifications=
+                              T.tag_specifications({T.BUILD_ID: "b-sweep"}, "image"))["ImageId"]
+    ec2.create_tags(Resources=[base], Tags=T.to_tag_list({T.BUILD_ID: "b-sweep"}))
+    rep = sweep_build(clients, "b-sweep", protect=frozenset({base}))
+    assert rep.removed["images"] == [made]
+    assert ec2.describe_images(ImageIds=[base])["Images"][0]["State"] == "available"
     assert rep.removed["key_pairs"] == ["packer_b-sweep"]
     assert vol["VolumeId"] in rep.removed["volumes"]
     assert rep.removed["security_groups"] and rep.removed["instances"]

@@ -136,7 +136,8 @@ def main() -> None:
             work = Path(tmp)
             tree = root_tree(work / "tree", "al2023", filler_mib=args.filler_mib)
             _, idle_rss = _run_child(["--child", "idle", "-", str(work)], env)
-            print(f"idle child (modules imported, nothing done): peak RSS {idle_rss / 1024:.0f} MiB")
+            print("idle child (modules imported, nothing done): peak RSS "
+                  f"{idle_rss / 1024:.0f} MiB")
             for gib in (int(g) for g in args.sizes_gib.split(",")):
                 image = work / f"node-{gib}g.raw"
                 t = time.perf_counter()
@@ -144,11 +145,12 @@ def main() -> None:
                 built = time.perf_counter() - t
                 data = _nonzero_bytes(image)
                 res, rss = _run_child(["--child", "import", str(image), str(work / "state")], env)
-                sent = int(res["bytes_sent"])  # type: ignore[call-overload]
-                print(f"{gib} GiB image (built in {built:.1f} s, {image.stat().st_blocks * 512 / MiB:.0f} "
-                      f"MiB allocated): non-zero data {data / MiB:.1f} MiB, sent "
-                      f"{sent / MiB:.1f} MiB, ratio {sent / data:.3f}; import "
-                      f"{float(res['seconds']):.1f} s ({res['verdict']}); peak RSS "  # type: ignore[arg-type]
+                sent = int(str(res["bytes_sent"]))
+                seconds = float(str(res["seconds"]))
+                allocated = image.stat().st_blocks * 512 / MiB
+                print(f"{gib} GiB image (built in {built:.1f} s, {allocated:.0f} MiB allocated): "
+                      f"non-zero data {data / MiB:.1f} MiB, sent {sent / MiB:.1f} MiB, ratio "
+                      f"{sent / data:.3f}; import {seconds:.1f} s ({res['verdict']}); peak RSS "
                       f"{rss / 1024:.0f} MiB (+{(rss - idle_rss) / 1024:.0f} MiB over idle)")
                 image.unlink()
     finally:

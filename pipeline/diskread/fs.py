@@ -89,6 +89,7 @@ class RootFs:
     def __init__(self, kind: str, fs: Any, volume: Volume) -> None:
         self.kind = kind           # ext2 | ext3 | ext4 | xfs
         self._fs = fs
+        self._dirs: dict[int, dict[str, Any]] = {}
         self.volume = volume
 
     # -- inode access (the two libraries differ in small ways)
@@ -102,11 +103,18 @@ class RootFs:
         return self._node(self._fs.root)
 
     def child(self, parent: Node, name: str) -> Node | None:
-        """The entry ``name`` of directory ``parent`` (no symlink following)."""
-        for entry in self._iterdir(parent.raw):
-            if entry.filename == name:
-                return self._node(entry)
-        return None
+        """The entry ``name`` of directory ``parent`` (no symlink following).
+
+        Each directory is listed once (``/usr/bin`` is searched for several names).
+        """
+        listing = self._dirs.get(parent.raw.inum)
+        if listing is None:
+            listing = {}
+            for entry in self._iterdir(parent.raw):
+                listing.setdefault(entry.filename, entry)
+            self._dirs[parent.raw.inum] = listing
+        entry = listing.get(name)
+        return None if entry is None else self._node(entry)
 
     def _iterdir(self, raw: Any) -> Iterator[Any]:
         if self.kind.startswith("ext"):

@@ -331,13 +331,14 @@ def test_ext2_and_ext3(image_cache: Path) -> None:
         assert report.source["filesystem"] == fs
 
 
-def test_inline_data_ext4(image_cache: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("inode_size", ["256", "1024"])
+def test_inline_data_ext4(inode_size: str, image_cache: Path, tmp_path: Path) -> None:
     """ext4 with inline_data: small files and directories live in the inode."""
     tree = _tree(image_cache, "al2", None, "al2")
     fs_img = tmp_path / "inline.ext4"
     fs_img.write_bytes(b"")
     os.truncate(fs_img, 64 * MiB)
-    subprocess.run(["mkfs.ext4", "-q", "-F", "-O", "inline_data", "-I", "1024", "-d", str(tree),
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-O", "inline_data", "-I", inode_size, "-d", str(tree),
                     "-E", "root_owner=0:0", str(fs_img)], check=True)
     for path in ("/etc/eks", "/etc/os-release"):  # the case really is inline
         stat = subprocess.run(["debugfs", "-R", f"stat {path}", str(fs_img)],

@@ -393,8 +393,8 @@ def run_plan(settings: Settings, clients: Clients, plan: BakePlan,
     imds = _BuildInstanceImds(clients, plan)
     warm = _warm_verify(clients, plan.region)
     try:
-        run = P.run_build(inv.build_cmd, cwd=inv.workdir, env=P.packer_env(), progress=progress,
-                          on_event=imds.on_event)
+        run = P.run_build(inv.build_cmd, cwd=inv.workdir, env=_packer_aws_env(settings),
+                          progress=progress, on_event=imds.on_event)
     except KeyboardInterrupt as err:
         warm.join()
         partial: P.PackerRun | None = getattr(err, "packer_run", None)
@@ -469,6 +469,14 @@ def run_plan(settings: Settings, clients: Clients, plan: BakePlan,
         seconds=time.monotonic() - t0, checks_run=checks, checks_skipped=skipped,
         imds_support=next(iter(imds_values.values()), None), record=record,
         lineage_recorded=recorded)
+
+
+def _packer_aws_env(settings: Settings) -> dict[str, str]:
+    """Packer reads credentials like the AWS CLI: hand it the configured profile and region."""
+    extra = {"AWS_REGION": settings.aws.region, "AWS_DEFAULT_REGION": settings.aws.region}
+    if settings.aws.profile:
+        extra["AWS_PROFILE"] = settings.aws.profile
+    return P.packer_env(extra)
 
 
 class _BuildInstanceImds:

@@ -221,3 +221,19 @@ def test_name_filter_picks_newest_available(emulator, clients, tmp_path):
         plan_bake(_settings(emulator.endpoint, tmp_path, {"name_filter": "nothing-*",
                                                           "owners": ["self"]}),
                   clients, None, workdir=tmp_path / "x", stage=False)
+
+
+def test_real_aws_plan_uses_ssh_and_provisioners_and_validates(emulator, clients, tmp_path):
+    """Without an endpoint (real AWS) the plan keeps the template's ssh communicator, so the
+    in-instance provisioners run; `packer validate` accepts that variable set too."""
+    from dataclasses import replace
+
+    from pipeline import packer as P
+
+    settings = _settings(emulator.endpoint, tmp_path, {"ssm_parameter": AL2023_PARAM})
+    real = replace(settings, aws=replace(settings.aws, endpoint_url=None))
+    plan = plan_bake(real, clients, None, workdir=tmp_path / "work")   # look-ups: emulator
+    for key in ("custom_endpoint_ec2", "communicator", "skip_aws_validation"):
+        assert key not in plan.variables
+    assert plan.variables["require"] == "nodeadm"
+    P.validate(plan.invocation)

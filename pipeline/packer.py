@@ -43,7 +43,7 @@ __all__ = [
     "PLUGINS_FILE", "VARIABLES_FILE", "DEFAULTS_FILE",
     "find_packer", "detect_version", "parse_version", "template_files", "plan_invocation",
     "stage_legacy", "parse_line", "decode", "run_build", "validate", "init",
-    "parse_manifest", "packer_env",
+    "parse_manifest", "packer_env", "strip_fenced", "new_workdir", "INTERRUPT_GRACE",
 ]
 
 log = logging.getLogger(__name__)

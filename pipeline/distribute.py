@@ -505,7 +505,8 @@ def move_pointers(settings: Settings, clients: Clients, gate: GateResult, channe
     checked (each region's pointer names that region's copy).
 
     All or nothing: if one PutParameter fails, the pointers already moved are put back
-    (or deleted when they did not exist), so no region serves a different release.
+    (or deleted when they did not exist), so no region serves a different release. One
+    region costs one PutParameter; more regions also read each pointer first (to restore).
     """
     name = image_name or gate.image_name
     if not name:
@@ -514,8 +515,9 @@ def move_pointers(settings: Settings, clients: Clients, gate: GateResult, channe
     moved: list[Pointer] = []
     with ExitStack() as undo:
         for region in gate.regions:
-            before = get_pointer(clients, settings.ssm_prefix, name, channel, region=region)
-            undo.callback(_restore_pointer, settings, clients, name, channel, region, before)
+            if len(gate.regions) > 1:
+                before = get_pointer(clients, settings.ssm_prefix, name, channel, region=region)
+                undo.callback(_restore_pointer, settings, clients, name, channel, region, before)
             moved.append(put_pointer(clients, settings.ssm_prefix, name, channel,
                                      gate.image_for(region), region=region))
         undo.pop_all()

@@ -38,7 +38,7 @@ from . import tags as T
 from . import user_data as ud
 from .aws import Clients, error_code
 from .config import LaunchTemplateSettings, Settings
-from .distribute import gate_publication
+from .distribute import gate_publication, move_pointers
 from .errors import AwsCallError, ImageReadError, InputError, LintError
 from .launch_templates import TemplateVersion
 from .pointers import Pointer, get_pointer, pointer_name, put_pointer
@@ -363,7 +363,7 @@ def publish(settings: Settings, clients: Clients, req: PublishRequest, *,
     previous_default = next((v.version for v in found or [] if v.default), None)
     # Gating (issue 8): nothing that names the AMI is written until its build is available
     # in every configured region; no AWS call for a single-region image (added by lineage).
-    gate_publication(settings, clients, image.image_id, region=region, home_image=image)
+    gate = gate_publication(settings, clients, image.image_id, region=region, home_image=image)
 
     with ExitStack() as undo:
         template_created = created = False
@@ -391,8 +391,9 @@ def publish(settings: Settings, clients: Clients, req: PublishRequest, *,
             default_version = version.version
         pointer = None
         if channel and image_name:
-            pointer = put_pointer(clients, settings.ssm_prefix, image_name, channel,
-                                  image.image_id, region=region).name
+            # The channel pointer in every region of the build, each naming that region's
+            # copy (one PutParameter for a single-region image; added by lineage).
+            pointer = move_pointers(settings, clients, gate, channel, image_name=image_name)[0].name
         paths = kp.write_manifests(manifests, settings.karpenter.output_dir) if manifests else []
         undo.pop_all()
     log.info("published %s as %s version %s", image.image_id, name, version.version)

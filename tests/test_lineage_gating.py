@@ -49,3 +49,6 @@ def test_publication_waits_until_every_region_is_available(emulator, tmp_path, c
     assert res.created and res.pointer == f"/eks-ami-pipeline/{IMAGE}/candidate"
     assert clients.client("ssm").get_parameter(Name=res.pointer)["Parameter"]["Value"] == \
         rec.image_ids[HOME]
+    for region, ami in out.image_ids.items():  # the channel in every region, its own copy
+        param = clients.client("ssm", region=region).get_parameter(Name=res.pointer)["Parameter"]
+        assert (param["Value"], param["DataType"]) == (ami, "aws:ec2:image")

@@ -399,8 +399,7 @@ def _copy_image_model(ec2: Any, source_id: str, source_region: str, name: str,
     src = src_backend.amis.get(source_id)
     if src is None:
         raise _err("InvalidAMIID.NotFound", f"The image id '[{source_id}]' does not exist")
-    if not name or len(name) < 3 or len(name) > 128:
-        raise _err("InvalidAMIName.Malformed", f"Invalid AMI name {name!r}")
+    _check_name(ec2, name)  # AMI names are unique per account and Region, copies included
     image_tags = _tags_for(specs, "image", ("image", "snapshot"))
     snap_tags = _tags_for(specs, "snapshot", ("image", "snapshot"))
     ami_id = random_ami_id()

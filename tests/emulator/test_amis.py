@@ -217,3 +217,11 @@ def test_run_instances_from_template_resolves_ssm_image(clients, ec2):
     with pytest.raises(ClientError) as exc:
         ec2.run_instances(MinCount=1, MaxCount=1, LaunchTemplate={"LaunchTemplateName": "bad-lt"})
     assert exc.value.response["Error"]["Code"] == "InvalidParameterValue"
+
+
+def test_copy_image_name_must_be_unique_in_the_destination(ec2, ebs):
+    sid = _upload(ebs, DATA)
+    ami = _register(ec2, sid, name="dup-src")
+    with pytest.raises(ClientError) as exc:  # same Region: the name is taken by the source
+        ec2.copy_image(SourceImageId=ami, SourceRegion="us-east-1", Name="dup-src")
+    assert exc.value.response["Error"]["Code"] == "InvalidAMIName.Duplicate"

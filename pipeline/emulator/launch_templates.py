@@ -3,7 +3,7 @@
 - CreateLaunchTemplate / CreateLaunchTemplateVersion: ``ClientToken`` idempotency (same
   token and parameters → the same template/version; other parameters →
   ``IdempotentParameterMismatch``), ``VersionDescription`` ≤ 255 characters, ``UserData``
-  base64 and ≤ 16 KB decoded (AWSEC2/latest/UserGuide/user-data.html: "limited to 16 KB, in
+  base64 and ≤ 16 KB decoded (AWSEC2/latest/UserGuide/instancedata-add-user-data.html: "limited to 16 KB, in
   raw form, before it is base64-encoded"); ``SourceVersion`` (number, ``$Latest`` or
   ``$Default``): the new version inherits that version's parameters and the request's
   ``LaunchTemplateData`` overrides them parameter by parameter.

@@ -3,7 +3,7 @@
 Sources: botocore ec2 model (CreateLaunchTemplateVersion SourceVersion/ClientToken,
 DescribeLaunchTemplateVersions MaxResults 1-200, DeleteLaunchTemplateVersions error-code
 enum), AWSEC2/latest/APIReference/API_CreateLaunchTemplateVersion.html (SourceVersion
-inheritance), AWSEC2/latest/UserGuide/user-data.html (16 KB raw limit),
+inheritance), AWSEC2/latest/UserGuide/instancedata-add-user-data.html (16 KB raw limit),
 aws-cli awscli/examples/ec2/describe-launch-template-versions.rst (newest first),
 AWS-FACTS §3.
 """

@@ -335,6 +335,16 @@ def upload_file(s3: Any, path: Path | str, bucket: str, *, key: str | None = Non
     try:
         return _upload(s3, fd, digest, bucket, key, url, metadata or {}, sse, kms_key_id,
                        workers, progress, t0)
+    except AwsCallError:
+        # Another run of the same file may have resumed this upload and completed it
+        # first (S3 then answers NoSuchUpload; the emulator a 500): if the object under
+        # the content-addressed key is now the one we wanted, we are done.
+        other = head_object(s3, bucket, key)
+        if not (other and other.sha256 == digest.sha256 and other.size == digest.size):
+            raise
+        log.info("%s was completed by another run of the same file", url)
+        return UploadResult(bucket, key, digest.sha256, digest.size, 0, 0, digest.parts,
+                            skipped=True, resumed=True, seconds=time.monotonic() - t0)
     finally:
         os.close(fd)
 

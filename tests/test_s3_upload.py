@@ -152,3 +152,21 @@ def test_missing_file_is_bad_input(s3, tmp_path) -> None:
         upload_file(s3, tmp_path / "nope.raw", BUCKET)
     assert "nope.raw" in str(err.value)
     assert not os.path.exists(tmp_path / "nope.raw")
+
+
+def test_a_concurrent_run_completing_the_same_upload_counts_as_done(s3, tmp_path) -> None:
+    """Run B resumes run A's open upload, but a third run C completes it first."""
+    src = _random_file(tmp_path / "disk.raw", 5 * 8 * MiB)
+    with pytest.raises(Interrupt):
+        upload_file(s3, src, BUCKET, workers=1, progress=StopAfter(1))     # run A
+
+    class OtherRunFinishes(StopAfter):
+        def start(self, total, label: str = "") -> None:
+            if label.startswith("upload") and not getattr(self, "fired", False):
+                self.fired = True
+                upload_file(s3, src, BUCKET, workers=2)                      # run C
+
+    result = upload_file(s3, src, BUCKET, workers=2, progress=OtherRunFinishes(99))  # B
+    assert result.skipped and result.resumed
+    assert _object_sha(s3, result.key) == result.sha256
+    assert _open_uploads(s3) == []

@@ -44,6 +44,7 @@ __all__ = [
     "distribute",
     "gate_publication",
     "move_pointers",
+    "point_channel",
 ]
 
 log = logging.getLogger(__name__)
@@ -258,8 +259,18 @@ def _copy(clients: Clients, plan: DistributionPlan, record: BuildRecord, region:
     key = plan.kms_key_ids.get(region)
     if key:
         kwargs.update(Encrypted=True, KmsKeyId=key)
-    resp = call(ec2.copy_image, what=f"copying {plan.source_image_id} from {plan.home_region} "
-                f"to {region}", **kwargs)
+    what = f"copying {plan.source_image_id} from {plan.home_region} to {region}"
+    try:
+        resp = call(ec2.copy_image, what=what, **kwargs)
+    except AwsCallError as err:
+        if err.__cause__ is None or error_code(err.__cause__) != "InvalidAMIName.Duplicate":
+            raise
+        # AMI names are unique per region: an older AMI there (say a copy kept after its
+        # source was pruned) holds this name. Keep the copy findable: suffix the build id.
+        log.info("%s: name %r is taken in %s; naming the copy after the build", what,
+                 kwargs["Name"], region)
+        kwargs["Name"] = f"{str(kwargs['Name'])[:128 - len(record.build_id) - 1]}-{record.build_id}"
+        resp = call(ec2.copy_image, what=what, **kwargs)
     return str(resp["ImageId"])
 
 
@@ -536,3 +547,21 @@ def _restore_pointer(settings: Settings, clients: Clients, image_name: str, chan
     except (ClientError, OperationFailed) as err:
         log.warning("could not restore pointer %s/%s in %s: %s", image_name, channel, region, err)
 
+
+def point_channel(settings: Settings, clients: Clients, ami_id: str, channel: str, *,
+                  image_name: str, region: str | None = None) -> list[Pointer]:
+    """Move ``<ssm_prefix>/<image_name>/<channel>`` to the build behind ``ami_id`` in every
+    region of the image (promote and rollback call this).
+
+    A single-region image costs one PutParameter. For more regions the build's copy is
+    looked up in each (without waiting: the release was gated when it was published)
+    and :func:`move_pointers` moves them all or none.
+    """
+    region = region or clients.region
+    configured = next((i for i in settings.images if i.name == image_name), None)
+    if configured is None or _regions(configured, region) == [region]:
+        return [put_pointer(clients, settings.ssm_prefix, image_name, channel, ami_id,
+                            region=region)]
+    gate = gate_publication(settings, clients, ami_id, image_name=image_name, region=region,
+                            wait=False)
+    return move_pointers(settings, clients, gate, channel, image_name=image_name)

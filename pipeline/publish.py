@@ -38,10 +38,10 @@ from . import tags as T
 from . import user_data as ud
 from .aws import Clients, error_code
 from .config import LaunchTemplateSettings, Settings
-from .distribute import gate_publication, move_pointers
+from .distribute import gate_publication, move_pointers, point_channel
 from .errors import AwsCallError, ImageReadError, InputError, LintError
 from .launch_templates import TemplateVersion
-from .pointers import Pointer, get_pointer, pointer_name, put_pointer
+from .pointers import Pointer, get_pointer, pointer_name
 
 __all__ = [
     "PublishRequest",
@@ -501,8 +501,8 @@ def promote(settings: Settings, clients: Clients, template: str, version: int | 
             undo.callback(_restore_default, ec2, target.template_id, current.version)
         pointer = None
         if ch and image_name and target.image_id and _AMI_RE.match(target.image_id):
-            pointer = put_pointer(clients, settings.ssm_prefix, image_name, ch, target.image_id,
-                                  region=region).name
+            pointer = point_channel(settings, clients, target.image_id, ch,  # every region
+                                    image_name=image_name, region=region)[0].name
         undo.pop_all()
     return PromoteResult(template_id=target.template_id, template_name=template,
                          version=target.version, image_id=target.image_id,
@@ -533,8 +533,8 @@ def rollback(settings: Settings, clients: Clients, template: str, channel: str |
         pointer = None
         if ch and image_name and target.image_id and _AMI_RE.match(target.image_id):
             previous_ptr = get_pointer(clients, settings.ssm_prefix, image_name, ch, region=region)
-            pointer = put_pointer(clients, settings.ssm_prefix, image_name, ch, target.image_id,
-                                  region=region).name
+            pointer = point_channel(settings, clients, target.image_id, ch,  # every region
+                                    image_name=image_name, region=region)[0].name
         undo.pop_all()
     return RollbackResult(template_id=target.template_id, template_name=template,
                           from_version=current.version, to_version=target.version,

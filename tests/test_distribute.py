@@ -371,3 +371,12 @@ def test_rerun_after_a_failed_distribution_copies_again(settings, clients, recor
     for region in (WEST, EU):
         (img,) = images_of_build(clients, region, record.build_id)
         assert img["ImageId"] == out.image_ids[region] and img["State"] == "available"
+
+
+def test_copy_is_renamed_when_its_name_is_taken_in_the_target_region(settings, clients, record):
+    clients.client("ec2", region=WEST).register_image(Name="eks-node-b1")  # same name, older
+    out = distribute(settings, clients, record, wait_delay=0.05)
+    names = {r: clients.client("ec2", region=r).describe_images(
+        ImageIds=[out.image_ids[r]])["Images"][0]["Name"] for r in REGIONS}
+    assert names == {HOME: "eks-node-b1", EU: "eks-node-b1",
+                     WEST: f"eks-node-b1-{record.build_id}"}

@@ -9,10 +9,10 @@ from moto.ec2.models import ec2_backends
 from moto.ssm.models import ssm_backends
 
 from pipeline.distribute import distribute
-from pipeline.publish import PublishRequest, publish
+from pipeline.publish import PublishRequest, promote, publish, rollback
 
 from test_lineage_e2e import HOME, IMAGE, built
-from test_publish_support import example_raw, node_security_group, settings_for
+from test_publish_support import TEMPLATE, example_raw, node_security_group, settings_for
 
 ACCOUNT = "123456789012"
 
@@ -52,3 +52,26 @@ def test_publication_waits_until_every_region_is_available(emulator, tmp_path, c
     for region, ami in out.image_ids.items():  # the channel in every region, its own copy
         param = clients.client("ssm", region=region).get_parameter(Name=res.pointer)["Parameter"]
         assert (param["Value"], param["DataType"]) == (ami, "aws:ec2:image")
+
+
+def test_promote_and_rollback_move_the_channel_in_every_region(emulator, tmp_path, clients):
+    raw = example_raw(tmp_path, sg_ids=[node_security_group(clients)])
+    raw["images"][0]["regions"] = [HOME, "us-west-2", "eu-west-1"]
+    settings = settings_for(raw, tmp_path)
+    old = distribute(settings, clients, built(emulator, settings, clients,
+                                              "b-20261120100000-444444"), wait_delay=0.05)
+    new = distribute(settings, clients, built(emulator, settings, clients,
+                                              "b-20261124100000-555555"), wait_delay=0.05)
+    name = f"/eks-ami-pipeline/{IMAGE}/candidate"
+
+    def channel() -> dict[str, str]:
+        return {r: clients.client("ssm", region=r).get_parameter(Name=name)["Parameter"]["Value"]
+                for r in old.image_ids}
+
+    publish(settings, clients, PublishRequest(ami_id=old.image_ids[HOME], create=True))
+    publish(settings, clients, PublishRequest(ami_id=new.image_ids[HOME]))
+    assert channel() == new.image_ids
+    rollback(settings, clients, TEMPLATE)
+    assert channel() == old.image_ids
+    promote(settings, clients, TEMPLATE, 2)
+    assert channel() == new.image_ids

@@ -21,6 +21,8 @@ A CI run is stateless, so every link lives in AWS itself:
   builds without a separate index. The cost is the size limit: 4 KB (Standard tier) is
   plenty for a record (about 1-1.5 KB), the rare larger one is written in the Advanced
   tier (8 KB, billed per parameter-month), and ``extra`` is dropped above that. Records
+  up to 4 KB are written with Intelligent-Tiering (Standard, free), so a record that once
+  needed Advanced can still be rewritten smaller (SSM never downgrades a parameter). Records
   sit under ``_builds`` because image names must start with a letter or digit, so the
   record tree can never collide with a pointer ``<ssm_prefix>/<image>/<channel>``.
 - **The local** ``<state_dir>/manifest.json`` for CI artefacts: every build this
@@ -396,7 +398,10 @@ def _put_record(settings: Settings, clients: Clients, record: BuildRecord) -> st
     if size > ADVANCED_TIER_LIMIT:
         raise OperationFailed(f"build {record.build_id}: the record is {size} bytes, over SSM's "
                               f"{ADVANCED_TIER_LIMIT}; shorten the source file name or inputs")
-    tier = "Standard" if size <= STANDARD_TIER_LIMIT else "Advanced"
+    # Over 4 KB: Advanced. Otherwise Intelligent-Tiering, which stores it as Standard but,
+    # unlike Tier=Standard, does not fail on a record that an earlier write made Advanced
+    # (SSM never downgrades a parameter).
+    tier = "Intelligent-Tiering" if size <= STANDARD_TIER_LIMIT else "Advanced"
     name = record_parameter_name(settings, record.image_name, record.build_id)
     ssm = clients.client("ssm")
     call(ssm.put_parameter, Name=name, Value=body, Type="String", Overwrite=True, Tier=tier,

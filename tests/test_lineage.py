@@ -135,6 +135,11 @@ def test_large_record_goes_to_advanced_tier(settings, clients):
     assert meta["Parameters"][0]["Tier"] == "Advanced"
     assert lineage.load_build(settings, clients, "eks-node", rec.build_id).extra["notes"] == "x" * 5000
 
+    rec.extra["notes"] = "short"  # shrinking again must not ask SSM for a downgrade
+    lineage.record_build(settings, clients, rec)
+    meta = ssm.describe_parameters(ParameterFilters=[{"Key": "Name", "Values": [name]}])
+    assert meta["Parameters"][0]["Tier"] != "Standard"
+
     rec.extra["notes"] = "y" * 9000  # over 8 KB: extra is dropped, the lineage kept
     lineage.record_build(settings, clients, rec)
     back = lineage.load_build(settings, clients, "eks-node", rec.build_id)

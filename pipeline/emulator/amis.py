@@ -462,16 +462,19 @@ def register_image(self: Any) -> ActionResult:
     name = _check_name(ec2, self._get_param("Name"))
     arch = self._get_param("Architecture") or "i386"
     if arch not in _ARCHES:
-        raise _err("InvalidParameterValue", f"Value ({arch}) for parameter architecture is invalid.")
+        raise _err("InvalidParameterValue",
+                   f"Value ({arch}) for parameter architecture is invalid.")
     boot_mode = self._get_param("BootMode")
     if boot_mode is not None and boot_mode not in _BOOT_MODES:
-        raise _err("InvalidParameterValue", f"Value ({boot_mode}) for parameter bootMode is invalid.")
+        raise _err("InvalidParameterValue",
+                   f"Value ({boot_mode}) for parameter bootMode is invalid.")
     imds = self._get_param("ImdsSupport")
     if imds is not None and imds != "v2.0":
         raise _err("InvalidParameterValue", f"Value ({imds}) for parameter imdsSupport is invalid.")
     vtype = self._get_param("VirtualizationType") or "paravirtual"
     if vtype not in ("hvm", "paravirtual"):
-        raise _err("InvalidParameterValue", f"Value ({vtype}) for parameter virtualizationType is invalid.")
+        raise _err("InvalidParameterValue",
+                   f"Value ({vtype}) for parameter virtualizationType is invalid.")
     raw_maps = self._get_param("BlockDeviceMappings") or []
     mappings = _normalise_mappings(ec2, raw_maps)
     root = self._get_param("RootDeviceName") or "/dev/sda1"
@@ -571,6 +574,7 @@ def install() -> None:
     EC2Backend.copy_snapshot = _copy_snapshot  # type: ignore[method-assign]
     EC2Backend.delete_snapshot = _delete_snapshot  # type: ignore[method-assign]
     EC2Backend.run_instances = _run_instances  # type: ignore[method-assign]
-    EC2Response._parse_block_device_mapping = _parse_block_device_mapping  # type: ignore[method-assign]
+    EC2Response._parse_block_device_mapping = (  # type: ignore[method-assign]
+        _parse_block_device_mapping)
     for fn in (register_image, create_image, copy_image, deregister_image, describe_snapshots):
         setattr(EC2Response, fn.__name__, fn)

@@ -3,10 +3,10 @@
 - CreateLaunchTemplate / CreateLaunchTemplateVersion: ``ClientToken`` idempotency (same
   token and parameters → the same template/version; other parameters →
   ``IdempotentParameterMismatch``), ``VersionDescription`` ≤ 255 characters, ``UserData``
-  base64 and ≤ 16 KB decoded (AWSEC2/latest/UserGuide/instancedata-add-user-data.html: "limited to 16 KB, in
-  raw form, before it is base64-encoded"); ``SourceVersion`` (number, ``$Latest`` or
-  ``$Default``): the new version inherits that version's parameters and the request's
-  ``LaunchTemplateData`` overrides them parameter by parameter.
+  base64 and ≤ 16 KB decoded (AWSEC2/latest/UserGuide/instancedata-add-user-data.html:
+  "limited to 16 KB, in raw form, before it is base64-encoded"); ``SourceVersion``
+  (number, ``$Latest`` or ``$Default``): the new version inherits that version's
+  parameters and the request's ``LaunchTemplateData`` overrides them one by one.
 - DescribeLaunchTemplateVersions: newest first (as the AWS CLI example shows),
   ``Versions`` with numbers/``$Latest``/``$Default``, ``MinVersion``/``MaxVersion``,
   ``MaxResults`` 1–200 with ``NextToken``, a few filters (image-id, instance-type,
@@ -247,7 +247,8 @@ def describe_launch_template_versions(self: Any) -> ActionResult:
                    "Expecting a value between 1 and 200.")
     filters = {f["Name"]: list(f.get("Values") or [])
                for f in self._get_param("Filters", []) or []}
-    has_template = bool(self._get_param("LaunchTemplateName") or self._get_param("LaunchTemplateId"))
+    has_template = bool(self._get_param("LaunchTemplateName")
+                        or self._get_param("LaunchTemplateId"))
     pairs: list[tuple[Any, Any]] = []
     if not has_template:
         if not versions or any(v.lower() not in ("$latest", "$default") for v in versions):

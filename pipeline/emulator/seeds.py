@@ -7,7 +7,8 @@ would need >= 320 MiB) and cached as 512 KiB blocks; a reset only re-inserts the
 Seeded in :data:`SEED_REGIONS` for :data:`K8S_VERSIONS`, owner 602401143452 (the EKS AMI
 account, alias ``amazon``, public):
 
-- ``/aws/service/eks/optimized-ami/<k8s>/amazon-linux-2023/{x86_64,arm64}/standard/recommended/image_id``
+- ``/aws/service/eks/optimized-ami/<k8s>/amazon-linux-2023/{x86_64,arm64}/standard/``
+  ``recommended/image_id``
   → ``amazon-eks-node-al2023-<arch>-standard-<k8s>-v20241115`` (AL2023-like root:
   bootstrap.sh stub, nodeadm and its units);
 - ``/aws/service/eks/optimized-ami/<k8s>/amazon-linux-2/recommended/image_id``
@@ -100,7 +101,8 @@ def seed_image(ec2: Any, kind: str, *, name: str | None = None, arch: str = "x86
     snap = new_snapshot(ec2, size_gib(disk.nbytes), "", owner_id=owner, blocks=disk.blocks)
     name = name or ami_name(kind, k8s, arch)
     if kind == "al2023":
-        desc = f"EKS-optimized Kubernetes node based on Amazon Linux 2023, (k8s: {k8s}, containerd: 1.7.*)"
+        desc = (f"EKS-optimized Kubernetes node based on Amazon Linux 2023, (k8s: {k8s}, "
+                "containerd: 1.7.*)")
         vtype, boot = "gp3", ("uefi" if arch == "arm64" else "uefi-preferred")
         imds: str | None = "v2.0"
     elif kind == "al2":

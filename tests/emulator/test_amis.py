@@ -79,7 +79,8 @@ def test_register_image_keeps_every_attribute(ec2, ebs):
     assert img["ImdsSupport"] == "v2.0"
     assert img["Tags"] == [{"Key": "team", "Value": "eks"}]
     # API_DescribeImageAttribute: bootMode / imdsSupport answer {"Value": ...}.
-    for attr, key, value in (("bootMode", "BootMode", "uefi"), ("imdsSupport", "ImdsSupport", "v2.0")):
+    for attr, key, value in (("bootMode", "BootMode", "uefi"),
+                             ("imdsSupport", "ImdsSupport", "v2.0")):
         got = ec2.describe_image_attribute(ImageId=ami, Attribute=attr)
         assert got[key] == {"Value": value}
     # Filters used by lineage tooling.
@@ -131,7 +132,8 @@ def test_deregister_with_delete_associated_snapshots(ec2, ebs):
     out = ec2.deregister_image(ImageId=ami, DeleteAssociatedSnapshots=True)
     assert out["DeleteSnapshotResults"] == [{"SnapshotId": sid, "ReturnCode": "success"}] or \
         [r.get("ReturnCode") for r in out["DeleteSnapshotResults"]] == ["success"]
-    assert not ec2.describe_snapshots(Filters=[{"Name": "snapshot-id", "Values": [sid]}])["Snapshots"]
+    left = ec2.describe_snapshots(Filters=[{"Name": "snapshot-id", "Values": [sid]}])
+    assert not left["Snapshots"]
 
 
 def test_instance_volume_and_create_image_carry_the_bytes(ec2, ebs):
@@ -202,7 +204,8 @@ def test_copy_snapshot_create_volume_create_snapshot_copy_blocks(ec2, ebs):
 def test_run_instances_from_template_resolves_ssm_image(clients, ec2):
     # AWSEC2/latest/UserGuide/create-launch-template.html#use-an-ssm-parameter-instead-of-an-ami-id:
     # resolve:ssm: is resolved when the instance launches.
-    param = "/aws/service/eks/optimized-ami/1.31/amazon-linux-2023/x86_64/standard/recommended/image_id"
+    param = ("/aws/service/eks/optimized-ami/1.31/amazon-linux-2023/x86_64/standard/"
+             "recommended/image_id")
     ami = clients.client("ssm").get_parameter(Name=param)["Parameter"]["Value"]
     ec2.create_launch_template(LaunchTemplateName="ssm-lt", LaunchTemplateData={
         "ImageId": f"resolve:ssm:{param}", "InstanceType": "m5.large"})

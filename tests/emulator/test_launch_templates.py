@@ -79,7 +79,8 @@ def test_description_and_user_data_limits(ec2):
     assert _code(exc) == "InvalidUserData.Malformed"
     big = base64.b64encode(b"#" * (16 * 1024 + 1)).decode()
     with pytest.raises(ClientError) as exc:
-        ec2.create_launch_template_version(LaunchTemplateId=tid, LaunchTemplateData={"UserData": big})
+        ec2.create_launch_template_version(LaunchTemplateId=tid,
+                                          LaunchTemplateData={"UserData": big})
     assert _code(exc) == "InvalidParameterValue"
     ok = base64.b64encode(b"#" * (16 * 1024)).decode()
     ec2.create_launch_template_version(LaunchTemplateId=tid, VersionDescription="y" * 255,

@@ -91,8 +91,9 @@ def _wait(ec2, task_ids: list[str], timeout: float = 30) -> dict[str, dict]:
 def _snapshot_bytes(ebs, sid: str) -> dict[int, bytes]:
     out = {}
     for b in ebs.list_snapshot_blocks(SnapshotId=sid)["Blocks"]:
-        out[b["BlockIndex"]] = ebs.get_snapshot_block(
-            SnapshotId=sid, BlockIndex=b["BlockIndex"], BlockToken=b["BlockToken"])["BlockData"].read()
+        got = ebs.get_snapshot_block(SnapshotId=sid, BlockIndex=b["BlockIndex"],
+                                     BlockToken=b["BlockToken"])
+        out[b["BlockIndex"]] = got["BlockData"].read()
     return out
 
 
@@ -122,7 +123,8 @@ def test_role_check_is_synchronous(clients):
     good = json.loads(json.dumps(TRUST))
     good["Statement"][0]["Condition"] = {"StringEquals": {"sts:ExternalId": "vmimport"}}
     iam.create_role(RoleName="custom2", AssumeRolePolicyDocument=json.dumps(good))
-    assert _start(ec2, "k", "VMDK", RoleName="custom2")["Status"] == "active"  # key case-insensitive
+    # The condition key is case-insensitive.
+    assert _start(ec2, "k", "VMDK", RoleName="custom2")["Status"] == "active"
 
 
 def test_vmdk_import_walks_states_and_registers_ami_with_the_bytes(aws, disks):
@@ -132,7 +134,8 @@ def test_vmdk_import_walks_states_and_registers_ami_with_the_bytes(aws, disks):
                    TagSpecifications=[{"ResourceType": "import-image-task",
                                        "Tags": [{"Key": "build", "Value": "b1"}]}])
     # First response (aws-cli examples/ec2/import-image.rst): active / pending / "2".
-    assert (first["Status"], first["StatusMessage"], first["Progress"]) == ("active", "pending", "2")
+    assert (first["Status"], first["StatusMessage"], first["Progress"]) == \
+        ("active", "pending", "2")
     assert first["ImportTaskId"].startswith("import-ami-")
     assert first["SnapshotDetails"][0]["DiskImageSize"] == 0.0
     assert first["Tags"] == [{"Key": "build", "Value": "b1"}]
@@ -146,7 +149,8 @@ def test_vmdk_import_walks_states_and_registers_ami_with_the_bytes(aws, disks):
     assert seen == sorted(set(seen), key=order.index)  # never goes backwards
     assert "converting" in seen and "preparing ami" in seen
     detail = done["SnapshotDetails"][0]
-    assert detail["Status"] == "completed" and detail["DiskImageSize"] == disks["vmdk"].stat().st_size
+    assert detail["Status"] == "completed"
+    assert detail["DiskImageSize"] == disks["vmdk"].stat().st_size
     img = ec2.describe_images(ImageIds=[done["ImageId"]])["Images"][0]
     assert (img["RootDeviceName"], img["Architecture"]) == ("/dev/sda1", "x86_64")
     assert img["BootMode"] == "legacy-bios"

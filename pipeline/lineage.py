@@ -555,8 +555,14 @@ def _builds_from_tags(clients: Clients, image: str | None) -> list[BuildRecord]:
     if image:
         filters.append({"Name": f"tag:{T.IMAGE_NAME}", "Values": [image]})
     out = []
-    images = call(ec2.describe_images, Owners=["self"], Filters=filters,
-                  what="listing this account's pipeline AMIs").get("Images") or []
+    images: list[dict[str, Any]] = []
+    try:
+        for page in ec2.get_paginator("describe_images").paginate(Owners=["self"],
+                                                                  Filters=filters):
+            images.extend(page.get("Images") or [])
+    except ClientError as err:
+        raise OperationFailed(f"listing this account's pipeline AMIs in {clients.region}: "
+                              f"{error_code(err)}") from err
     for img in images:
         rec = record_from_tags(T.from_tag_list(img.get("Tags")), region=clients.region,
                                image_id=img["ImageId"], snapshot_ids=_image_snapshots(img))

@@ -354,9 +354,10 @@ def distribute(settings: Settings, clients: Clients, record: BuildRecord, *,
     regions = [plan.home_region, *plan.target_regions]
     progress.start(len(regions), f"distributing {record.build_id}")
     with ExitStack() as undo:
+        undo.callback(_restore_record, record, dict(record.image_ids),
+                      {r: list(s) for r, s in record.snapshot_ids.items()})
         source = _describe(clients, plan.home_region, plan.source_image_id)
         _check_keys_and_sharing(clients, plan, source)
-        created: dict[str, str] = {}
         for region in plan.target_regions:
             ec2 = clients.client("ec2", region=region)
             existing = call(_find_copy, ec2=ec2, build_id=record.build_id,
@@ -368,7 +369,6 @@ def distribute(settings: Settings, clients: Clients, record: BuildRecord, *,
             image_id = _copy(clients, plan, record, region, source)
             undo.callback(_delete_copy, clients, region, image_id)
             _tag_copy(clients, plan, record, region, image_id)
-            created[region] = image_id
             record.image_ids[region] = image_id
             progress.status(f"{region}: copying as {image_id}")
         for region in regions:
@@ -392,6 +392,15 @@ def distribute(settings: Settings, clients: Clients, record: BuildRecord, *,
         undo.pop_all()
     progress.done()
     return record
+
+
+def _restore_record(record: BuildRecord, image_ids: dict[str, str],
+                    snapshot_ids: dict[str, list[str]]) -> None:
+    """Undo: the caller's record names only AMIs that still exist."""
+    record.image_ids.clear()
+    record.image_ids.update(image_ids)
+    record.snapshot_ids.clear()
+    record.snapshot_ids.update(snapshot_ids)
 
 
 # --------------------------------------------------------------------------- gate

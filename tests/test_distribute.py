@@ -170,8 +170,10 @@ def test_failed_copy_leaves_no_partial_copies(settings, clients, record):
         set_state(EU, parsed["ImageId"], "pending")  # this copy never completes
 
     clients.client("ec2", region=EU).meta.events.register("after-call.ec2.CopyImage", stuck)
+    home_only = dict(record.image_ids)
     with pytest.raises(OperationFailed, match=f"{EU}.*pending"):
         distribute(settings, clients, record, wait_delay=0.05, timeout=0.3)
+    assert record.image_ids == home_only  # the record names no deleted copy
     for region in (WEST, EU):
         assert images_of_build(clients, region, record.build_id) == []
         assert snapshot_ids(clients, region) == before[region]

@@ -317,6 +317,25 @@ def _resolve_ssm_image(ec2: Any, image_id: str) -> str:
     return str(param.value)
 
 
+def _check_architecture(ec2: Any, ami: Any, kwargs: dict[str, Any]) -> None:
+    """EC2 refuses an instance type whose architectures do not include the AMI's."""
+    from moto.ec2.models.instance_types import INSTANCE_TYPES
+
+    itype = kwargs.get("instance_type")
+    if kwargs.get("is_instance_type_default") and kwargs.get("launch_template"):
+        itype = ec2._get_template_from_args(kwargs["launch_template"]).data.get(
+            "InstanceType") or itype
+    supported = (INSTANCE_TYPES.get(itype or "") or {}).get("ProcessorInfo", {}).get(
+        "SupportedArchitectures")
+    if supported and ami.architecture and ami.architecture not in supported:
+        raise _err("InvalidParameterValue",
+                   f"The architecture '{supported[0]}' of the specified instance type does not "
+                   f"match the architecture '{ami.architecture}' of the specified AMI. Specify "
+                   "an instance type and an AMI that have matching architectures, and try "
+                   "again. You can use 'describe-instance-types' or 'describe-images' to "
+                   "discover the architecture of the instance type or AMI.")
+
+
 def _run_instances(self: Any, image_id: str, count: int, user_data: Any,
                    security_group_names: list[str], **kwargs: Any) -> Any:
     ami = None
@@ -329,6 +348,8 @@ def _run_instances(self: Any, image_id: str, count: int, user_data: Any,
         if image_id not in self.amis:
             raise _err("InvalidAMIID.NotFound", f"The image id '[{image_id}]' does not exist")
         ami = self.amis[image_id]
+    if ami is not None:
+        _check_architecture(self, ami, kwargs)
     if ami is not None and getattr(ami, "_bdm", None) is not None:
         request = kwargs.get("block_device_mappings")
         if request is None and kwargs.get("launch_template"):

@@ -228,3 +228,13 @@ def test_copy_image_name_must_be_unique_in_the_destination(ec2, ebs):
     with pytest.raises(ClientError) as exc:  # same Region: the name is taken by the source
         ec2.copy_image(SourceImageId=ami, SourceRegion="us-east-1", Name="dup-src")
     assert exc.value.response["Error"]["Code"] == "InvalidAMIName.Duplicate"
+
+
+def test_instance_type_must_match_ami_architecture(ec2, ebs):
+    # EC2 refuses e.g. an x86_64 instance type for an arm64 AMI (InvalidParameterValue).
+    ami = _register(ec2, _upload(ebs, DATA), Architecture="arm64", VirtualizationType="hvm")
+    with pytest.raises(ClientError) as exc:
+        ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1, InstanceType="m5.large")
+    assert exc.value.response["Error"]["Code"] == "InvalidParameterValue"
+    assert "architecture" in exc.value.response["Error"]["Message"]
+    ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1, InstanceType="m6g.large")

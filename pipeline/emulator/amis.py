@@ -232,6 +232,13 @@ _orig = {name: getattr(EC2Backend, name) for name in (
 
 
 def _create_volume(self: Any, *args: Any, **kwargs: Any) -> Any:
+    size, snap_id = (args[0] if args else kwargs.get("size")), kwargs.get("snapshot_id")
+    if snap_id and size is not None and snap_id in self.snapshots and \
+            int(size) < self.snapshots[snap_id].volume_size:
+        need = self.snapshots[snap_id].volume_size
+        raise _err("InvalidParameterValue",
+                   f"Volume of {size}GiB is smaller than snapshot '{snap_id}', expect size >= "
+                   f"{need}GiB")
     vol = _orig["create_volume"](self, *args, **kwargs)
     if vol.snapshot_id:
         STORE.copy(vol.snapshot_id, vol.id)

@@ -197,6 +197,10 @@ def test_copy_snapshot_create_volume_create_snapshot_copy_blocks(ec2, ebs):
     vol = ec2.create_volume(SnapshotId=copy, AvailabilityZone="us-east-1a")["VolumeId"]
     snap2 = ec2.create_snapshot(VolumeId=vol)["SnapshotId"]
     assert _read(ebs, snap2) == DATA
+    big = _upload(ebs, DATA, size=4)
+    with pytest.raises(ClientError) as exc:  # a volume cannot be smaller than its snapshot
+        ec2.create_volume(SnapshotId=big, Size=2, AvailabilityZone="us-east-1a")
+    assert exc.value.response["Error"]["Code"] == "InvalidParameterValue"
     empty = ec2.create_volume(Size=1, AvailabilityZone="us-east-1a")["VolumeId"]
     assert _read(ebs, ec2.create_snapshot(VolumeId=empty)["SnapshotId"]) == {}
 

@@ -167,3 +167,22 @@ def test_resolve_alias_shows_the_ami(clients, ec2):
     resolved = ec2.describe_launch_template_versions(
         LaunchTemplateId=tid, ResolveAlias=True)["LaunchTemplateVersions"]
     assert resolved[0]["LaunchTemplateData"]["ImageId"] == ami
+
+
+def test_image_references_follow_deleted_versions(clients, ec2):
+    # API_DescribeImageReferences (ec2:LaunchTemplate references); deleted versions refer
+    # to nothing (DeleteLaunchTemplateVersions removes them).
+    ami = clients.client("ssm").get_parameter(
+        Name="/aws/service/eks/optimized-ami/1.31/amazon-linux-2/recommended/image_id"
+    )["Parameter"]["Value"]
+    tid = _lt(ec2)
+    ec2.create_launch_template_version(LaunchTemplateId=tid, LaunchTemplateData={"ImageId": ami})
+
+    def refs() -> list[str]:
+        out = ec2.describe_image_references(ImageIds=[ami], ResourceTypes=[
+            {"ResourceType": "ec2:LaunchTemplate"}])["ImageReferences"]
+        return [r["Arn"].rsplit("/", 1)[1] for r in out]
+
+    assert refs() == [tid]
+    ec2.delete_launch_template_versions(LaunchTemplateId=tid, Versions=["2"])
+    assert refs() == []

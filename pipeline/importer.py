@@ -96,7 +96,7 @@ class ImportRequest:
     poll_interval: float = 1.0
     poll_max: float = 60.0
     #: Parallel S3 part uploads / EBS block writes.
-    workers: int = 8
+    workers: int = 10
     #: Seconds to retry ImportImage while a role created by --create-role propagates.
     role_grace: float = 60.0
 

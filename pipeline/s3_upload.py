@@ -305,7 +305,7 @@ def _sse_args(sse: str | None, kms_key_id: str | None) -> dict[str, str]:
 def upload_file(s3: Any, path: Path | str, bucket: str, *, key: str | None = None,
                 digest: FileDigest | None = None, metadata: dict[str, str] | None = None,
                 sse: str | None = "AES256", kms_key_id: str | None = None,
-                workers: int = 8, part_size: int | None = None,
+                workers: int = 10, part_size: int | None = None,
                 progress: Progress = NO_PROGRESS) -> UploadResult:
     """Upload ``path`` to ``bucket`` (key from its SHA-256 unless given); see module doc.
 

@@ -223,6 +223,9 @@ def test_build_for_template_version_reads_description_and_ami_tag(settings, clie
     assert link.build_id == rec.build_id and not link.is_default
     assert len(link.problems) == 2
     assert link.build is not None and link.build.status == "unknown"  # tags only
+    by_id = lineage.build_for_template_version(clients, link.template_id, "$Default")
+    assert (by_id.version, by_id.build_id, by_id.problems) == (1, rec.build_id, [])
+    assert lineage.build_for_template_version(clients, "eks-nodes", "$Latest").version == 2
 
 
 def test_build_for_unknown_template_is_input_error(clients):

@@ -10,10 +10,13 @@ How the file is read:
    once before anything is sent. The same pass also records the SHA-256 of every part
    (a few hundred bytes per GiB). hashlib releases the GIL, so the pass runs at about
    1.5 GB/s. Callers that already hashed the file pass the :class:`FileDigest` in.
-2. **Upload pass.** Worker threads ``pread`` their part, check it against the digest
-   from pass 1 (a file that changed since then is bad input: the upload is aborted and
-   :class:`~pipeline.errors.InputError` raised), and send it with ``ChecksumSHA256``. S3
-   checks each part on arrival.
+2. **Upload pass.** Worker threads ``pread`` their part and send it with the part's
+   ``ChecksumSHA256`` from pass 1, so nothing is hashed twice locally: S3 recomputes the
+   checksum from the body and refuses a part that changed since pass 1 (BadDigest).
+   The file's size, mtime and inode are also compared before the upload starts and
+   before it is completed (stores that do not check checksums, like the emulator). A
+   file that changed is bad input: the upload is aborted and
+   :class:`FileChangedError` (exit 2) raised.
 
 Part size: at least 8 MiB, and grown in whole MiB so that no file needs more than
 10,000 parts (S3's limit).
@@ -85,6 +88,8 @@ class FileDigest:
     sha256: str
     part_size: int
     part_sha256: tuple[bytes, ...]
+    mtime_ns: int = 0
+    inode: int = 0
 
     @property
     def parts(self) -> int:
@@ -170,17 +175,18 @@ def hash_file(path: Path | str, part_size: int | None = None,
     """
     path = Path(path)
     try:
-        size = path.stat().st_size
+        st = path.stat()
         fh = open(path, "rb", buffering=0)
     except OSError as err:
         raise InputError(f"cannot read {path}: {err.strerror}; check the path") from err
+    size = st.st_size
     psize = part_size or part_size_for(size)
     whole = hashlib.sha256()
     hasher = _PartHasher(psize)
 
     progress.start(size, f"hashing {path.name}")
     with fh, ThreadPoolExecutor(max_workers=1, thread_name_prefix="part-hash") as helper:
-        pending: Future[None] | None = None
+        pending: Future[None] | None = None  # at most one chunk in flight
         while True:
             chunk = fh.read(_HASH_CHUNK)
             if not chunk:
@@ -194,8 +200,23 @@ def hash_file(path: Path | str, part_size: int | None = None,
         if pending is not None:
             pending.result()
     progress.done()
-    return FileDigest(path=path, size=size, sha256=whole.hexdigest(), part_size=psize,
-                      part_sha256=hasher.finish() if parts else ())
+    digest = FileDigest(path=path, size=size, sha256=whole.hexdigest(), part_size=psize,
+                        part_sha256=hasher.finish() if parts else (), mtime_ns=st.st_mtime_ns,
+                        inode=st.st_ino)
+    _check_unchanged(digest)          # written to while we read it?
+    return digest
+
+
+def _check_unchanged(digest: FileDigest) -> None:
+    """The file still has the size, mtime and inode it had when it was hashed."""
+    try:
+        st = digest.path.stat()
+    except OSError as err:
+        raise FileChangedError(f"{digest.path} disappeared during the upload: "
+                               f"{err.strerror}") from err
+    if (st.st_size, st.st_mtime_ns, st.st_ino) != (digest.size, digest.mtime_ns, digest.inode):
+        raise FileChangedError(f"{digest.path} changed while it was being read or uploaded; "
+                               "re-run once the file is final")
 
 
 def object_key(sha256: str, filename: str, prefix: str = "imports") -> str:
@@ -284,14 +305,21 @@ def _part_still_good(fd: int, digest: FileDigest, number: int, listed: dict[str,
 
 def _send_part(s3: Any, fd: int, digest: FileDigest, bucket: str, key: str, upload_id: str,
                number: int) -> dict[str, Any]:
+    """Send one part with the SHA-256 from the hash pass: S3 recomputes it from the body,
+    so a part that changed since the hash pass is refused (BadDigest) rather than stored.
+    """
     data = _read_part(fd, digest, number)
-    sha = hashlib.sha256(data).digest()
-    if sha != digest.part_sha256[number - 1]:
-        raise FileChangedError(f"{digest.path} changed while it was being uploaded "
-                               f"(part {number} differs); re-run once the file is final")
-    resp = s3.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number,
-                          Body=data, ChecksumSHA256=_b64(sha))
-    return {"PartNumber": number, "ETag": resp["ETag"], "ChecksumSHA256": _b64(sha)}
+    checksum = _b64(digest.part_sha256[number - 1])
+    try:
+        resp = s3.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number,
+                              Body=data, ChecksumSHA256=checksum)
+    except ClientError as err:
+        if error_code(err) in ("BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch"):
+            raise FileChangedError(f"{digest.path} changed while it was being uploaded "
+                                   f"(S3 says part {number} does not match its checksum: "
+                                   f"{error_code(err)}); re-run once the file is final") from err
+        raise
+    return {"PartNumber": number, "ETag": resp["ETag"], "ChecksumSHA256": checksum}
 
 
 def _sse_args(sse: str | None, kms_key_id: str | None) -> dict[str, str]:
@@ -333,6 +361,7 @@ def upload_file(s3: Any, path: Path | str, bucket: str, *, key: str | None = Non
 
     fd = os.open(path, os.O_RDONLY)
     try:
+        _check_unchanged(digest)
         return _upload(s3, fd, digest, bucket, key, url, metadata or {}, sse, kms_key_id,
                        workers, progress, t0)
     except AwsCallError:
@@ -414,6 +443,11 @@ def _upload(s3: Any, fd: int, digest: FileDigest, bucket: str, key: str, url: st
         pool.shutdown(wait=True)
         progress.done()
 
+    try:
+        _check_unchanged(digest)       # e.g. rewritten in place with the same size
+    except FileChangedError:
+        _abort(s3, bucket, key, upload_id)
+        raise
     parts = [done[n] for n in sorted(done)]
     call(s3.complete_multipart_upload, what=f"completing the upload of {url}",
          Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts})

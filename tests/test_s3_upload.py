@@ -170,3 +170,19 @@ def test_a_concurrent_run_completing_the_same_upload_counts_as_done(s3, tmp_path
     assert result.skipped and result.resumed
     assert _object_sha(s3, result.key) == result.sha256
     assert _open_uploads(s3) == []
+
+
+def test_file_rewritten_during_the_upload_is_aborted(s3, tmp_path) -> None:
+    src = _random_file(tmp_path / "disk.raw", 3 * 8 * MiB)
+
+    class Rewrite(StopAfter):
+        def advance(self, n: int = 1) -> None:
+            if self.uploading and n and not getattr(self, "fired", False):
+                self.fired = True
+                with open(src, "r+b") as fh:                 # same size, new content
+                    fh.write(b"rewritten")
+
+    with pytest.raises(FileChangedError):
+        upload_file(s3, src, BUCKET, workers=1, progress=Rewrite(99))
+    assert _open_uploads(s3) == []
+    assert s3.list_objects_v2(Bucket=BUCKET).get("KeyCount") == 0

@@ -35,6 +35,7 @@ def _settings(tmp_path: Path, endpoint: str) -> Any:
     raw["build"].pop("s3_bucket", None)            # exercise the SSM lock
     raw["images"] = [img for img in raw["images"] if img["name"] == IMAGE]
     raw["images"][0]["bake"]["template"] = str(template)
+    raw["images"][0]["regions"] = ["us-east-1", "us-west-2"]    # distribute to a second region
     raw["launch_templates"][0].update({"karpenter": False, "set_default": True})
     return parse_settings(raw, source=tmp_path / "pipeline.yaml")
 
@@ -69,6 +70,9 @@ def test_rebuild_skips_unchanged_and_rebuilds_when_base_or_template_changes(
     assert one.reason == "no successful build yet"
     assert one.published and "eks-nodes version 1" in one.published[0]
     ami1 = one.image_ids["us-east-1"]
+    west = one.image_ids["us-west-2"]                      # distributed before publishing
+    assert clients.client("ec2", region="us-west-2").describe_images(
+        ImageIds=[west])["Images"][0]["State"] == "available"
     assert lineage.latest_successful(settings, clients, IMAGE).build_id == one.build_id
 
     # Nothing changed: skip, and no new AMI.

@@ -415,13 +415,21 @@ def run_build(cmd: Sequence[str], *, cwd: Path, env: Mapping[str, str] | None = 
 
 
 def _wait(proc: subprocess.Popen[str], timeout: float | None) -> int:
-    """``proc.wait`` in short slices, so a KeyboardInterrupt is raised promptly."""
-    deadline = None if timeout is None else time.monotonic() + timeout
+    """``proc.wait``; with a timeout in short slices, so a KeyboardInterrupt is raised
+    promptly.
+
+    Without a timeout a plain blocking ``waitpid`` returns the moment Packer exits
+    (``wait(timeout=...)`` polls with sleeps of up to 50 ms) and is still interrupted by
+    Ctrl-C: the SIGINT handler raises KeyboardInterrupt out of the system call (PEP 475).
+    """
+    if timeout is None:
+        return proc.wait()
+    deadline = time.monotonic() + timeout
     while True:
         try:
             return proc.wait(timeout=0.2)
         except subprocess.TimeoutExpired:
-            if deadline is not None and time.monotonic() > deadline:
+            if time.monotonic() > deadline:
                 raise
 
 

@@ -18,8 +18,8 @@ How the file is read:
    file that changed is bad input: the upload is aborted and
    :class:`FileChangedError` (exit 2) raised.
 
-Part size: at least 8 MiB, and grown in whole MiB so that no file needs more than
-10,000 parts (S3's limit).
+Part size: 8 MiB, 16 MiB for files of 1 GiB and more, grown in whole MiB so that no
+file needs more than 10,000 parts (S3's limit); see :func:`part_size_for`.
 
 **Resume.** An interrupted upload (network failure, Ctrl-C, a crash) is *left open on
 purpose*. The next run of the same file finds it (ListMultipartUploads on the key),
@@ -134,10 +134,17 @@ class UploadResult:
 
 
 def part_size_for(size: int, minimum: int = MIN_PART_SIZE) -> int:
-    """At least ``minimum`` (8 MiB), in whole MiB, and large enough for ≤ 10,000 parts."""
+    """The part size for a ``size``-byte file, in whole MiB.
+
+    8 MiB (``minimum``) below 1 GiB, 16 MiB from 1 GiB on (half the requests; measured
+    faster against the emulator, and in the range AWS recommends), and larger when the
+    file would otherwise need more than 10,000 parts. Memory in flight is about
+    ``workers`` parts.
+    """
+    base = max(minimum, 2 * minimum) if size >= 1024 * MiB else minimum
     need = -(-size // MAX_PARTS)
     need = -(-need // MiB) * MiB
-    return max(minimum, need)
+    return max(base, need)
 
 
 class _PartHasher:

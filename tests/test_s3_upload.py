@@ -69,7 +69,9 @@ def _open_uploads(s3) -> list[dict]:
 
 def test_part_size_is_at_least_8_mib_and_keeps_parts_under_the_limit() -> None:
     assert part_size_for(1) == 8 * MiB
-    assert part_size_for(80 * 1024 * MiB) == 9 * MiB          # 80 GiB needs > 8 MiB parts
+    assert part_size_for(1023 * MiB) == 8 * MiB
+    assert part_size_for(1024 * MiB) == 16 * MiB
+    assert part_size_for(200 * 1024 * MiB) == 21 * MiB        # 200 GiB needs > 16 MiB parts
     for size in (8 * MiB * MAX_PARTS + 1, 5 * 1024**4):
         ps = part_size_for(size)
         assert ps % MiB == 0 and -(-size // ps) <= MAX_PARTS

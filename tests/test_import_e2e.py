@@ -294,3 +294,29 @@ def test_ova_goes_as_is_unless_its_disk_is_not_stream_optimized(
         import_image(_settings(aws_settings, tmp_path, bad), clients,
                      ImportRequest(create_role=True))
     assert _inventory(clients) == before
+
+
+class _CtrlCWhileWriting:
+    """Ctrl-C at the first block written to the snapshot."""
+
+    def start(self, total, label: str = "") -> None:
+        self.writing = label.startswith("write snap-")
+
+    def advance(self, n: int = 1) -> None:
+        if getattr(self, "writing", False) and n:
+            raise KeyboardInterrupt
+
+    def status(self, message: str) -> None:
+        pass
+
+    def done(self) -> None:
+        pass
+
+
+def test_ctrl_c_during_a_snapshot_import_deletes_the_snapshot(
+        clients, aws_settings, tmp_path, good_raw) -> None:
+    before = _inventory(clients)
+    with pytest.raises(KeyboardInterrupt):
+        import_image(_settings(aws_settings, tmp_path, good_raw, method="snapshot"), clients,
+                     ImportRequest(), progress=_CtrlCWhileWriting())
+    assert _inventory(clients) == before

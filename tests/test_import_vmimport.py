@@ -218,3 +218,20 @@ def test_interrupted_upload_is_resumed_by_the_next_run(clients, aws_settings, tm
     size = good_raw.stat().st_size                                     # 64 MiB = 8 parts
     assert 0 < result.bytes_sent <= size - 3 * 8 * 1024 * 1024
     assert _inventory(clients)["uploads"] == []
+
+
+@pytest.mark.parametrize("message, fix_words", [
+    ("ClientError: No valid partitions. Not a valid volume.", "partition table"),
+    ("ClientError: Unsupported kernel version 4.18.0-15-generic", "--method snapshot"),
+    ("ClientError: BLSC-style GRUB found, but unable to detect default kernel", "grubby"),
+    ("ClientError: EFI partition detected. UEFI booting is not supported in EC2.",
+     "boot_mode: uefi"),
+    ("ClientError: Disk validation failed [We do not have access to the given resource. "
+     "Reason 403 Forbidden]", "--create-role"),
+    ("ClientError: Disk validation failed [Unsupported VMDK File Format]", "streamOptimized"),
+    ("ClientError: something nobody has seen", "vmimport-troubleshooting"),
+])
+def test_known_failures_map_to_a_fix(message, fix_words) -> None:
+    from pipeline.vm_import import likely_fix
+
+    assert fix_words in likely_fix(message)

@@ -113,12 +113,21 @@ def bake(c, image=None, dry_run=False, config=None, json=False):
     """Build an AMI with Packer from packer/, then verify it offline."""
 
     def go() -> Any:
+        import gc
+
         from pipeline import cli
         from pipeline.bake import bake as run
 
         settings = _settings(config)
-        return run(settings, _clients(settings), image, dry_run=dry_run,
-                   progress=cli.progress_for(json))
+        clients = _clients(settings)
+        # This process ends after one bake: keep the cyclic GC off what is loaded so far
+        # and off everything at exit (measured ~0.1 s of collections during a bake and
+        # ~0.2 s of collection at interpreter shutdown, with boto3 and dissect loaded).
+        gc.freeze()
+        result = run(settings, clients, image, dry_run=dry_run,
+                     progress=cli.progress_for(json))
+        gc.freeze()
+        return result
 
     _run(go, json)
 

@@ -10,15 +10,22 @@ emulator (started in this process on a free port):
   stream parser, the manifest, the offline check of the new AMI's snapshot through the
   EBS direct APIs and the lineage record.
 
-Prints the median of each and the ratio (goal <= 1.5x). Not a test: it prints figures.
+Each round runs both, alternating which goes first, and starts every measured run on a
+whole second (the wait is not timed) so that no two builds share the timestamp in the AMI
+name. Prints per side the median wall time, the median CPU time (the process and all its
+children: Python, every packer process), the ratio of the medians (goal <= 1.5x) and the
+machine's load average before and after. ``--repo`` adds a third side, ``invoke bake``
+from another checkout (e.g. ``git archive`` of an older commit), for before/after
+figures in the same run. Not a test: it prints figures.
 
-    .venv/bin/python benchmarks/bake_bench.py [--runs 3]
+    .venv/bin/python benchmarks/bake_bench.py [--runs 5] [--repo /tmp/old-checkout]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -58,64 +65,95 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _bare(cfg: Path, work: Path) -> float:
+def _children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _on_next_second() -> None:
+    time.sleep(1.0 - (time.time() % 1.0) + 0.01)
+
+
+def _timed(cmd: list[str], **kw: object) -> tuple[float, float, subprocess.CompletedProcess]:
+    _on_next_second()
+    cpu0, t0 = _children_cpu(), time.perf_counter()
+    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, **kw)  # type: ignore[call-overload]
+    return time.perf_counter() - t0, _children_cpu() - cpu0, proc
+
+
+def _bare(cfg: Path, work: Path) -> tuple[float, float]:
+    """``packer build`` of exactly what ``invoke bake`` would run (planned, not timed)."""
     settings = load_settings(cfg)
     plan = plan_bake(settings, Clients(settings.aws), None, workdir=work)
-    t0 = time.perf_counter()
-    proc = subprocess.run(plan.invocation.build_cmd, cwd=work, env=_env(), capture_output=True,
-                          text=True)
-    took = time.perf_counter() - t0
+    took, cpu, proc = _timed(plan.invocation.build_cmd, cwd=work)
     if proc.returncode != 0:
         raise SystemExit(f"bare packer build failed:\n{proc.stdout[-2000:]}")
-    return took
+    return took, cpu
 
 
-def _invoke(cfg: Path) -> tuple[float, dict]:
-    t0 = time.perf_counter()
-    proc = subprocess.run([INVOKE, "-r", str(REPO), "bake", "--config", str(cfg), "--json"],
-                          env=_env(), capture_output=True, text=True)
-    took = time.perf_counter() - t0
+def _invoke(cfg: Path, repo: Path) -> tuple[float, float, dict]:
+    took, cpu, proc = _timed([INVOKE, "-r", str(repo), "bake", "--config", str(cfg), "--json"])
     if proc.returncode != 0:
-        raise SystemExit(f"invoke bake failed ({proc.returncode}):\n{proc.stdout}\n"
+        raise SystemExit(f"invoke bake ({repo}) failed ({proc.returncode}):\n{proc.stdout}\n"
                          f"{proc.stderr[-2000:]}")
-    return took, json.loads(proc.stdout)
+    return took, cpu, json.loads(proc.stdout)
+
+
+def _line(name: str, walls: list[float], cpus: list[float]) -> str:
+    return (f"{name:22s}: median {statistics.median(walls):5.2f} s wall, "
+            f"{statistics.median(cpus):5.2f} s CPU   runs "
+            + ", ".join(f"{w:.2f}" for w in walls))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--repo", type=Path, default=None,
+                    help="another checkout whose invoke bake runs as a third side")
     args = ap.parse_args()
+    load_before = os.getloadavg()
     with Emulator("127.0.0.1", 0) as emu, tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         cfg = work / "pipeline.yaml"
         cfg.write_text(CONFIG.format(endpoint=emu.endpoint, state=work / "state",
                                      template=REPO / "packer" / "eks-node", param=PARAM))
-        bare, inv = [], []
+        sides: dict[str, tuple[list[float], list[float]]] = {}
         last: dict = {}
+        inner: list[float] = []
         for i in range(args.runs):
-            # Alternate the order so neither side always runs on a warmer emulator.
-            if i % 2 == 0:
-                bare.append(_bare(cfg, work / f"bare-{i}"))
-                t, last = _invoke(cfg)
-                inv.append(t)
-            else:
-                t, last = _invoke(cfg)
-                inv.append(t)
-                bare.append(_bare(cfg, work / f"bare-{i}"))
-        b, v = statistics.median(bare), statistics.median(inv)
-        print(f"packer {last.get('packer_version')}, {args.runs} runs each, emulator "
-              f"{emu.endpoint}")
-        print(f"bare packer build : median {b:6.2f} s  runs {', '.join(f'{x:.2f}' for x in bare)}")
-        print(f"invoke bake       : median {v:6.2f} s  runs {', '.join(f'{x:.2f}' for x in inv)}")
-        print(f"  (invoke bake's own 'seconds': {last.get('seconds')}, verification "
-              f"{last['verification']['verdict']}/{last['verification']['mechanism']}, "
-              f"{last['verification'].get('api_calls')} GetSnapshotBlock calls)")
-        print(f"ratio invoke/bare : {v / b:.2f}x (goal <= 1.5x)")
-        print(f"fixed overhead    : {v - b:.2f} s per bake (start-up, base look-up, packer "
+            order = ["bare", "invoke"] + (["other"] if args.repo else [])
+            # Rotate the order so no side always runs first on a warmer emulator.
+            order = order[i % len(order):] + order[:i % len(order)]
+            for side in order:
+                if side == "bare":
+                    wall, cpu = _bare(cfg, work / f"bare-{i}")
+                elif side == "invoke":
+                    wall, cpu, last = _invoke(cfg, REPO)
+                    inner.append(float(last["seconds"]))
+                else:
+                    wall, cpu, _ = _invoke(cfg, args.repo)
+                walls, cpus = sides.setdefault(side, ([], []))
+                walls.append(wall)
+                cpus.append(cpu)
+        b = statistics.median(sides["bare"][0])
+        v = statistics.median(sides["invoke"][0])
+        print(f"packer {last.get('packer_version')}, {args.runs} rounds, emulator {emu.endpoint}")
+        print(_line("bare packer build", *sides["bare"]))
+        print(_line("invoke bake", *sides["invoke"]))
+        if args.repo:
+            o = statistics.median(sides["other"][0])
+            print(_line(f"invoke bake ({args.repo.name})", *sides["other"])
+                  + f"   ratio {o / b:.2f}x")
+        print(f"  inside bake() (its 'seconds'): median {statistics.median(inner):.2f} s; "
+              f"process start, imports, config and exit: {v - statistics.median(inner):.2f} s; "
+              f"verification {last['verification']['verdict']}/"
+              f"{last['verification']['mechanism']}")
+        print(f"ratio invoke/bare     : {v / b:.2f}x (goal <= 1.5x)")
+        print(f"fixed overhead        : {v - b:.2f} s per bake (start-up, base look-up, packer "
               "version/validate, manifest, offline check, lineage record); on the emulator a "
               "Packer build takes well under a second, on AWS it takes minutes")
-        print(f"load average      : {', '.join(f'{x:.1f}' for x in os.getloadavg())} "
-              f"on {os.cpu_count()} CPUs")
+        print(f"load average          : before {', '.join(f'{x:.1f}' for x in load_before)}; "
+              f"after {', '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
 
 
 if __name__ == "__main__":

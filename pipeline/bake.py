@@ -710,8 +710,7 @@ def sweep_build(clients: Clients, build_id: str, *, region: str | None = None,
     if live:
         attempt("instances", ",".join(live), ec2.terminate_instances, InstanceIds=live)
         try:
-            ec2.get_waiter("instance_terminated").wait(
-                InstanceIds=live, WaiterConfig={"Delay": 2, "MaxAttempts": int(settle_seconds / 2)})
+            _wait_terminated(ec2, live, settle_seconds)
         except Exception as err:  # noqa: BLE001 - report, keep sweeping
             rep.failed.append(f"waiting for {live} to terminate: {err}")
 
@@ -759,14 +758,47 @@ def sweep_build(clients: Clients, build_id: str, *, region: str | None = None,
     return rep
 
 
+#: Poll delays after the first look: short first (the emulator and a quick AWS state
+#: change answer at once), doubling to a cap (a waiter's fixed 15 s overshoots by 7.5 s
+#: on average).
+_FIRST_POLL, _MAX_POLL = 0.25, 5.0
+
+
+def _delays() -> Any:
+    delay = _FIRST_POLL
+    while True:
+        yield delay
+        delay = min(delay * 2, _MAX_POLL)
+
+
+def _wait_terminated(ec2: Any, ids: list[str], timeout: float) -> None:
+    """Until every instance in ``ids`` is ``terminated`` (or gone); polls with backoff."""
+    deadline = time.monotonic() + timeout
+    for delay in _delays():
+        try:
+            resp = ec2.describe_instances(InstanceIds=ids)
+        except ClientError as err:
+            if error_code(err) == "InvalidInstanceID.NotFound":
+                return
+            raise
+        states = {i["InstanceId"]: i["State"]["Name"]
+                  for r in resp["Reservations"] for i in r["Instances"]}
+        waiting = [i for i in ids if states.get(i, "terminated") != "terminated"]
+        if not waiting:
+            return
+        if time.monotonic() + delay > deadline:
+            raise TimeoutError(f"{', '.join(waiting)} not terminated after {timeout:.0f} s")
+        time.sleep(delay)
+
+
 def _retry_dependency(fn: Any, rep: SweepReport, settle_seconds: float) -> None:
     """A group stays in use for a while after its instance terminated (DependencyViolation)."""
     deadline = time.monotonic() + settle_seconds
-    while True:
+    for delay in _delays():
         before = len(rep.failed)
         fn()
         if len(rep.failed) == before or "DependencyViolation" not in rep.failed[-1] \
                 or time.monotonic() > deadline:
             return
         rep.failed.pop()
-        time.sleep(5)
+        time.sleep(delay)

@@ -115,6 +115,9 @@ def bake(c, image=None, dry_run=False, config=None, json=False):
     def go() -> Any:
         import gc
 
+        from pipeline import packer
+
+        packer.prefetch_version()   # `packer version` runs while boto3 and the rest load
         from pipeline import cli
         from pipeline.bake import bake as run
 

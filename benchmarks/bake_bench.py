@@ -77,7 +77,8 @@ def _on_next_second() -> None:
 def _timed(cmd: list[str], **kw: object) -> tuple[float, float, subprocess.CompletedProcess]:
     _on_next_second()
     cpu0, t0 = _children_cpu(), time.perf_counter()
-    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, **kw)  # type: ignore[call-overload]
+    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True,
+                          **kw)  # type: ignore[call-overload]
     return time.perf_counter() - t0, _children_cpu() - cpu0, proc
 
 

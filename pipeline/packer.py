@@ -31,6 +31,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -41,7 +42,8 @@ from .progress import NO_PROGRESS, Progress
 __all__ = [
     "PackerVersion", "PackerEvent", "PackerRun", "Manifest", "TemplateFiles", "Invocation",
     "PLUGINS_FILE", "VARIABLES_FILE", "DEFAULTS_FILE",
-    "find_packer", "detect_version", "parse_version", "template_files", "plan_invocation",
+    "find_packer", "detect_version", "prefetch_version", "parse_version", "template_files",
+    "plan_invocation",
     "stage_legacy", "parse_line", "decode", "run_build", "validate", "init",
     "parse_manifest", "packer_env", "strip_fenced", "new_workdir", "INTERRUPT_GRACE",
 ]
@@ -120,8 +122,58 @@ def packer_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+_PREFETCHED: dict[tuple[str, int, int], "Future[PackerVersion]"] = {}
+_PREFETCH_LOCK = threading.Lock()
+
+
+def _binary_key(packer: str) -> tuple[str, int, int]:
+    st = os.stat(packer)
+    return os.path.realpath(packer), st.st_mtime_ns, st.st_size
+
+
+def prefetch_version(binary: str | None = None) -> bool:
+    """Start ``packer version`` in the background (the ``invoke bake`` task does this
+    before it imports boto3, so the process overlaps ~0.1 s of imports).
+
+    The next :func:`detect_version` of the same, unchanged binary takes the result,
+    once. Any problem (no packer, ...) only means nothing is prefetched: the real call
+    reports it. Returns whether a detection was started.
+    """
+    try:
+        packer = find_packer(binary)
+        key = _binary_key(packer)
+    except (InputError, OSError):
+        return False
+    fut: Future[PackerVersion] = Future()
+
+    def run() -> None:
+        try:
+            fut.set_result(_run_version(packer))
+        except BaseException as err:  # noqa: BLE001 - handed to the consumer
+            fut.set_exception(err)
+
+    with _PREFETCH_LOCK:
+        if key in _PREFETCHED:
+            return False
+        _PREFETCHED[key] = fut
+    threading.Thread(target=run, name="packer-version", daemon=True).start()
+    return True
+
+
 def detect_version(packer: str) -> PackerVersion:
-    """Run ``packer version`` and parse it."""
+    """``packer version``, parsed (a prefetched result for this binary if there is one)."""
+    try:
+        key = _binary_key(packer)
+    except OSError:
+        key = None
+    with _PREFETCH_LOCK:
+        fut = _PREFETCHED.pop(key, None) if key else None
+    if fut is not None:
+        return fut.result()
+    return _run_version(packer)
+
+
+def _run_version(packer: str) -> PackerVersion:
     try:
         out = subprocess.run([packer, "version"], capture_output=True, text=True, timeout=60,
                              env=packer_env(), check=False)

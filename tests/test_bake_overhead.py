@@ -151,3 +151,19 @@ def test_sweep_wait_for_termination_polls_quickly(emulator, clients):
     with pytest.raises(TimeoutError, match=live):
         B._wait_terminated(ec2, [live], timeout=0.3)
     ec2.terminate_instances(InstanceIds=[live])
+
+
+@pytest.mark.packer
+@needs_packer
+def test_prefetched_packer_version_is_used_once(tmp_path):
+    from pipeline import packer as P
+
+    packer = P.find_packer()
+    assert P.prefetch_version() is True
+    assert P.prefetch_version() is False             # one pending detection per binary
+    assert P._binary_key(packer) in P._PREFETCHED
+    first = P.detect_version(packer)
+    assert P._binary_key(packer) not in P._PREFETCHED   # consumed
+    assert P.detect_version(packer) == first            # the next one runs packer again
+    assert str(first).count(".") == 2
+    assert P.prefetch_version(str(tmp_path / "no-packer-here")) is False

@@ -121,6 +121,7 @@ def main() -> None:
         sides: dict[str, tuple[list[float], list[float]]] = {}
         last: dict = {}
         inner: list[float] = []
+        phases: dict[str, list[float]] = {}
         for i in range(args.runs):
             order = ["bare", "invoke"] + (["other"] if args.repo else [])
             # Rotate the order so no side always runs first on a warmer emulator.
@@ -131,6 +132,8 @@ def main() -> None:
                 elif side == "invoke":
                     wall, cpu, last = _invoke(cfg, REPO)
                     inner.append(float(last["seconds"]))
+                    for k, x in last.get("phases", {}).items():
+                        phases.setdefault(k, []).append(float(x))
                 else:
                     wall, cpu, _ = _invoke(cfg, args.repo)
                 walls, cpus = sides.setdefault(side, ([], []))
@@ -149,6 +152,11 @@ def main() -> None:
               f"process start, imports, config and exit: {v - statistics.median(inner):.2f} s; "
               f"verification {last['verification']['verdict']}/"
               f"{last['verification']['mechanism']}")
+        if phases:
+            steps = ["plan", "validate", "packer_build", "image", "verify", "record"]
+            print("  invoke bake by step (medians, s): " + ", ".join(
+                f"{k} {statistics.median(phases[k]):.3f}" for k in steps if k in phases)
+                + f"; outside bake() {v - statistics.median(inner):.3f} s")
         print(f"ratio invoke/bare     : {v / b:.2f}x (goal <= 1.5x)")
         print(f"fixed overhead        : {v - b:.2f} s per bake (start-up, base look-up, packer "
               "version/validate, manifest, offline check, lineage record); on the emulator a "

@@ -156,6 +156,9 @@ class BakeResult:
     record: BuildRecord
     lineage_recorded: bool
     exit_code: int = 0
+    #: Wall seconds per step (plan, validate, packer_build, image, verify, record): where
+    #: a bake's time goes around Packer.
+    phases: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -166,6 +169,7 @@ class BakeResult:
             "checks_run": self.checks_run, "checks_skipped": self.checks_skipped,
             "imds_support": self.imds_support, "lineage_recorded": self.lineage_recorded,
             "exit_code": self.exit_code,
+            "phases": {k: round(v, 3) for k, v in self.phases.items()},
         }
 
     def summary(self) -> str:
@@ -391,8 +395,11 @@ def bake(settings: Settings, clients: Clients, image_name: str | None = None,
                      defer_base_check=not dry_run)
     if dry_run:
         return plan
+    planned = time.monotonic() - t0
     try:
-        return run_plan(settings, clients, plan, progress, started=t0)
+        result = run_plan(settings, clients, plan, progress, started=t0)
+        result.phases = {"plan": planned, **result.phases}
+        return result
     finally:
         if own_workdir:
             shutil.rmtree(plan.invocation.workdir, ignore_errors=True)
@@ -402,6 +409,14 @@ def run_plan(settings: Settings, clients: Clients, plan: BakePlan,
              progress: Progress = NO_PROGRESS, *, started: float | None = None) -> BakeResult:
     """Run a staged :class:`BakePlan`: validate, build, verify, record (or sweep and raise)."""
     t0 = time.monotonic() if started is None else started
+    phases: dict[str, float] = {}
+    mark = time.monotonic()
+
+    def lap(name: str) -> None:
+        nonlocal mark
+        now = time.monotonic()
+        phases[name], mark = now - mark, now
+
     inv = plan.invocation
     checks: list[str] = []
     skipped: list[str] = []
@@ -413,6 +428,7 @@ def run_plan(settings: Settings, clients: Clients, plan: BakePlan,
         P.init(inv)
     _validate_and_check_base(clients, plan)
     checks.append("packer validate")
+    lap("validate")
     for v in inv.dropped_fences:
         log.warning("Packer %s: left out the template settings that need amazon plugin >= %s "
                     "(metadata_options, imds_support); ImdsSupport is set on the AMI afterwards",
@@ -438,6 +454,7 @@ def run_plan(settings: Settings, clients: Clients, plan: BakePlan,
             details={"packer_errors": lines, "swept": sweep.removed,
                      "sweep_failed": sweep.failed, "build_id": plan.build_id}) from None
     warm.join()
+    lap("packer_build")
     if not run.ok:
         sweep = sweep_build(clients, plan.build_id, region=plan.region, run=run,
                             protect=frozenset({plan.base_ami}))
@@ -461,6 +478,7 @@ def run_plan(settings: Settings, clients: Clients, plan: BakePlan,
                  for r, ami in image_ids.items()}
         snapshots = {r: f[0] for r, f in facts.items()}
         imds_values = {r: f[1] for r, f in facts.items()}
+    lap("image")
 
     reports = {}
     for region, ami in sorted(image_ids.items()):
@@ -482,6 +500,7 @@ def run_plan(settings: Settings, clients: Clients, plan: BakePlan,
                 details={"verification": report.to_dict(), "removed": removed,
                          "build_id": plan.build_id})
 
+    lap("verify")
     home = reports.get(plan.region) or next(iter(reports.values()))
     record = plan.record
     record.status = "succeeded"
@@ -492,13 +511,14 @@ def run_plan(settings: Settings, clients: Clients, plan: BakePlan,
     record.extra = {"packer_run_uuid": manifest.run_uuid, "checks_run": checks,
                     "base_ami_name": plan.base_ami_name}
     recorded = _record_lineage(settings, clients, record)
+    lap("record")
     return BakeResult(
         image_name=plan.image.name, build_id=plan.build_id, base_ami=plan.base_ami,
         image_ids=dict(image_ids), snapshot_ids=snapshots, inputs_sha256=plan.inputs_sha256,
         packer_version=str(plan.packer_version), verification=home.to_dict(),
         seconds=time.monotonic() - t0, checks_run=checks, checks_skipped=skipped,
         imds_support=next(iter(imds_values.values()), None), record=record,
-        lineage_recorded=recorded)
+        lineage_recorded=recorded, phases=phases)
 
 
 def _validate_and_check_base(clients: Clients, plan: BakePlan) -> None:

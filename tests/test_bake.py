@@ -103,6 +103,11 @@ def test_good_bake_from_seeded_al2023_verifies_with_nodeadm(emulator, clients, t
     for key in ("image_ids", "build_id", "base_ami", "inputs_sha256", "verification",
                 "packer_version", "seconds", "checks_run"):
         assert key in doc
+    # Where the time went, step by step; the steps add up to (at most) the total.
+    steps = doc["phases"]
+    assert list(steps) == ["plan", "validate", "packer_build", "image", "verify", "record"]
+    assert all(v > 0 for v in steps.values())
+    assert sum(steps.values()) <= doc["seconds"] + 0.05
 
 
 def test_bake_without_contract_fails_verification_and_leaves_no_ami(emulator, clients, tmp_path):

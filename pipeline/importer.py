@@ -330,6 +330,9 @@ def preflight(settings: Settings, clients: Clients, req: ImportRequest,
         raise PreflightError(f"{path}: no MBR or GPT partition table (a bare filesystem?); EC2 "
                              "needs a whole-disk image: partition it (sfdisk) and put the "
                              "filesystem inside")
+    if image.architecture == "arm64" and image.boot_mode != "uefi":
+        raise PreflightError(f"image {image.name!r} is arm64, and arm64 (Graviton) AMIs boot "
+                             "with UEFI only; set boot_mode: uefi")
     if image.boot_mode == "uefi" and not layout.has_esp:
         raise PreflightError(f"{path}: boot_mode is uefi but the disk has no EFI System "
                              "Partition; set boot_mode: legacy-bios or add an ESP")

@@ -74,8 +74,10 @@ def _raw_sha256(path: Path, tmp: Path) -> tuple[str, int]:
 
 
 def _settings(aws_settings, tmp_path: Path, source: Path, method: str = "vm-import",
-              require: str = "nodeadm", boot_mode: str = "legacy-bios") -> Settings:
+              require: str = "nodeadm", boot_mode: str = "legacy-bios",
+              architecture: str = "x86_64") -> Settings:
     img = ImageSettings(name="node", require=require, boot_mode=boot_mode,
+                        architecture=architecture,
                         import_=ImportSettings(source=source, method=method))
     return Settings(aws=aws_settings, images=(img,), s3_bucket=BUCKET,
                     state_dir=tmp_path / "build")
@@ -320,3 +322,10 @@ def test_ctrl_c_during_a_snapshot_import_deletes_the_snapshot(
         import_image(_settings(aws_settings, tmp_path, good_raw, method="snapshot"), clients,
                      ImportRequest(), progress=_CtrlCWhileWriting())
     assert _inventory(clients) == before
+
+
+def test_arm64_needs_uefi(clients, aws_settings, tmp_path, good_raw) -> None:
+    settings = _settings(aws_settings, tmp_path, good_raw, method="snapshot",
+                         architecture="arm64")
+    with pytest.raises(PreflightError, match="arm64 .* UEFI only"):
+        preflight(settings, clients, ImportRequest())

@@ -425,7 +425,6 @@ def run_plan(settings: Settings, clients: Clients, plan: BakePlan,
     progress.status(f"bake {plan.image.name}: build {plan.build_id} from {plan.base_ami}")
     if inv.init_cmd:
         progress.status("packer init (amazon plugin)")
-        P.init(inv)
     _validate_and_check_base(clients, plan)
     checks.append("packer validate")
     lap("validate")
@@ -522,18 +521,24 @@ def run_plan(settings: Settings, clients: Clients, plan: BakePlan,
 
 
 def _validate_and_check_base(clients: Clients, plan: BakePlan) -> None:
-    """``packer validate`` and, at the same time, the deferred base AMI check.
+    """``packer init`` (>= 1.7) and ``packer validate`` and, at the same time, the
+    deferred base AMI check.
 
-    Validate is a separate process that reads only local files; meanwhile this thread
-    creates the EC2 client and checks that the base AMI exists and is ``available``.
-    Both finish before :func:`run_plan` goes on; a base that is not available is an input
-    error (exit 2, nothing was created) and wins over a validate failure.
+    Init and validate are separate processes that create nothing in AWS; meanwhile this
+    thread creates the EC2 client and checks that the base AMI exists and is
+    ``available``. Both finish before :func:`run_plan` goes on; a base that is not
+    available is an input error (exit 2, nothing was created) and wins over a Packer
+    failure.
     """
-    if plan.base_checked:
+    def packer_checks() -> None:
+        P.init(plan.invocation)        # nothing on Packer 1.6.x
         P.validate(plan.invocation)
+
+    if plan.base_checked:
+        packer_checks()
         return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="packer-validate") as pool:
-        pending = pool.submit(P.validate, plan.invocation)
+        pending = pool.submit(packer_checks)
         ec2 = clients.client("ec2", region=plan.region)
         _, plan.base_ami_name = _available(ec2, plan.base_ami, plan.base_source)
         plan.base_checked = True

@@ -8,6 +8,12 @@ parsed live → AMI ids per region from the manifest → on Packer 1.6.x set ``I
 ourselves → offline check of the new AMI's root snapshot (:func:`pipeline.verify.verify_ami`)
 → lineage record (:func:`pipeline.lineage.record_build`).
 
+What runs side by side (the fixed cost around Packer, see ``benchmarks/bake_bench.py``):
+``packer version`` with the SSM read of the base id (the ``invoke bake`` task starts it
+before boto3 is imported); ``packer init``/``validate`` with the EC2 client creation and
+the base AMI's ``available`` check; ``packer build`` with loading the offline checker.
+:attr:`BakeResult.phases` reports each step's wall time.
+
 Everything Packer creates carries the build id (``run_tags``, ``run_volume_tags``,
 ``snapshot_tags``, ``tags``) so that a failed or interrupted build can be swept by tag:
 instances, volumes, snapshots, AMIs, security groups and key pairs. Packer 1.6.6 does not

@@ -45,14 +45,15 @@ def install_all() -> None:
             return
         from moto.moto_api._internal.models import MotoAPIBackend
 
-        from . import (amis, blockstore, ebs, image_references, launch_templates, seeds,
-                       vmimport)
+        from . import (amis, blockstore, ebs, image_references, launch_templates,
+                       s3_multipart, seeds, vmimport)
 
         ebs.install()
         vmimport.install()
         amis.install()
         launch_templates.install()
         image_references.install()  # DescribeImageReferences, image deprecation
+        s3_multipart.install()      # unknown UploadId: 404 NoSuchUpload, not 500
         _reset_hooks.extend([vmimport.reset, blockstore.STORE.clear, ebs.reset,
                              lambda: None if seeds.seed_all(ACCOUNT_ID) else None])
         original = MotoAPIBackend.reset

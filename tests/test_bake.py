@@ -6,6 +6,8 @@ talks to the same emulator through ``custom_endpoint_ec2``.
 """
 from __future__ import annotations
 
+import re
+
 import io
 import json
 import shutil
@@ -77,7 +79,8 @@ def test_good_bake_from_seeded_al2023_verifies_with_nodeadm(emulator, clients, t
     assert tags[T.INPUTS_SHA256] == result.inputs_sha256 and len(result.inputs_sha256) == 64
     assert tags[T.BASE_AMI] == base
     assert tags[T.VERIFY_MECHANISM] == "nodeadm"
-    assert img["Name"].startswith("eks-node-al2023-") and img["Name"][-14:].isdigit()
+    # <image>-<UTC timestamp>-<the build id's random tail>
+    assert re.fullmatch(r"eks-node-al2023-\d{14}-" + result.build_id[-6:], img["Name"]), img["Name"]
     # Secure defaults: the AMI's snapshot is encrypted (encrypt_boot).
     assert img["BlockDeviceMappings"][0]["Ebs"].get("Encrypted") is True
     # IMDSv2 is the AMI's default (set by us on Packer 1.6.x, by imds_support on >= 1.7).

@@ -14,6 +14,8 @@ packer {
 locals {
   skip_provisioners = var.communicator == "none" ? ["amazon-ebs.eks-node"] : []
   timestamp         = formatdate("YYYYMMDDhhmmss", timestamp())
+  # The build id's random tail keeps names unique when two builds start in one second.
+  ami_name = "${var.ami_name_prefix}-${local.timestamp}-${length(var.build_id) >= 6 ? substr(var.build_id, length(var.build_id) - 6, 6) : var.build_id}"
   # Everything this build creates carries the build id and the lineage tags.
   tags = merge(var.build_tags, {
     "eks-ami-pipeline:build-id"   = var.build_id
@@ -28,7 +30,7 @@ source "amazon-ebs" "eks-node" {
   instance_type = var.instance_type
   subnet_id     = var.subnet_id
 
-  ami_name                = "${var.ami_name_prefix}-${local.timestamp}"
+  ami_name                = local.ami_name
   ami_description         = var.ami_description
   ami_virtualization_type = "hvm"
   ena_support             = true
@@ -63,7 +65,7 @@ source "amazon-ebs" "eks-node" {
   run_volume_tags = local.tags
   snapshot_tags   = local.tags
   tags = merge(local.tags, {
-    Name                          = "${var.ami_name_prefix}-${local.timestamp}"
+    Name                          = local.ami_name
     "eks-ami-pipeline:base-ami"   = var.source_ami_id
     "eks-ami-pipeline:method"     = "bake"
     "eks-ami-pipeline:kubernetes" = var.kubernetes_version

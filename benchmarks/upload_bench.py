@@ -1,27 +1,49 @@
 """S3 upload throughput: our uploader vs ``aws s3 cp``, same file, same emulator, same run.
 
-The emulator runs in its own process so neither client shares a GIL with the server.
-Our figure includes the hash pass (the key is derived from the SHA-256), so it is the
-time a user waits; a second ratio adds ``sha256sum`` to the CLI's time, which is what
-the CLI needs for the same content-addressed key. Each client uploads ``--rounds`` times (alternating); the best round
-of each is compared.
+The emulator runs in its own process, so neither client shares a GIL with the server.
+Every round uploads the same file once with each contender, in an order rotated from
+round to round (each contender takes each position equally often), and deletes the
+object afterwards. Contenders:
 
-    .venv/bin/python benchmarks/upload_bench.py [--size-mib 1024] [--rounds 2]
+- ``aws s3 cp``: the installed AWS CLI, as a user runs it (its start-up included; the
+  start-up alone is measured once and printed, not subtracted).
+- ``ours upload``: :func:`upload_file` given the :class:`FileDigest` computed before
+  the clock starts. This is the upload as a user waits for it inside ``import-image``,
+  whose pre-flight hashes the file before the bucket and role checks.
+- ``ours hash+upload``: :func:`upload_file` on the bare path: the SHA-256 pass the
+  content-addressed key needs, then the upload (what a stand-alone upload costs).
+- ``before ...`` (with ``--before FILE``): the same two with another version of
+  ``s3_upload.py`` (e.g. ``git show HEAD~3:pipeline/s3_upload.py > /tmp/before.py``).
+
+Printed: every round (wall seconds, client and emulator CPU seconds, load average),
+then per contender the median wall time and throughput, and the ratio
+``median(aws s3 cp) / median(contender)`` (throughput ours / throughput CLI; >= 1 means
+at least as fast), with the median of the per-round ratios next to it.
+
+    .venv/bin/python benchmarks/upload_bench.py [--size-mib 1024] [--rounds 5]
+        [--workers 10] [--part-mib N] [--checksum CRC32|SHA256] [--before FILE]
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import os
+import resource
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable
 
 MiB = 1024 * 1024
+_TICK = os.sysconf("SC_CLK_TCK")
 
 
 def _free_port() -> int:
@@ -34,7 +56,7 @@ def _start_emulator(port: int) -> subprocess.Popen[bytes]:
     code = f"from pipeline.emulator import serve; serve(host='127.0.0.1', port={port})"
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    for _ in range(200):
+    for _ in range(300):
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/", timeout=1)
             return proc
@@ -51,19 +73,61 @@ def _make_file(path: Path, size: int) -> None:
             fh.write(hashlib.shake_256(seed + i.to_bytes(4, "little")).digest(4 * MiB))
 
 
+def _proc_cpu(pid: int) -> float:
+    """User+system CPU seconds of process ``pid`` (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def _own_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _load_module(path: str) -> ModuleType:
+    """Another version of pipeline/s3_upload.py, importable next to the current one."""
+    spec = importlib.util.spec_from_file_location("pipeline._s3_upload_before", path)
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@dataclass
+class Contender:
+    name: str
+    run: Callable[[], object]        # one upload of the file; leaves the object in place
+    key: Callable[[], str]           # where it landed
+    wall: list[float] = field(default_factory=list)
+    client_cpu: list[float] = field(default_factory=list)
+    server_cpu: list[float] = field(default_factory=list)
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size-mib", type=int, default=1024)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--workers", type=int, default=10)
+    ap.add_argument("--part-mib", type=int, default=0, help="0: part_size_for(size)")
+    ap.add_argument("--checksum", default="CRC32", help="per-part checksum: CRC32 or SHA256")
+    ap.add_argument("--before", help="another s3_upload.py to measure in the same run")
+    ap.add_argument("--only", default="", help="comma list of contender names to run")
     args = ap.parse_args()
 
     os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
                       AWS_DEFAULT_REGION="us-east-1")
-    os.environ.pop("AWS_PROFILE", None)
+    for var in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
+        os.environ.pop(var, None)
+    from pipeline import s3_upload
     from pipeline.aws import Clients
     from pipeline.config import AwsSettings
-    from pipeline.s3_upload import upload_file
 
     port = _free_port()
     endpoint = f"http://127.0.0.1:{port}"
@@ -76,44 +140,84 @@ def main() -> None:
             s3 = Clients(AwsSettings(endpoint_url=endpoint)).client("s3")
             bucket = "upload-bench"
             s3.create_bucket(Bucket=bucket)
-            ours: list[float] = []
-            cli: list[float] = []
-            shasum: list[float] = []
-            skips: list[float] = []
-            for r in range(args.rounds):
-                t = time.perf_counter()
-                subprocess.run(["sha256sum", str(src)], check=True, capture_output=True)
-                shasum.append(time.perf_counter() - t)
-                t = time.perf_counter()
-                subprocess.run(["aws", "--endpoint-url", endpoint, "s3", "cp", "--only-show-errors",
-                                str(src), f"s3://{bucket}/cli/{r}/disk.raw"], check=True)
-                cli.append(time.perf_counter() - t)
-                s3.delete_object(Bucket=bucket, Key=f"cli/{r}/disk.raw")
+            part = args.part_mib * MiB or s3_upload.part_size_for(size)
+            cli_cmd = ["aws", "--endpoint-url", endpoint, "s3", "cp", "--only-show-errors",
+                       str(src), f"s3://{bucket}/cli/disk.raw"]
+            kw: dict[str, Any] = {"workers": args.workers, "part_size": part}
+            contenders: list[Contender] = [
+                Contender("aws s3 cp", lambda: subprocess.run(cli_cmd, check=True),
+                          lambda: "cli/disk.raw")]
 
-                t = time.perf_counter()
-                res = upload_file(s3, src, bucket, workers=args.workers)
-                ours.append(time.perf_counter() - t)
-                assert not res.skipped and res.bytes_sent == size
-                t = time.perf_counter()
-                again = upload_file(s3, src, bucket)
-                skip = time.perf_counter() - t
-                skips.append(skip)
-                assert again.skipped
-                s3.delete_object(Bucket=bucket, Key=res.key)
-                print(f"round {r + 1}: aws s3 cp {cli[-1]:.2f} s, ours {ours[-1]:.2f} s "
-                      f"(re-run skipped in {skip:.2f} s)")
+            def ours(mod: ModuleType, label: str, extra: dict[str, Any]) -> None:
+                digest_kw = {"checksum": args.checksum} if "checksum" in extra else {}
+                digest = mod.hash_file(src, part, **digest_kw)   # before the clock
+                last: dict[str, str] = {}
+
+                def upload_only() -> None:
+                    res = mod.upload_file(s3, src, bucket, digest=digest, **kw, **extra)
+                    assert not res.skipped and res.bytes_sent == size, res
+                    last["key"] = res.key
+
+                def hash_and_upload() -> None:
+                    res = mod.upload_file(s3, src, bucket, **kw, **extra)
+                    assert not res.skipped and res.bytes_sent == size, res
+                    last["key"] = res.key
+
+                contenders.append(Contender(f"{label} upload", upload_only,
+                                            lambda: last["key"]))
+                contenders.append(Contender(f"{label} hash+upload", hash_and_upload,
+                                            lambda: last["key"]))
+
+            ours(s3_upload, "ours", {"checksum": args.checksum})
+            if args.before:
+                ours(_load_module(args.before), "before", {})
+            if args.only:
+                wanted = {n.strip() for n in args.only.split(",")}
+                contenders = [c for c in contenders if c.name in wanted]
+
+            t = time.perf_counter()
+            subprocess.run(["aws", "--endpoint-url", endpoint, "s3", "ls", f"s3://{bucket}"],
+                           check=True, capture_output=True)
+            cli_start = time.perf_counter() - t
+            print(f"file {size / MiB:.0f} MiB; ours: part {part // MiB} MiB, {args.workers} "
+                  f"workers, part checksum {args.checksum}; {os.cpu_count()} CPUs; "
+                  f"`aws s3 ls` (CLI start-up + one request): {cli_start:.2f} s")
+            for r in range(args.rounds):
+                shift = r % len(contenders)
+                order = contenders[shift:] + contenders[:shift]
+                cells = []
+                for c in order:
+                    cpu0, ccpu0, scpu0 = _own_cpu(), _children_cpu(), _proc_cpu(emu.pid)
+                    t = time.perf_counter()
+                    c.run()
+                    wall = time.perf_counter() - t
+                    client = (_own_cpu() - cpu0) + (_children_cpu() - ccpu0)
+                    server = _proc_cpu(emu.pid) - scpu0
+                    c.wall.append(wall)
+                    c.client_cpu.append(client)
+                    c.server_cpu.append(server)
+                    head = s3.head_object(Bucket=bucket, Key=c.key())
+                    assert head["ContentLength"] == size, head
+                    s3.delete_object(Bucket=bucket, Key=c.key())
+                    cells.append(f"{c.name} {wall:.2f}s (cpu {client:.1f}+{server:.1f})")
+                load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+                print(f"round {r + 1} [load {load}]: " + "; ".join(cells), flush=True)
+
             mib = size / MiB
-            best_cli, best_ours = min(cli), min(ours)
-            print(f"file: {mib:.0f} MiB, part size {res.size // res.parts_total // MiB} MiB, "
-                  f"{args.workers} workers")
-            print(f"aws s3 cp : {mib / best_cli:7.1f} MiB/s (best of {args.rounds})")
-            print(f"ours      : {mib / best_ours:7.1f} MiB/s (best of {args.rounds}, hash pass "
-                  "included)")
-            print(f"ratio ours/aws-cli: {best_cli / best_ours:.2f}")
-            # What the CLI needs for the same content addressing: hash, then copy.
-            best_cli_sha = min(c + h for c, h in zip(cli, shasum))
-            print(f"ratio ours/(sha256sum + aws s3 cp): {best_cli_sha / best_ours:.2f}")
-            print(f"our hash pass + HeadObject (a re-run, nothing sent): {min(skips):.2f} s")
+            cli = contenders[0] if contenders[0].name == "aws s3 cp" else None
+            print(f"\nmedians over {args.rounds} rounds (cpu = client + emulator seconds):")
+            for c in contenders:
+                med = statistics.median(c.wall)
+                line = (f"  {c.name:<20} {med:6.2f} s {mib / med:7.1f} MiB/s  cpu "
+                        f"{statistics.median(c.client_cpu):.1f}+"
+                        f"{statistics.median(c.server_cpu):.1f}")
+                if cli is not None and c is not cli:
+                    per_round = [a / b for a, b in zip(cli.wall, c.wall)]
+                    line += (f"  ratio vs aws s3 cp {statistics.median(cli.wall) / med:.2f} "
+                             f"(per-round median {statistics.median(per_round):.2f}, "
+                             f"range {min(per_round):.2f}-{max(per_round):.2f})")
+                print(line)
+            print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
         emu.terminate()
         emu.wait(timeout=30)

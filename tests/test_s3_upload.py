@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import zlib
 from pathlib import Path
 
 import pytest
@@ -188,3 +189,104 @@ def test_file_rewritten_during_the_upload_is_aborted(s3, tmp_path) -> None:
         upload_file(s3, src, BUCKET, workers=1, progress=Rewrite(99))
     assert _open_uploads(s3) == []
     assert s3.list_objects_v2(Bucket=BUCKET).get("KeyCount") == 0
+
+
+def _composite(algorithm: str, data: bytes, part_size: int) -> str:
+    """S3's composite checksum of a multipart object: checksum of the part checksums, -N."""
+    import base64
+    import zlib
+
+    parts = [data[i:i + part_size] for i in range(0, len(data), part_size)]
+    if algorithm == "CRC32":
+        raw = b"".join(zlib.crc32(p).to_bytes(4, "big") for p in parts)
+        top = zlib.crc32(raw).to_bytes(4, "big")
+    else:
+        raw = b"".join(hashlib.sha256(p).digest() for p in parts)
+        top = hashlib.sha256(raw).digest()
+    return f"{base64.b64encode(top).decode()}-{len(parts)}"
+
+
+def _head_checksum(s3, key: str, algorithm: str) -> str:
+    """The object's checksum without the ``-N`` part count (moto's HeadObject omits it)."""
+    head = s3.head_object(Bucket=BUCKET, Key=key, ChecksumMode="ENABLED")
+    return str(head[f"Checksum{algorithm}"]).split("-")[0]
+
+
+@pytest.mark.parametrize("algorithm", ["CRC32", "SHA256"])
+def test_parts_carry_the_chosen_checksum(s3, tmp_path, algorithm: str) -> None:
+    src = _random_file(tmp_path / "disk.raw", 2 * 8 * MiB + 77)
+    data = src.read_bytes()
+    digest = s3_upload.hash_file(src, checksum=algorithm)
+    assert digest.part_algorithm == algorithm and digest.parts == 3
+    for i, got in enumerate(digest.part_checksums):
+        part = data[i * 8 * MiB:(i + 1) * 8 * MiB]
+        want = (zlib.crc32(part).to_bytes(4, "big") if algorithm == "CRC32"
+                else hashlib.sha256(part).digest())
+        assert got == want
+    result = upload_file(s3, src, BUCKET, digest=digest)
+    assert _head_checksum(s3, result.key, algorithm) == \
+        _composite(algorithm, data, 8 * MiB).split("-")[0]
+
+
+def test_new_uploads_use_crc32_parts_by_default(s3, tmp_path) -> None:
+    src = _random_file(tmp_path / "disk.raw", 9 * MiB)
+    result = upload_file(s3, src, BUCKET)
+    assert _head_checksum(s3, result.key, "CRC32") == \
+        _composite("CRC32", src.read_bytes(), 8 * MiB).split("-")[0]
+
+
+def test_resume_keeps_the_open_uploads_checksum_algorithm(s3, tmp_path) -> None:
+    """An upload started with SHA-256 parts (an older version) is resumed with SHA-256."""
+    import base64
+
+    src = _random_file(tmp_path / "disk.raw", 3 * 8 * MiB)
+    digest = s3_upload.hash_file(src)                       # CRC32 parts by default
+    assert digest.part_algorithm == "CRC32"
+    key = s3_upload.object_key(digest.sha256, src.name)
+    upload_id = s3.create_multipart_upload(
+        Bucket=BUCKET, Key=key, ChecksumAlgorithm="SHA256",
+        Metadata={"sha256": digest.sha256})["UploadId"]
+    first = src.read_bytes()[: 8 * MiB]
+    s3.upload_part(Bucket=BUCKET, Key=key, UploadId=upload_id, PartNumber=1, Body=first,
+                   ChecksumSHA256=base64.b64encode(hashlib.sha256(first).digest()).decode())
+
+    result = upload_file(s3, src, BUCKET, digest=digest)
+    assert result.resumed and result.upload_id == upload_id and result.parts_sent == 2
+    assert _head_checksum(s3, key, "SHA256") == \
+        _composite("SHA256", src.read_bytes(), 8 * MiB).split("-")[0]
+    assert _object_sha(s3, key) == digest.sha256
+
+
+def test_an_upload_aborted_by_someone_else_is_started_again(s3, tmp_path) -> None:
+    """The emulator answers 404 NoSuchUpload, as S3, once the upload is gone."""
+    src = _random_file(tmp_path / "disk.raw", 4 * 8 * MiB)
+
+    class AbortAfterOne(StopAfter):
+        def advance(self, n: int = 1) -> None:
+            if self.uploading and n and not getattr(self, "fired", False):
+                self.fired = True
+                for up in _open_uploads(s3):                 # a cleanup job, say
+                    s3.abort_multipart_upload(Bucket=BUCKET, Key=up["Key"],
+                                              UploadId=up["UploadId"])
+
+    result = upload_file(s3, src, BUCKET, workers=1, progress=AbortAfterOne(99))
+    assert not result.skipped and result.parts_sent == 4
+    assert _object_sha(s3, result.key) == result.sha256
+    assert _open_uploads(s3) == []
+
+
+def test_part_reader_reuses_one_buffer_per_thread(tmp_path) -> None:
+    src = _random_file(tmp_path / "disk.raw", 2 * 8 * MiB + 10)
+    digest = s3_upload.hash_file(src)
+    data = src.read_bytes()
+    fd = os.open(src, os.O_RDONLY)
+    try:
+        reader = s3_upload._PartReader(fd, digest)
+        one = reader.read(1)
+        assert bytes(one) == data[: 8 * MiB]
+        two = reader.read(2)
+        assert two is one and bytes(two) == data[8 * MiB: 16 * MiB]
+        last = reader.read(3)
+        assert last is not one and bytes(last) == data[16 * MiB:]
+    finally:
+        os.close(fd)

@@ -12,6 +12,8 @@ object afterwards. Contenders:
   whose pre-flight hashes the file before the bucket and role checks.
 - ``ours hash+upload``: :func:`upload_file` on the bare path: the SHA-256 pass the
   content-addressed key needs, then the upload (what a stand-alone upload costs).
+- ``ours process``: hash+upload in a fresh Python process (interpreter start, imports,
+  client creation included), the like-for-like counterpart of the CLI's process.
 - ``before ...`` (with ``--before FILE``): the same two with another version of
   ``s3_upload.py`` (e.g. ``git show HEAD~3:pipeline/s3_upload.py > /tmp/before.py``).
 
@@ -99,6 +101,19 @@ def _load_module(path: str) -> ModuleType:
     return mod
 
 
+def _child(args: argparse.Namespace) -> None:
+    """``ours process``: one hash+upload in this fresh process; prints the key."""
+    from pipeline.aws import Clients
+    from pipeline.config import AwsSettings
+    from pipeline.s3_upload import upload_file
+
+    src, bucket, endpoint = args.child
+    s3 = Clients(AwsSettings(endpoint_url=endpoint)).client("s3")
+    res = upload_file(s3, src, bucket, workers=args.workers,
+                      part_size=args.part_mib * MiB or None, checksum=args.checksum)
+    print(res.key)
+
+
 @dataclass
 class Contender:
     name: str
@@ -119,7 +134,12 @@ def main() -> None:
     ap.add_argument("--checksum", default="CRC32", help="per-part checksum: CRC32 or SHA256")
     ap.add_argument("--before", help="another s3_upload.py to measure in the same run")
     ap.add_argument("--only", default="", help="comma list of contender names to run")
+    ap.add_argument("--child", nargs=3, metavar=("FILE", "BUCKET", "ENDPOINT"),
+                    help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child:
+        _child(args)
+        return
 
     os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
                       AWS_DEFAULT_REGION="us-east-1")
@@ -169,6 +189,16 @@ def main() -> None:
                                             lambda: last["key"]))
 
             ours(s3_upload, "ours", {"checksum": args.checksum})
+            child_key: dict[str, str] = {}
+
+            def ours_process() -> None:
+                out = subprocess.run(
+                    [sys.executable, __file__, "--child", str(src), bucket, endpoint,
+                     "--workers", str(args.workers), "--part-mib", str(part // MiB),
+                     "--checksum", args.checksum], check=True, capture_output=True)
+                child_key["key"] = out.stdout.decode().strip().splitlines()[-1]
+
+            contenders.append(Contender("ours process", ours_process, lambda: child_key["key"]))
             if args.before:
                 ours(_load_module(args.before), "before", {})
             if args.only:

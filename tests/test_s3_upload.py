@@ -290,3 +290,16 @@ def test_part_reader_reuses_one_buffer_per_thread(tmp_path) -> None:
         assert last is not one and bytes(last) == data[16 * MiB:]
     finally:
         os.close(fd)
+
+
+def test_workers_are_capped_at_the_clients_connection_pool(aws_settings, tmp_path,
+                                                           caplog) -> None:
+    from pipeline.aws import Clients
+
+    s3 = Clients(aws_settings, max_pool_connections=2).client("s3")
+    s3.create_bucket(Bucket=BUCKET)
+    src = _random_file(tmp_path / "disk.raw", 4 * 8 * MiB)
+    with caplog.at_level("INFO", logger="pipeline.s3_upload"):
+        result = upload_file(s3, src, BUCKET, workers=10)
+    assert "10 workers but the S3 client pools 2 connections: using 2" in caplog.text
+    assert _object_sha(s3, result.key) == result.sha256

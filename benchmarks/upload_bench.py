@@ -102,7 +102,8 @@ def _load_module(path: str) -> ModuleType:
 
 
 def _child(args: argparse.Namespace) -> None:
-    """``ours process``: one hash+upload in this fresh process; prints the key."""
+    """``ours process``: one hash+upload in this fresh process; prints the key and the
+    peak RSS in KiB."""
     from pipeline.aws import Clients
     from pipeline.config import AwsSettings
     from pipeline.s3_upload import upload_file
@@ -111,7 +112,7 @@ def _child(args: argparse.Namespace) -> None:
     s3 = Clients(AwsSettings(endpoint_url=endpoint)).client("s3")
     res = upload_file(s3, src, bucket, workers=args.workers,
                       part_size=args.part_mib * MiB or None, checksum=args.checksum)
-    print(res.key)
+    print(res.key, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
 @dataclass
@@ -190,13 +191,16 @@ def main() -> None:
 
             ours(s3_upload, "ours", {"checksum": args.checksum})
             child_key: dict[str, str] = {}
+            child_rss: list[int] = []
 
             def ours_process() -> None:
                 out = subprocess.run(
                     [sys.executable, __file__, "--child", str(src), bucket, endpoint,
                      "--workers", str(args.workers), "--part-mib", str(part // MiB),
                      "--checksum", args.checksum], check=True, capture_output=True)
-                child_key["key"] = out.stdout.decode().strip().splitlines()[-1]
+                key, rss = out.stdout.decode().strip().splitlines()[-1].split()
+                child_key["key"] = key
+                child_rss.append(int(rss))
 
             contenders.append(Contender("ours process", ours_process, lambda: child_key["key"]))
             if args.before:
@@ -247,6 +251,9 @@ def main() -> None:
                              f"(per-round median {statistics.median(per_round):.2f}, "
                              f"range {min(per_round):.2f}-{max(per_round):.2f})")
                 print(line)
+            if child_rss:
+                print(f"ours process peak RSS: {max(child_rss) / 1024:.0f} MiB (workers x part "
+                      f"= {args.workers * part // MiB} MiB of part buffers)")
             print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
         emu.terminate()

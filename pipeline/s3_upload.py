@@ -29,8 +29,10 @@ available. CRC32C would need awscrt in botocore, which is not a dependency.
 
 Part size: 8 MiB, 16 MiB for files of 1 GiB and more, grown in whole MiB so that no
 file needs more than 10,000 parts (S3's limit); see :func:`part_size_for`. Workers: 10
-(as the AWS CLI); the client's connection pool (``Clients(max_pool_connections=32)``)
-must hold at least that many connections, or workers would queue for a socket.
+(as the AWS CLI), capped at the client's connection pool (``Clients`` pools 32), since
+more workers than sockets would only queue. Against the emulator (1 GiB, 2 CPUs, same
+run as ``aws s3 cp``) 8 and 16 MiB parts and 4 to 16 workers measured within noise of
+each other; 32 MiB parts were ~30 % slower; CRC32 instead of SHA-256 parts saved ~0.5 s.
 
 **Resume.** An interrupted upload (network failure, Ctrl-C, a crash) is *left open on
 purpose*. The next run of the same file finds it (ListMultipartUploads on the key),

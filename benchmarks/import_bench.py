@@ -19,36 +19,19 @@ import argparse
 import json
 import os
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _emulator_process import free_port, start_emulator  # noqa: E402
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _start_emulator(port: int) -> subprocess.Popen[bytes]:
-    code = f"from pipeline.emulator import serve; serve(host='127.0.0.1', port={port})"
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    for _ in range(300):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/", timeout=1)
-            return proc
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("emulator did not start")
 
 
 def _nonzero_bytes(path: Path, page: int = 4096) -> int:
@@ -127,9 +110,9 @@ def main() -> None:
 
     from pipeline.diskimage import ImageSpec, build_image, root_tree
 
-    port = _free_port()
+    port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
-    emu = _start_emulator(port)
+    emu = start_emulator(port)
     env = _child_env(endpoint)
     try:
         with tempfile.TemporaryDirectory(prefix="import-bench-") as tmp:

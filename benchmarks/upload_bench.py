@@ -32,15 +32,16 @@ import hashlib
 import importlib.util
 import os
 import resource
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _emulator_process import free_port, start_emulator  # noqa: E402
 from types import ModuleType
 from typing import Any, Callable
 
@@ -48,24 +49,6 @@ MiB = 1024 * 1024
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _start_emulator(port: int) -> subprocess.Popen[bytes]:
-    code = f"from pipeline.emulator import serve; serve(host='127.0.0.1', port={port})"
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    for _ in range(300):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/", timeout=1)
-            return proc
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("emulator did not start")
 
 
 def _make_file(path: Path, size: int) -> None:
@@ -150,9 +133,9 @@ def main() -> None:
     from pipeline.aws import Clients
     from pipeline.config import AwsSettings
 
-    port = _free_port()
+    port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
-    emu = _start_emulator(port)
+    emu = start_emulator(port)
     try:
         with tempfile.TemporaryDirectory(prefix="upload-bench-") as tmp:
             src = Path(tmp) / "disk.raw"

@@ -23,26 +23,18 @@ __all__ = ["CountingFile", "DiskFile", "CHUNK"]
 CHUNK = 64 * 1024
 
 
-class CountingFile(io.RawIOBase):
-    """A read-only window ``[base, base+size)`` of an OS file, counting bytes read.
+class _PreadFile(io.RawIOBase):
+    """A read-only, seekable file over ``pread(offset, length)`` of ``size`` bytes."""
 
-    Several windows may share one descriptor (an OVA member and the tar around it);
-    they then share one counter through ``counter``.
-    """
+    size: int
+    label: str = ""
 
-    def __init__(self, fd: int, base: int = 0, size: int | None = None,
-                 counter: list[int] | None = None, name: str = "") -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.fd = fd
-        self.base = base
-        self.size = os.fstat(fd).st_size - base if size is None else size
-        self.counter = counter if counter is not None else [0]
-        self.label = name
         self._pos = 0
 
-    @property
-    def bytes_read(self) -> int:
-        return self.counter[0]
+    def pread(self, offset: int, length: int) -> bytes:
+        raise NotImplementedError
 
     def readable(self) -> bool:
         return True
@@ -58,22 +50,13 @@ class CountingFile(io.RawIOBase):
         else:
             self._pos = self.size + pos
         if self._pos < 0:
-            raise OSError(f"seek before the start of {self.label or 'the image'}")
+            raise OSError(f"seek before the start of {self.label or 'the disk'}")
         return self._pos
 
     def tell(self) -> int:
         return self._pos
 
-    def pread(self, offset: int, length: int) -> bytes:
-        """Up to ``length`` bytes at ``offset`` of the window (short at its end)."""
-        length = max(0, min(length, self.size - offset))
-        if length == 0:
-            return b""
-        data = os.pread(self.fd, length, self.base + offset)
-        self.counter[0] += len(data)
-        return data
-
-    def read(self, n: int = -1) -> bytes:
+    def read(self, n: int | None = -1) -> bytes:
         if n is None or n < 0:
             n = self.size - self._pos
         data = self.pread(self._pos, n)
@@ -86,7 +69,37 @@ class CountingFile(io.RawIOBase):
         return len(data)
 
 
-class DiskFile(io.RawIOBase):
+class CountingFile(_PreadFile):
+    """A read-only window ``[base, base+size)`` of an OS file, counting bytes read.
+
+    Several windows may share one descriptor (an OVA member and the tar around it);
+    they then share one counter through ``counter``.
+    """
+
+    def __init__(self, fd: int, base: int = 0, size: int | None = None,
+                 counter: list[int] | None = None, name: str = "") -> None:
+        super().__init__()
+        self.fd = fd
+        self.base = base
+        self.size = os.fstat(fd).st_size - base if size is None else size
+        self.counter = counter if counter is not None else [0]
+        self.label = name
+
+    @property
+    def bytes_read(self) -> int:
+        return self.counter[0]
+
+    def pread(self, offset: int, length: int) -> bytes:
+        """Up to ``length`` bytes at ``offset`` of the window (short at its end)."""
+        length = max(0, min(length, self.size - offset))
+        if length == 0:
+            return b""
+        data = os.pread(self.fd, length, self.base + offset)
+        self.counter[0] += len(data)
+        return data
+
+
+class DiskFile(_PreadFile):
     """A file-like view of ``read(offset, length)`` with an LRU cache of aligned chunks.
 
     ``read_fn`` is a disk's ``read``; ``size`` its virtual size. ``cache_chunks`` bounds
@@ -105,26 +118,6 @@ class DiskFile(io.RawIOBase):
     @classmethod
     def of(cls, disk: "Disk", cache_chunks: int = 256) -> "DiskFile":
         return cls(disk.read, disk.size, cache_chunks)
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
-        if whence == io.SEEK_SET:
-            self._pos = pos
-        elif whence == io.SEEK_CUR:
-            self._pos += pos
-        else:
-            self._pos = self.size + pos
-        if self._pos < 0:
-            raise OSError("seek before the start of the disk")
-        return self._pos
-
-    def tell(self) -> int:
-        return self._pos
 
     def _chunk(self, index: int) -> bytes:
         data = self._cache.get(index)
@@ -153,15 +146,3 @@ class DiskFile(io.RawIOBase):
             parts.append(chunk[skip:skip + take])
             pos += take
         return b"".join(parts)
-
-    def read(self, n: int = -1) -> bytes:
-        if n is None or n < 0:
-            n = self.size - self._pos
-        data = self.pread(self._pos, n)
-        self._pos += len(data)
-        return data
-
-    def readinto(self, b: "bytearray | memoryview") -> int:  # type: ignore[override]
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)

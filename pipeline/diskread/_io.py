@@ -111,7 +111,6 @@ class DiskFile(_PreadFile):
         super().__init__()
         self._read_fn = read_fn
         self.size = size
-        self._pos = 0
         self._cache: OrderedDict[int, bytes] = OrderedDict()
         self._max = cache_chunks
 

@@ -284,6 +284,18 @@ def _check_require(settings: Settings, lt: LaunchTemplateSettings, image: ImageI
                          "`require`")
 
 
+def _family_warning(lt: LaunchTemplateSettings, image: ImageInfo) -> str | None:
+    """A template serves one configured image; say so when the AMI was built for another.
+
+    Not refused: promoting an imported or hand-made AMI into a template is legitimate, but
+    the channel pointer ``<prefix>/<lt.image>/<channel>`` will then name it.
+    """
+    if lt.image and image.image_name and image.image_name != lt.image:
+        return (f"AMI {image.image_id} was built for image {image.image_name!r}, but template "
+                f"{lt.name!r} serves image {lt.image!r}: its pointers will name this AMI")
+    return None
+
+
 # --------------------------------------------------------------------------- publish
 
 
@@ -305,6 +317,7 @@ def publish(settings: Settings, clients: Clients, req: PublishRequest, *,
     _check_image(image, req.allow_unverified)
     mechanism = _mechanism(settings, lt, image, file_text)
     _check_require(settings, lt, image)
+    family_warning = _family_warning(lt, image)
     cluster = settings.cluster
     if file_text is None:
         text = ud.render_for(settings.require_cluster(), lt.user_data, mechanism).text
@@ -345,7 +358,7 @@ def publish(settings: Settings, clients: Clients, req: PublishRequest, *,
     sg_ids = list(resulting.get("SecurityGroupIds") or [])
     groups = lt_mod.describe_security_groups(ec2, sg_ids) if sg_ids else {}   # call 3
     problems = lt_mod.rule_problems(resulting, root_device=image.root_device, groups=groups)
-    warnings: list[str] = []
+    warnings: list[str] = [family_warning] if family_warning else []
     if problems:
         lines = [f"launch template {name}: {p}" for p in problems]
         if lt.karpenter:

@@ -118,6 +118,9 @@ def test_history_after_import_bake_two_publishes_and_rollback(emulator, clients,
     v1 = publish(settings, clients, PublishRequest(ami_id=a_imp, create=True))
     v2 = publish(settings, clients, PublishRequest(ami_id=a_bake))
     assert (v1.version, v2.version, v2.default_version) == (1, 2, 2)
+    # the imported AMI lands in the baked image's template: allowed, but said
+    assert any("built for image 'eks-node-imported'" in w for w in v1.warnings), v1.warnings
+    assert not any("built for image" in w for w in v2.warnings), v2.warnings
     back = rollback(settings, clients, TEMPLATE)
     assert (back.from_version, back.to_version) == (2, 1)
 

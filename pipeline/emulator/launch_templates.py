@@ -304,8 +304,8 @@ def describe_launch_templates(self: Any) -> ActionResult:
     for n in names:
         if n not in backend.launch_template_name_to_ids:
             raise _err("InvalidLaunchTemplateName.NotFoundException",
-                       f"At least one of the launch templates specified in the request does "
-                       f"not exist.")
+                       "At least one of the launch templates specified in the request does "
+                       "not exist.")
     for i in ids:
         if i not in backend.launch_templates:
             raise _err("InvalidLaunchTemplateId.NotFound",

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import os
 import secrets
 import shutil
 import subprocess

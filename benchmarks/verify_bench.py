@@ -13,8 +13,6 @@ EKS AMIs. Not a test: it prints figures.
 from __future__ import annotations
 
 import argparse
-import base64
-import hashlib
 import json
 import os
 import resource
@@ -25,6 +23,7 @@ import sys
 import tarfile
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -34,7 +33,6 @@ from pipeline.diskimage import _QEMU_ARGS, ImageSpec, build_image, root_tree  # 
 
 GiB = 1024 ** 3
 MiB = 1024 ** 2
-BLOCK = 524288
 INVOKE = str(Path(sys.executable).parent / "invoke")
 
 
@@ -104,55 +102,35 @@ def _debugfs(raw: Path, runs: int) -> float:
     return statistics.median(times)
 
 
-def _ami_bench(raw: Path) -> None:
+def _ami_bench(raw: Path, filler_mib: int) -> None:
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
     os.environ.pop("AWS_PROFILE", None)
     from pipeline.aws import Clients
     from pipeline.config import AwsSettings
     from pipeline.emulator import Emulator
+    from pipeline.diskread import open_disk
+    from pipeline.snapshot_upload import register_root_image, write_snapshot
     from pipeline.verify import verify_ami
 
     with Emulator("127.0.0.1", 0) as emu:
         clients = Clients(AwsSettings(region="us-east-1", endpoint_url=emu.endpoint))
-        ebs = clients.client("ebs")
         t0 = time.perf_counter()
-        snap = ebs.start_snapshot(VolumeSize=8, Timeout=60)["SnapshotId"]
-        written = 0
-        fd = os.open(raw, os.O_RDONLY)
-        try:
-            pos, size = 0, os.fstat(fd).st_size
-            while pos < size:
-                try:
-                    data_at = os.lseek(fd, pos, os.SEEK_DATA)
-                except OSError:
-                    break
-                hole = os.lseek(fd, data_at, os.SEEK_HOLE)
-                index = data_at // BLOCK
-                while index * BLOCK < hole:
-                    block = os.pread(fd, BLOCK, index * BLOCK).ljust(BLOCK, b"\0")
-                    if block.strip(b"\0"):
-                        digest = base64.b64encode(hashlib.sha256(block).digest()).decode()
-                        ebs.put_snapshot_block(SnapshotId=snap, BlockIndex=index, BlockData=block,
-                                               DataLength=BLOCK, Checksum=digest,
-                                               ChecksumAlgorithm="SHA256")
-                        written += 1
-                    index += 1
-                pos = index * BLOCK
-        finally:
-            os.close(fd)
-        ebs.complete_snapshot(SnapshotId=snap, ChangedBlocksCount=written)
-        ami = clients.client("ec2").register_image(
-            Name="bench-8g", Architecture="x86_64", VirtualizationType="hvm",
-            RootDeviceName="/dev/xvda",
-            BlockDeviceMappings=[{"DeviceName": "/dev/xvda",
-                                  "Ebs": {"SnapshotId": snap, "VolumeSize": 8}}])["ImageId"]
+        # The project's own snapshot writer (what `import-image --method snapshot` uses).
+        with open_disk(raw) as disk, ExitStack() as undo:
+            snap = write_snapshot(clients, disk, tags={}, client_token="verify-bench-8g",
+                                  undo=undo)
+            ami = register_root_image(clients.client("ec2"), snap.snapshot_id, name="bench-8g",
+                                      size_gib=snap.volume_size_gib, architecture="x86_64",
+                                      boot_mode="legacy-bios", tags={})
+            undo.pop_all()
+        written = snap.blocks_sent
         print(f"\n--ami against the emulator (8 GiB snapshot, {written} written blocks, "
               f"uploaded in {time.perf_counter() - t0:.1f} s)")
         print(f"{'AMI':40} {'verdict':22} {'GetSnapshotBlock':>16} {'target':>6} "
               f"{'MiB fetched':>11} {'seconds':>8}")
         ssm = clients.client("ssm")
-        cases = [("8 GiB bench disk (300 MiB of files)", ami)]
+        cases = [(f"8 GiB bench disk ({filler_mib} MiB of files)", ami)]
         for label, name in (
                 ("seeded EKS AL2023 1.31", "/aws/service/eks/optimized-ami/1.31/amazon-linux-2023/"
                                            "x86_64/standard/recommended/image_id"),
@@ -201,7 +179,7 @@ def main() -> None:
               "(verify also reads and hashes the script, checks nodeadm, kubelet, os-release "
               "and starts Python + invoke)")
         if not args.no_ami:
-            _ami_bench(images["raw"])
+            _ami_bench(images["raw"], args.filler_mib)
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -19,8 +19,8 @@ def free_port() -> int:
 
 
 def start_emulator(port: int, timeout: float = 30.0) -> subprocess.Popen[bytes]:
-    """Start ``pipeline.emulator.serve`` on ``port`` and wait until it answers."""
-    code = f"from pipeline.emulator import serve; serve(host='127.0.0.1', port={port})"
+    """Start ``pipeline_dev.emulator.serve`` on ``port`` and wait until it answers."""
+    code = f"from pipeline_dev.emulator import serve; serve(host='127.0.0.1', port={port})"
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout

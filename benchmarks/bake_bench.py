@@ -36,11 +36,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from pipeline.aws import Clients  # noqa: E402
-from pipeline.bake import plan_bake  # noqa: E402
-from pipeline.config import load_settings  # noqa: E402
-from pipeline.emulator import Emulator  # noqa: E402
-from pipeline.packer import packer_env  # noqa: E402
+from pipeline.aws.clients import Clients  # noqa: E402
+from pipeline.bake.build import plan_bake  # noqa: E402
+from pipeline.core.config import load_settings  # noqa: E402
+from pipeline_dev.emulator import Emulator  # noqa: E402
+from pipeline.bake.packer import packer_env  # noqa: E402
 
 INVOKE = str(Path(sys.executable).parent / "invoke")
 PARAM = "/aws/service/eks/optimized-ami/1.31/amazon-linux-2023/x86_64/standard/recommended/image_id"
@@ -96,8 +96,8 @@ def _bare(cfg: Path, work: Path, floor: dict[str, list[float]]) -> tuple[float, 
     floor.setdefault("packer validate", []).append(
         _timed(plan.invocation.validate_cmd, cwd=work)[0])
     floor.setdefault("python start + imports + exit", []).append(_timed(
-        [sys.executable, "-c", "import invoke.main, pipeline.config, pipeline.aws, "
-         "pipeline.bake, pipeline.lineage"], cwd=REPO)[0])   # verify loads during the build
+        [sys.executable, "-c", "import invoke.main, pipeline.core.config, pipeline.aws.clients, "
+         "pipeline.bake.build, pipeline.lineage.store"], cwd=REPO)[0])   # verify loads during the build
     return took, cpu
 
 

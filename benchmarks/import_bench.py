@@ -78,9 +78,9 @@ def _run_child(args: list[str], env: dict[str, str]) -> tuple[dict[str, object],
 
 
 def _child(mode: str, image: str, state: str) -> None:
-    from pipeline.aws import Clients
-    from pipeline.config import AwsSettings, ImageSettings, ImportSettings, Settings
-    from pipeline.importer import ImportRequest, import_image
+    from pipeline.aws.clients import Clients
+    from pipeline.core.config import AwsSettings, ImageSettings, ImportSettings, Settings
+    from pipeline.ingest.importer import ImportRequest, import_image
 
     if mode == "idle":
         print(json.dumps({"maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
@@ -108,7 +108,7 @@ def main() -> None:
         _child(*args.child)
         return
 
-    from pipeline.diskimage import ImageSpec, build_image, root_tree
+    from pipeline_dev.diskimage import ImageSpec, build_image, root_tree
 
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"

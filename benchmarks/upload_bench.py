@@ -87,9 +87,9 @@ def _load_module(path: str) -> ModuleType:
 def _child(args: argparse.Namespace) -> None:
     """``ours process``: one hash+upload in this fresh process; prints the key and the
     peak RSS in KiB."""
-    from pipeline.aws import Clients
-    from pipeline.config import AwsSettings
-    from pipeline.s3_upload import upload_file
+    from pipeline.aws.clients import Clients
+    from pipeline.core.config import AwsSettings
+    from pipeline.aws.s3 import upload_file
 
     src, bucket, endpoint = args.child
     s3 = Clients(AwsSettings(endpoint_url=endpoint)).client("s3")
@@ -129,9 +129,9 @@ def main() -> None:
                       AWS_DEFAULT_REGION="us-east-1")
     for var in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
         os.environ.pop(var, None)
-    from pipeline import s3_upload
-    from pipeline.aws import Clients
-    from pipeline.config import AwsSettings
+    from pipeline.aws import s3 as s3_upload
+    from pipeline.aws.clients import Clients
+    from pipeline.core.config import AwsSettings
 
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"

@@ -29,7 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from pipeline.diskimage import _QEMU_ARGS, ImageSpec, build_image, root_tree  # noqa: E402
+from pipeline_dev.diskimage import _QEMU_ARGS, ImageSpec, build_image, root_tree  # noqa: E402
 
 GiB = 1024 ** 3
 MiB = 1024 ** 2
@@ -106,12 +106,12 @@ def _ami_bench(raw: Path, filler_mib: int) -> None:
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
     os.environ.pop("AWS_PROFILE", None)
-    from pipeline.aws import Clients
-    from pipeline.config import AwsSettings
-    from pipeline.emulator import Emulator
-    from pipeline.diskread import open_disk
-    from pipeline.snapshot_upload import register_root_image, write_snapshot
-    from pipeline.verify import verify_ami
+    from pipeline.aws.clients import Clients
+    from pipeline.core.config import AwsSettings
+    from pipeline_dev.emulator import Emulator
+    from pipeline.image.diskread import open_disk
+    from pipeline.aws.ebs import register_root_image, write_snapshot
+    from pipeline.lineage.verify_ami import verify_ami
 
     with Emulator("127.0.0.1", 0) as emu:
         clients = Clients(AwsSettings(region="us-east-1", endpoint_url=emu.endpoint))

@@ -4,7 +4,7 @@
 
 - success: exit 0; ``--json`` prints the returned record as one JSON document on
   stdout, otherwise its human summary;
-- :class:`~pipeline.errors.PipelineError`: one line on stderr (one per problem for
+- :class:`~pipeline.core.errors.PipelineError`: one line on stderr (one per problem for
   config and lint errors) and the error's exit code (1 failed, 2 bad input); with
   ``--json`` also one JSON document ``{"error": ..., "exit_code": ...}`` on stdout;
 - Ctrl-C: exit 130 after the library's own clean-up ran;
@@ -24,8 +24,8 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
-from .errors import ConfigError, LintError, PipelineError
-from .progress import NO_PROGRESS, ConsoleProgress, Progress
+from pipeline.core.errors import ConfigError, LintError, PipelineError
+from pipeline.core.progress import NO_PROGRESS, ConsoleProgress, Progress
 
 __all__ = ["run_task", "to_jsonable", "progress_for", "setup_logging"]
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.aws import Clients
-from pipeline.config import AwsSettings
-from pipeline.emulator import Emulator
+from pipeline.aws.clients import Clients
+from pipeline.core.config import AwsSettings
+from pipeline_dev.emulator import Emulator
 
 REGION = "us-east-1"
 

@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from pipeline import tags as T
-from pipeline.bake import BakePlan, BakeResult, bake, plan_bake, run_plan, sweep_build
+from pipeline.core import tags as T
+from pipeline.bake.build import BakePlan, BakeResult, bake, plan_bake, run_plan, sweep_build
 from pipeline.cli import run_task
-from pipeline.config import parse_settings
-from pipeline.errors import InputError, VerificationFailed
+from pipeline.core.config import parse_settings
+from pipeline.core.errors import InputError, VerificationFailed
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "packer" / "eks-node"
@@ -236,7 +236,7 @@ def test_real_aws_plan_uses_ssh_and_provisioners_and_validates(emulator, clients
     in-instance provisioners run; `packer validate` accepts that variable set too."""
     from dataclasses import replace
 
-    from pipeline import packer as P
+    from pipeline.bake import packer as P
 
     settings = _settings(emulator.endpoint, tmp_path, {"ssm_parameter": AL2023_PARAM})
     real = replace(settings, aws=replace(settings.aws, endpoint_url=None))

@@ -18,8 +18,8 @@ from typing import Callable
 
 import pytest
 
-from pipeline.bake import plan_bake, run_plan
-from pipeline.errors import PackerBuildFailed
+from pipeline.bake.build import plan_bake, run_plan
+from pipeline.core.errors import PackerBuildFailed
 from tests.test_bake import AL2023_PARAM, _inventory, _settings
 
 pytestmark = [pytest.mark.packer,

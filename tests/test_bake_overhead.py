@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
-from pipeline import bake as B
-from pipeline.aws import Clients
-from pipeline.config import AwsSettings, parse_settings
-from pipeline.errors import InputError, PackerBuildFailed
+from pipeline.bake import build as B
+from pipeline.aws.clients import Clients
+from pipeline.core.config import AwsSettings, parse_settings
+from pipeline.core.errors import InputError, PackerBuildFailed
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "packer" / "eks-node"
@@ -156,7 +156,7 @@ def test_sweep_wait_for_termination_polls_quickly(emulator, clients):
 @pytest.mark.packer
 @needs_packer
 def test_prefetched_packer_version_is_used_once(tmp_path):
-    from pipeline import packer as P
+    from pipeline.bake import packer as P
 
     packer = P.find_packer()
     assert P.prefetch_version() is True

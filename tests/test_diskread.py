@@ -1,4 +1,4 @@
-"""pipeline.diskread and pipeline.lvm_writer on real images from the factory.
+"""pipeline.image.diskread and pipeline_dev.lvm_writer on real images from the factory.
 
 One raw disk is converted by ``qemu-img`` into every container; each view must read
 back exactly the raw bytes, read lazily, and list allocated ranges outside of which the
@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.diskimage import _QEMU_ARGS, ImageSpec, build_image, root_tree
-from pipeline.diskread import open_disk
-from pipeline.diskread._io import DiskFile
-from pipeline.diskread.containers import merge_ranges
-from pipeline.diskread.fs import candidate_volumes, find_root
-from pipeline.errors import ImageReadError
-from pipeline.lvm_writer import PE_START, calc_crc, lvm_fs_size, pv_bytes
+from pipeline_dev.diskimage import _QEMU_ARGS, ImageSpec, build_image, root_tree
+from pipeline.image.diskread import open_disk
+from pipeline.image.diskread._io import DiskFile
+from pipeline.image.diskread.containers import merge_ranges
+from pipeline.image.diskread.fs import candidate_volumes, find_root
+from pipeline.core.errors import ImageReadError
+from pipeline_dev.lvm_writer import PE_START, calc_crc, lvm_fs_size, pv_bytes
 
 MiB = 1024 * 1024
 CONTAINERS = tuple(_QEMU_ARGS) + ("raw", "ova")
@@ -192,7 +192,7 @@ def test_one_format_imports_only_its_parser(containers: dict[str, Path]) -> None
 
     code = (
         "import sys\n"
-        "from pipeline.diskread import open_disk\n"
+        "from pipeline.image.diskread import open_disk\n"
         f"open_disk({str(containers['vmdk-stream'])!r}).read(0, 512)\n"
         "loaded = sorted(m for m in sys.modules if m.startswith('dissect.hypervisor.'))\n"
         "assert 'dissect.hypervisor.disk.vmdk' in loaded, loaded\n"
@@ -251,7 +251,7 @@ def test_large_disk_path_checks_table_offsets_only(fmt: str, containers: dict[st
                                                    raw_disk: Path, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """Above the table budget only table offsets are checked at open; reads still verify."""
-    from pipeline.diskread import containers as c
+    from pipeline.image.diskread import containers as c
 
     monkeypatch.setattr(c, "_CHECK_BUDGET", 0)
     raw = raw_disk.read_bytes()
@@ -397,8 +397,8 @@ def test_lvm_on_gpt_and_on_the_whole_disk(table: str, tmp_path: Path) -> None:
     """A PV in a GPT partition (Linux LVM type) or directly on the disk."""
     import os as _os
 
-    from pipeline.diskimage import build_filesystem
-    from pipeline.lvm_writer import write_pv
+    from pipeline_dev.diskimage import build_filesystem
+    from pipeline_dev.lvm_writer import write_pv
 
     tree = root_tree(tmp_path / "tree", "al2")
     size = 64 * MiB

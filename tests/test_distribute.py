@@ -10,13 +10,14 @@ import pytest
 from botocore.exceptions import EndpointConnectionError
 from moto.ec2.models import ec2_backends
 
-from pipeline import lineage, tags as T
-from pipeline.aws import Clients
-from pipeline.config import AwsSettings, ImageSettings, Settings, parse_settings
-from pipeline.distribute import (COPIED_FROM, PublicationGated, distribute, gate_publication,
-                                 move_pointers, plan_distribution)
-from pipeline.errors import ConfigError, InputError, OperationFailed
-from pipeline.records import BuildRecord, Verification
+from pipeline.lineage import store as lineage
+from pipeline.core import tags as T
+from pipeline.aws.clients import Clients
+from pipeline.core.config import AwsSettings, ImageSettings, Settings, parse_settings
+from pipeline.lifecycle.distribute import (COPIED_FROM, PublicationGated, distribute,
+    gate_publication, move_pointers, plan_distribution)
+from pipeline.core.errors import ConfigError, InputError, OperationFailed
+from pipeline.core.records import BuildRecord, Verification
 
 ACCOUNT = "123456789012"
 HOME, WEST, EU = "us-east-1", "us-west-2", "eu-west-1"

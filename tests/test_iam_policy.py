@@ -9,8 +9,8 @@ import botocore.session
 import pytest
 from botocore import xform_name
 
-from pipeline import iam_policy
-from pipeline.config import parse_settings
+from pipeline.aws import iam_policy
+from pipeline.core.config import parse_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 PIPELINE = ROOT / "pipeline"
@@ -95,7 +95,7 @@ def _settings(tmp_path: Path):
 def test_scanner_finds_known_calls() -> None:
     """The scanner itself works: it sees calls in this project's own modules."""
     calls = {(svc, op) for svc, op, _ in scan_calls()}
-    # pipeline.aws.Clients.account_id calls STS; pipeline.prune deregisters images.
+    # pipeline.aws.clients.Clients.account_id calls STS; pipeline.lifecycle.prune deregisters images.
     assert ("sts", "get_caller_identity") in calls
     assert ("ec2", "deregister_image") in calls
     assert ("ec2", "describe_image_references") in calls

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import tags
-from pipeline.config import ImageSettings, ImportSettings, Settings
-from pipeline.diskimage import ImageSpec, build_image, root_tree
-from pipeline.errors import PreflightError
-from pipeline.importer import ImportRequest, disk_layout, import_image, preflight
+from pipeline.core import tags
+from pipeline.core.config import ImageSettings, ImportSettings, Settings
+from pipeline_dev.diskimage import ImageSpec, build_image, root_tree
+from pipeline.core.errors import PreflightError
+from pipeline.ingest.importer import ImportRequest, disk_layout, import_image, preflight
 
 MiB = 1024 * 1024
 BUCKET = "eks-imports"

@@ -17,12 +17,12 @@ from urllib.parse import urlparse
 
 import pytest
 
-from pipeline.aws import Clients
-from pipeline.config import AwsSettings
-from pipeline.diskread import open_disk
-from pipeline.errors import AwsCallError
-from pipeline.importer import ImportRequest, import_image
-from pipeline.snapshot_upload import write_snapshot
+from pipeline.aws.clients import Clients
+from pipeline.core.config import AwsSettings
+from pipeline.image.diskread import open_disk
+from pipeline.core.errors import AwsCallError
+from pipeline.ingest.importer import ImportRequest, import_image
+from pipeline.aws.ebs import write_snapshot
 from test_import_e2e import _inventory, _settings, good_raw  # noqa: F401
 
 _BLOCK = re.compile(r"^/snapshots/[^/]+/blocks/(\d+)$")

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from pipeline.errors import PreflightError
-from pipeline.vmimport_role import allows, bucket_policy, check_role, trust_policy
+from pipeline.core.errors import PreflightError
+from pipeline.aws.iam import allows, bucket_policy, check_role, trust_policy
 
 BUCKET = "image-bucket"
 

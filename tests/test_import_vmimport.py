@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from pipeline import tags
-from pipeline.errors import ImportTaskFailed, OperationFailed
-from pipeline.importer import ImportRequest, import_image
+from pipeline.core import tags
+from pipeline.core.errors import ImportTaskFailed, OperationFailed
+from pipeline.ingest.importer import ImportRequest, import_image
 from test_import_e2e import (BUCKET, _inventory, _raw_sha256, _settings,  # noqa: F401
                                    _snapshot_sha256, bare_raw, good_qcow2, good_raw,
                                    no_table_raw)
@@ -232,6 +232,6 @@ def test_interrupted_upload_is_resumed_by_the_next_run(clients, aws_settings, tm
     ("ClientError: something nobody has seen", "vmimport-troubleshooting"),
 ])
 def test_known_failures_map_to_a_fix(message, fix_words) -> None:
-    from pipeline.vm_import import likely_fix
+    from pipeline.ingest.vm_import import likely_fix
 
     assert fix_words in likely_fix(message)

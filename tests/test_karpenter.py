@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import karpenter as kp
-from pipeline import user_data as ud
-from pipeline.errors import InputError, LintError
+from pipeline.publish import karpenter as kp
+from pipeline.publish import user_data as ud
+from pipeline.core.errors import InputError, LintError
 
 from test_publish_support import example_raw, settings_for
 
@@ -30,7 +30,7 @@ def _by_kind(manifests):
 
 
 def test_vendored_crds_have_provenance_and_every_schema_loads():
-    root = Path(kp.__file__).parent / "data" / "karpenter-crds"
+    root = Path(kp.__file__).resolve().parents[1] / "data" / "karpenter-crds"
     note = (root / "PROVENANCE.md").read_text()
     for (api, kind), rel in kp._CRDS.items():
         assert (root / rel).is_file() and rel.split("/")[1] in note

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import lineage, tags as T
-from pipeline.aws import Clients
-from pipeline.config import AwsSettings, ImageSettings, LaunchTemplateSettings, Settings
-from pipeline.pointers import put_pointer
-from pipeline.records import BuildRecord, Verification
+from pipeline.lineage import store as lineage
+from pipeline.core import tags as T
+from pipeline.aws.clients import Clients
+from pipeline.core.config import AwsSettings, ImageSettings, LaunchTemplateSettings, Settings
+from pipeline.aws.ssm import put_pointer
+from pipeline.core.records import BuildRecord, Verification
 
 HOME = "us-east-1"
 PREFIX = "/eks-ami-pipeline"
@@ -229,7 +230,7 @@ def test_build_for_template_version_reads_description_and_ami_tag(settings, clie
 
 
 def test_build_for_unknown_template_is_input_error(clients):
-    from pipeline.errors import InputError
+    from pipeline.core.errors import InputError
 
     with pytest.raises(InputError, match="no-such-template"):
         lineage.build_for_template_version(clients, "no-such-template", 1)

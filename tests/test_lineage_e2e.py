@@ -9,13 +9,13 @@ import shutil
 
 import pytest
 
-from pipeline import lineage
-from pipeline.aws import Clients
-from pipeline.config import Settings
-from pipeline.bake import bake
-from pipeline.importer import ImportRequest, import_image
-from pipeline.publish import PublishRequest, promote, publish, rollback
-from pipeline.records import BuildRecord, Verification
+from pipeline.lineage import store as lineage
+from pipeline.aws.clients import Clients
+from pipeline.core.config import Settings
+from pipeline.bake.build import bake
+from pipeline.ingest.importer import ImportRequest, import_image
+from pipeline.publish.release import PublishRequest, promote, publish, rollback
+from pipeline.core.records import BuildRecord, Verification
 
 from test_import_e2e import good_raw  # noqa: F401 - session fixture: an AL2023-like disk
 from test_publish_support import (ROOT, TEMPLATE, example_raw, node_security_group, settings_for,

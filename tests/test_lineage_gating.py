@@ -8,8 +8,8 @@ from typing import Any
 from moto.ec2.models import ec2_backends
 from moto.ssm.models import ssm_backends
 
-from pipeline.distribute import distribute
-from pipeline.publish import PublishRequest, promote, publish, rollback
+from pipeline.lifecycle.distribute import distribute
+from pipeline.publish.release import PublishRequest, promote, publish, rollback
 
 from test_lineage_e2e import HOME, IMAGE, built
 from test_publish_support import TEMPLATE, example_raw, node_security_group, settings_for

@@ -1,4 +1,4 @@
-"""pipeline.packer: versions, command lines for both Packer generations, the stream format,
+"""pipeline.bake.packer: versions, command lines for both Packer generations, the stream format,
 manifests; and the templates themselves (`packer validate`, `packer fmt`, declared variables).
 
 Only Debian's Packer 1.6.6 is installed here; the >= 1.7 path is checked by building its
@@ -15,8 +15,8 @@ from pathlib import Path
 import hcl2
 import pytest
 
-from pipeline import packer as P
-from pipeline.errors import InputError, PackerBuildFailed
+from pipeline.bake import packer as P
+from pipeline.core.errors import InputError, PackerBuildFailed
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "packer" / "eks-node"

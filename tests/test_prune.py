@@ -8,12 +8,13 @@ from typing import Any
 import pytest
 from moto.ec2.models import ec2_backends
 
-from pipeline import lineage, tags
-from pipeline.config import parse_settings
-from pipeline.emulator.image_references import install
-from pipeline.errors import InputError
-from pipeline.prune import prune
-from pipeline.records import BuildRecord
+from pipeline.lineage import store as lineage
+from pipeline.core import tags
+from pipeline.core.config import parse_settings
+from pipeline_dev.emulator.image_references import install
+from pipeline.core.errors import InputError
+from pipeline.lifecycle.prune import prune
+from pipeline.core.records import BuildRecord
 
 ACCOUNT, REGION = "123456789012", "us-east-1"
 

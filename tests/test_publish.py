@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import karpenter as kp
-from pipeline.aws import Clients
-from pipeline.errors import InputError
-from pipeline import user_data as ud
-from pipeline.launch_templates import list_versions
-from pipeline.pointers import get_pointer, list_pointers
-from pipeline.publish import PublishRequest, promote, publish, rollback, template_diff
+from pipeline.publish import karpenter as kp
+from pipeline.aws.clients import Clients
+from pipeline.core.errors import InputError
+from pipeline.publish import user_data as ud
+from pipeline.aws.templates import list_versions
+from pipeline.aws.ssm import get_pointer, list_pointers
+from pipeline.publish.release import PublishRequest, promote, publish, rollback, template_diff
 
 from test_publish_support import (TEMPLATE, clients, example_raw, module_clients,  # noqa: F401
                                   node_security_group, settings_for,
@@ -243,7 +243,7 @@ def test_rules_only_warn_for_a_template_not_configured_for_karpenter(emulator, c
 
 def test_end_to_end_with_verify_on_the_seeded_al2023_base(emulator, clients, settings):
     """The real verify step tags the public AL2023 base; publish trusts only those tags."""
-    from pipeline.verify import verify_ami
+    from pipeline.lineage.verify_ami import verify_ami
 
     name = "/aws/service/eks/optimized-ami/1.31/amazon-linux-2023/x86_64/standard/recommended/image_id"
     base = clients.client("ssm").get_parameter(Name=name)["Parameter"]["Value"]

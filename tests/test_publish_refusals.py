@@ -8,10 +8,10 @@ from typing import Any, Callable
 
 import pytest
 
-from pipeline import user_data as ud
-from pipeline.errors import EXIT_BAD_INPUT, InputError
-from pipeline.pointers import get_pointer
-from pipeline.publish import PublishRequest, publish
+from pipeline.publish import user_data as ud
+from pipeline.core.errors import EXIT_BAD_INPUT, InputError
+from pipeline.aws.ssm import get_pointer
+from pipeline.publish.release import PublishRequest, publish
 
 from test_publish_support import (TEMPLATE, clients, example_raw, module_clients,  # noqa: F401
                                   node_security_group, settings_for,

@@ -7,10 +7,10 @@ from typing import Any
 
 import yaml
 
-from pipeline import tags as T
-from pipeline.aws import Clients
-from pipeline.config import Settings, parse_settings
-from pipeline.launch_templates import list_versions
+from pipeline.core import tags as T
+from pipeline.aws.clients import Clients
+from pipeline.core.config import Settings, parse_settings
+from pipeline.aws.templates import list_versions
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "pipeline.example.yaml"
@@ -75,7 +75,7 @@ def version_count(clients: Clients, template: str = TEMPLATE) -> int:
 # reset before every test by the ``emulator`` fixture, and Clients holds no AWS state.
 import pytest  # noqa: E402
 
-from pipeline.config import AwsSettings  # noqa: E402
+from pipeline.core.config import AwsSettings  # noqa: E402
 
 
 @pytest.fixture(scope="module")

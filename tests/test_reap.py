@@ -8,11 +8,12 @@ from typing import Any
 import pytest
 from moto.s3.models import s3_backends
 
-from pipeline import lineage, tags
-from pipeline.config import parse_settings
-from pipeline.emulator.image_references import install
-from pipeline.prune import reap
-from pipeline.records import BuildRecord
+from pipeline.lineage import store as lineage
+from pipeline.core import tags
+from pipeline.core.config import parse_settings
+from pipeline_dev.emulator.image_references import install
+from pipeline.lifecycle.prune import reap
+from pipeline.core.records import BuildRecord
 
 BUCKET = "imports-bucket"
 ACCOUNT = "123456789012"

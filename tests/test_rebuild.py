@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 import yaml
 
-from pipeline import lineage, locks
-from pipeline.config import parse_settings
-from pipeline.errors import InputError
-from pipeline.rebuild import Inputs, decide, rebuild
-from pipeline.records import BuildRecord
+from pipeline.lineage import store as lineage
+from pipeline.lifecycle import locks
+from pipeline.core.config import parse_settings
+from pipeline.core.errors import InputError
+from pipeline.lifecycle.rebuild import Inputs, decide, rebuild
+from pipeline.core.records import BuildRecord
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "packer" / "eks-node"

@@ -4,10 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipeline import lineage
-from pipeline.config import parse_settings
-from pipeline.diskimage import ImageSpec, build_image, root_tree
-from pipeline.rebuild import rebuild
+from pipeline.lineage import store as lineage
+from pipeline.core.config import parse_settings
+from pipeline_dev.diskimage import ImageSpec, build_image, root_tree
+from pipeline.lifecycle.rebuild import rebuild
 
 MiB = 1024 * 1024
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from pipeline import locks
-from pipeline.config import parse_settings
+from pipeline.lifecycle import locks
+from pipeline.core.config import parse_settings
 
 BUCKET = "lock-bucket"
 

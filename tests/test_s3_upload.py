@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import s3_upload
-from pipeline.s3_upload import MAX_PARTS, MiB, FileChangedError, part_size_for, upload_file
+from pipeline.aws import s3 as s3_upload
+from pipeline.aws.s3 import MAX_PARTS, MiB, FileChangedError, part_size_for, upload_file
 
 BUCKET = "import-bucket"
 
@@ -294,12 +294,12 @@ def test_part_reader_reuses_one_buffer_per_thread(tmp_path) -> None:
 
 def test_workers_are_capped_at_the_clients_connection_pool(aws_settings, tmp_path,
                                                            caplog) -> None:
-    from pipeline.aws import Clients
+    from pipeline.aws.clients import Clients
 
     s3 = Clients(aws_settings, max_pool_connections=2).client("s3")
     s3.create_bucket(Bucket=BUCKET)
     src = _random_file(tmp_path / "disk.raw", 4 * 8 * MiB)
-    with caplog.at_level("INFO", logger="pipeline.s3_upload"):
+    with caplog.at_level("INFO", logger="pipeline.aws.s3"):
         result = upload_file(s3, src, BUCKET, workers=10)
     assert "10 workers but the S3 client pools 2 connections: using 2" in caplog.text
     assert _object_sha(s3, result.key) == result.sha256

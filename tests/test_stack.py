@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import user_data as ud
-from pipeline.stack import MANAGED_POLICIES, build_stack, render_stack
+from pipeline.publish import user_data as ud
+from pipeline.publish.stack import MANAGED_POLICIES, build_stack, render_stack
 
 from test_publish_support import example_raw, settings_for
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import user_data as ud
-from pipeline.config import ClusterSettings, UserDataSettings
-from pipeline.errors import ConfigError, LintError
+from pipeline.publish import user_data as ud
+from pipeline.core.config import ClusterSettings, UserDataSettings
+from pipeline.core.errors import ConfigError, LintError
 
 from test_publish_support import example_raw, settings_for
 

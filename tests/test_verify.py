@@ -1,4 +1,4 @@
-"""pipeline.verify on real images from the factory: every verdict, layout and format.
+"""pipeline.image.verify on real images from the factory: every verdict, layout and format.
 
 Images are built once per session (``image_cache``) from small trees; ext4 images are
 64 MiB and XFS images 320 MiB, both sparse.
@@ -15,9 +15,10 @@ from typing import Callable
 
 import pytest
 
-from pipeline.diskimage import FORMATS, ImageSpec, _data, build_filesystem, build_image, root_tree
-from pipeline.errors import ImageReadError, InputError
-from pipeline.verify import VerifyReport, is_stub, verify_image
+from pipeline_dev.diskimage import (FORMATS, ImageSpec, _data, build_filesystem, build_image,
+    root_tree)
+from pipeline.core.errors import ImageReadError, InputError
+from pipeline.image.verify import VerifyReport, is_stub, verify_image
 
 MiB = 1024 * 1024
 REPO = Path(__file__).resolve().parent.parent

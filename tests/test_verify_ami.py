@@ -13,11 +13,12 @@ from typing import Any
 
 import pytest
 
-from pipeline import tags as T
-from pipeline.diskimage import ImageSpec, build_image, root_tree
-from pipeline.diskread import open_snapshot
-from pipeline.errors import ImageReadError
-from pipeline.verify import verify_ami, verify_image
+from pipeline.core import tags as T
+from pipeline_dev.diskimage import ImageSpec, build_image, root_tree
+from pipeline.aws.snapshot_read import open_snapshot
+from pipeline.core.errors import ImageReadError
+from pipeline.image.verify import verify_image
+from pipeline.lineage.verify_ami import verify_ami
 
 MiB = 1024 * 1024
 BLOCK = 524288
@@ -175,7 +176,7 @@ def test_task_verify_ami(clients: Any, endpoint: str, tmp_path: Path) -> None:
 
 def test_block_failing_its_checksum_is_a_read_error(clients: Any) -> None:
     """Bit rot between the store and us: the block's SHA-256 no longer matches."""
-    from pipeline.emulator.blockstore import STORE, Block
+    from pipeline_dev.emulator.blockstore import STORE, Block
 
     data = bytearray(2 * BLOCK)
     data[BLOCK:BLOCK + 4] = b"data"

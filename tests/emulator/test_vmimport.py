@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from pipeline.diskimage import MiB, ImageSpec, build_image, root_tree
+from pipeline_dev.diskimage import MiB, ImageSpec, build_image, root_tree
 
 BUCKET = "disk-images"
 BS = 524288

@@ -1,0 +1,547 @@
+"""The YAML configuration: where it is found, how it is checked, the typed settings.
+
+Lookup order: ``--config PATH``, then ``$PIPELINE_CONFIG``, then ``./pipeline.yaml``.
+Structure is checked with a JSON schema, meaning (CIDRs, references between sections)
+by hand; every problem becomes one line ``FILE: key.path: expected ...`` and all of
+them are raised together as one :class:`~pipeline.core.errors.ConfigError` (exit 2).
+Relative paths in the file are relative to the file's folder.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from pipeline.core.errors import ConfigError
+
+__all__ = [
+    "AwsSettings",
+    "ClusterSettings",
+    "BaseImage",
+    "BakeSettings",
+    "ImportSettings",
+    "ImageSettings",
+    "UserDataSettings",
+    "LaunchTemplateSettings",
+    "KarpenterSettings",
+    "Settings",
+    "DEFAULT_CONFIG_NAME",
+    "CONFIG_ENV",
+    "find_config",
+    "load_settings",
+    "parse_settings",
+]
+
+DEFAULT_CONFIG_NAME = "pipeline.yaml"
+CONFIG_ENV = "PIPELINE_CONFIG"
+ENDPOINT_ENV = "AWS_ENDPOINT_URL"
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True, slots=True)
+class AwsSettings:
+    region: str = "us-east-1"
+    profile: str | None = None
+    endpoint_url: str | None = None
+    retry_mode: str = "standard"
+    max_attempts: int = 5
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSettings:
+    name: str
+    kubernetes_version: str
+    endpoint: str | None = None
+    certificate_authority: str | None = None
+    service_cidr: str = "10.100.0.0/16"
+    dns_cluster_ip: str | None = None
+
+    @property
+    def cluster_dns_ip(self) -> str:
+        """The cluster DNS IP: configured, or the .10 address of the service CIDR."""
+        if self.dns_cluster_ip:
+            return self.dns_cluster_ip
+        net = ipaddress.ip_network(self.service_cidr, strict=False)
+        return str(net.network_address + 10)
+
+
+@dataclass(frozen=True, slots=True)
+class BaseImage:
+    """Where a bake starts: exactly one of the three ways is set."""
+
+    ssm_parameter: str | None = None
+    ami_id: str | None = None
+    name_filter: str | None = None
+    owners: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class BakeSettings:
+    template: Path
+    base: BaseImage
+    instance_type: str = "m5.large"
+    var_files: tuple[Path, ...] = ()
+    variables: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ImportSettings:
+    source: Path
+    method: str = "vm-import"
+    bucket: str | None = None
+    kms_key_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ImageSettings:
+    name: str
+    require: str = "any"
+    architecture: str = "x86_64"
+    boot_mode: str = "legacy-bios"
+    regions: tuple[str, ...] = ()
+    share_with: tuple[str, ...] = ()
+    kms_key_ids: dict[str, str] = field(default_factory=dict)
+    max_age_days: int = 30
+    bake: BakeSettings | None = None
+    import_: ImportSettings | None = None
+
+    @property
+    def method(self) -> str:
+        return "bake" if self.bake is not None else "import"
+
+
+@dataclass(frozen=True, slots=True)
+class UserDataSettings:
+    format: str = "mime"
+    kubelet_extra_args: str | None = None
+    max_pods: int | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    taints: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchTemplateSettings:
+    name: str
+    image: str
+    karpenter: bool = False
+    instance_profile: str | None = None
+    security_group_ids: tuple[str, ...] = ()
+    channel: str = "candidate"
+    set_default: bool = True
+    user_data: UserDataSettings = field(default_factory=UserDataSettings)
+
+
+@dataclass(frozen=True, slots=True)
+class KarpenterSettings:
+    version: str = "v1"
+    output_dir: Path = Path("build/karpenter")
+    name: str = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the tasks need, read from one YAML file."""
+
+    aws: AwsSettings = field(default_factory=AwsSettings)
+    cluster: ClusterSettings | None = None
+    images: tuple[ImageSettings, ...] = ()
+    launch_templates: tuple[LaunchTemplateSettings, ...] = ()
+    karpenter: KarpenterSettings = field(default_factory=KarpenterSettings)
+    s3_bucket: str | None = None
+    ssm_prefix: str = "/eks-ami-pipeline"
+    state_dir: Path = Path("build")
+    source: Path | None = None
+
+    def image(self, name: str | None) -> ImageSettings:
+        """The image named ``name``, or the only one when ``name`` is None."""
+        if name is None:
+            if len(self.images) == 1:
+                return self.images[0]
+            raise ConfigError(
+                f"{self._where()}: images: {len(self.images)} images configured; "
+                "pass --image NAME"
+            )
+        for img in self.images:
+            if img.name == name:
+                return img
+        known = ", ".join(i.name for i in self.images) or "none"
+        raise ConfigError(f"{self._where()}: images: no image named {name!r} (configured: {known})")
+
+    def launch_template(self, name: str | None) -> LaunchTemplateSettings:
+        """The launch template named ``name``, or the only one when ``name`` is None."""
+        if name is None:
+            if len(self.launch_templates) == 1:
+                return self.launch_templates[0]
+            raise ConfigError(
+                f"{self._where()}: launch_templates: {len(self.launch_templates)} configured; "
+                "pass --template NAME"
+            )
+        for lt in self.launch_templates:
+            if lt.name == name:
+                return lt
+        return LaunchTemplateSettings(name=name, image="")
+
+    def require_cluster(self) -> ClusterSettings:
+        if self.cluster is None:
+            raise ConfigError(f"{self._where()}: cluster: expected a mapping with name, endpoint, "
+                              "certificate_authority and service_cidr")
+        return self.cluster
+
+    def _where(self) -> str:
+        return str(self.source) if self.source else "configuration"
+
+
+# --------------------------------------------------------------------------- schema
+
+_STR = {"type": "string", "minLength": 1}
+_STRLIST = {"type": "array", "items": _STR}
+_NAME = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"}
+
+_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "aws": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "region": {"type": "string", "pattern": r"^[a-z]{2}(-[a-z]+)+-\d$"},
+                "profile": {"type": ["string", "null"]},
+                "endpoint_url": {"type": ["string", "null"], "pattern": r"^https?://"},
+                "retry_mode": {"enum": ["standard", "adaptive", "legacy"]},
+                "max_attempts": {"type": "integer", "minimum": 1, "maximum": 20},
+            },
+        },
+        "build": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "s3_bucket": {"type": ["string", "null"],
+                              "pattern": r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"},
+                "ssm_prefix": {"type": "string", "pattern": r"^/[A-Za-z0-9_.\-/]+[^/]$"},
+                "state_dir": _STR,
+            },
+        },
+        "cluster": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["name", "kubernetes_version"],
+            "properties": {
+                "name": {"type": "string", "pattern": r"^[0-9A-Za-z][A-Za-z0-9\-_]{0,99}$"},
+                "kubernetes_version": {"type": "string", "pattern": r"^1\.\d+$"},
+                "endpoint": {"type": ["string", "null"]},
+                "certificate_authority": {"type": ["string", "null"]},
+                "service_cidr": _STR,
+                "dns_cluster_ip": {"type": ["string", "null"]},
+            },
+        },
+        "images": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["name"],
+                "properties": {
+                    "name": _NAME,
+                    "require": {"enum": ["any", "bootstrap.sh", "nodeadm"]},
+                    "architecture": {"enum": ["x86_64", "arm64"]},
+                    "boot_mode": {"enum": ["legacy-bios", "uefi"]},
+                    "regions": _STRLIST,
+                    "share_with": {"type": "array",
+                                   "items": {"type": "string", "pattern": r"^\d{12}$"}},
+                    "kms_key_ids": {"type": "object", "additionalProperties": _STR},
+                    "max_age_days": {"type": "integer", "minimum": 1},
+                    "bake": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["template", "base"],
+                        "properties": {
+                            "template": _STR,
+                            "instance_type": _STR,
+                            "var_files": _STRLIST,
+                            "variables": {"type": "object",
+                                          "additionalProperties": {"type": ["string", "number",
+                                                                            "boolean"]}},
+                            "base": {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "properties": {
+                                    "ssm_parameter": _STR,
+                                    "ami_id": {"type": "string", "pattern": r"^ami-[0-9a-f]{8,17}$"},
+                                    "name_filter": _STR,
+                                    "owners": _STRLIST,
+                                },
+                            },
+                        },
+                    },
+                    "import": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["source"],
+                        "properties": {
+                            "source": _STR,
+                            "method": {"enum": ["vm-import", "snapshot"]},
+                            "bucket": {"type": ["string", "null"]},
+                            "kms_key_id": {"type": ["string", "null"]},
+                        },
+                    },
+                },
+            },
+        },
+        "launch_templates": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["name", "image"],
+                "properties": {
+                    "name": {"type": "string", "pattern": r"^[a-zA-Z0-9().\-/_]{3,128}$"},
+                    "image": _STR,
+                    "karpenter": {"type": "boolean"},
+                    "instance_profile": {"type": ["string", "null"]},
+                    "security_group_ids": {"type": "array",
+                                           "items": {"type": "string", "pattern": r"^sg-[0-9a-f]+$"}},
+                    "channel": _NAME,
+                    "set_default": {"type": "boolean"},
+                    "user_data": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "format": {"enum": ["mime", "script"]},
+                            "kubelet_extra_args": {"type": ["string", "null"]},
+                            "max_pods": {"type": ["integer", "null"], "minimum": 1,
+                                         "maximum": 737},
+                            "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                            "taints": _STRLIST,
+                        },
+                    },
+                },
+            },
+        },
+        "karpenter": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "version": {"enum": ["v1", "v1alpha5", "none"]},
+                "output_dir": _STR,
+                "name": _NAME,
+            },
+        },
+    },
+}
+
+
+def _key_path(path: Any) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _describe(err: jsonschema.ValidationError) -> tuple[str, str]:
+    """Turn a schema error into (key path, 'expected ...') for one output line."""
+    path = list(err.absolute_path)
+    v = err.validator
+    if v == "additionalProperties":
+        extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
+        allowed = ", ".join(sorted(err.schema.get("properties", {})))
+        return _key_path(path + [extra[0]] if extra else path), f"unknown key; expected one of {allowed}"
+    if v == "required":
+        missing = err.message.split("'")[1] if "'" in err.message else err.message
+        return _key_path(path + [missing]), "required key is missing"
+    if v == "enum":
+        choices = ", ".join(repr(c) for c in err.validator_value)
+        return _key_path(path), f"expected one of {choices}, got {err.instance!r}"
+    if v == "type":
+        want = err.validator_value
+        want = " or ".join(want) if isinstance(want, list) else want
+        return _key_path(path), f"expected {want}, got {type(err.instance).__name__} {err.instance!r}"
+    if v == "pattern":
+        return _key_path(path), f"expected a value matching {err.validator_value}, got {err.instance!r}"
+    if v in ("minimum", "maximum", "minLength"):
+        return _key_path(path), f"expected {v} {err.validator_value}, got {err.instance!r}"
+    return _key_path(path), err.message
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def find_config(explicit: str | os.PathLike[str] | None = None) -> Path | None:
+    """``--config PATH``, then ``$PIPELINE_CONFIG``, then ``./pipeline.yaml``."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get(CONFIG_ENV)
+    if env:
+        return Path(env)
+    here = Path.cwd() / DEFAULT_CONFIG_NAME
+    return here if here.exists() else None
+
+
+def load_settings(explicit: str | os.PathLike[str] | None = None, *,
+                  required: bool = True) -> Settings:
+    """Find, read and validate the configuration.
+
+    With ``required=False`` and no file anywhere, return default settings (tasks such
+    as ``verify --image`` need no AWS or cluster settings).
+    """
+    path = find_config(explicit)
+    if path is None:
+        if not required:
+            return _apply_env(Settings())
+        raise ConfigError(
+            f"no configuration found: pass --config PATH, set {CONFIG_ENV}, or copy "
+            f"pipeline.example.yaml to ./{DEFAULT_CONFIG_NAME}"
+        )
+    if not path.is_file():
+        raise ConfigError(f"{path}: configuration file not found; check --config or {CONFIG_ENV}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "?"
+        raise ConfigError(f"{path}: {where}: not valid YAML ({getattr(err, 'problem', err)})") from err
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the configuration ({err.strerror})") from err
+    return parse_settings(raw if raw is not None else {}, source=path)
+
+
+def parse_settings(raw: Any, *, source: Path | None = None) -> Settings:
+    """Validate a parsed YAML document and build :class:`Settings`."""
+    where = str(source) if source else "configuration"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: (top level): expected a mapping, got {type(raw).__name__}")
+    problems: list[str] = []
+    validator = jsonschema.Draft202012Validator(_SCHEMA)
+    for err in sorted(validator.iter_errors(raw), key=lambda e: list(map(str, e.absolute_path))):
+        key, expected = _describe(err)
+        problems.append(f"{where}: {key}: {expected}")
+    try:
+        problems.extend(f"{where}: {p}" for p in _semantic_problems(raw))
+    except (TypeError, AttributeError, KeyError):
+        pass  # wrong shapes were already reported by the schema
+    if problems:
+        raise ConfigError(problems[0] if len(problems) == 1 else
+                          f"{where}: {len(problems)} problems", problems)
+    base_dir = source.parent if source else Path.cwd()
+    return _apply_env(_build(raw, base_dir, source))
+
+
+def _semantic_problems(raw: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    cluster = raw.get("cluster") or {}
+    cidr = cluster.get("service_cidr")
+    net = None
+    if cidr is not None:
+        try:
+            net = ipaddress.ip_network(cidr, strict=True)
+        except ValueError:
+            out.append(f"cluster.service_cidr: expected a network in CIDR form such as "
+                       f"10.100.0.0/16, got {cidr!r}")
+    dns = cluster.get("dns_cluster_ip")
+    if dns is not None:
+        try:
+            ip = ipaddress.ip_address(dns)
+            if net is not None and ip not in net:
+                out.append(f"cluster.dns_cluster_ip: expected an address inside service_cidr "
+                           f"{cidr}, got {dns!r}")
+        except ValueError:
+            out.append(f"cluster.dns_cluster_ip: expected an IP address, got {dns!r}")
+    endpoint = cluster.get("endpoint")
+    if endpoint is not None and not str(endpoint).startswith("https://"):
+        out.append(f"cluster.endpoint: expected an https:// URL, got {endpoint!r}")
+    names = [i.get("name") for i in raw.get("images") or []]
+    for idx, img in enumerate(raw.get("images") or []):
+        if names.count(img.get("name")) > 1:
+            out.append(f"images[{idx}].name: expected a unique name, {img.get('name')!r} repeats")
+        has_bake, has_import = "bake" in img, "import" in img
+        if has_bake == has_import:
+            out.append(f"images[{idx}]: expected exactly one of 'bake' or 'import'")
+        base = (img.get("bake") or {}).get("base")
+        if base is not None:
+            ways = [k for k in ("ssm_parameter", "ami_id", "name_filter") if k in base]
+            if len(ways) != 1:
+                out.append(f"images[{idx}].bake.base: expected exactly one of ssm_parameter, "
+                           f"ami_id or name_filter, got {ways or 'none'}")
+            if "name_filter" in base and not base.get("owners"):
+                out.append(f"images[{idx}].bake.base.owners: required with name_filter")
+    for idx, lt in enumerate(raw.get("launch_templates") or []):
+        if lt.get("image") not in names:
+            out.append(f"launch_templates[{idx}].image: expected the name of a configured image "
+                       f"({', '.join(map(str, names)) or 'none configured'}), got {lt.get('image')!r}")
+    return out
+
+
+def _build(raw: dict[str, Any], base_dir: Path, source: Path | None) -> Settings:
+    def p(value: str) -> Path:
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else base_dir / path
+
+    aws = AwsSettings(**(raw.get("aws") or {}))
+    c = raw.get("cluster")
+    cluster = ClusterSettings(**c) if c else None
+    images = []
+    for img in raw.get("images") or []:
+        bake = imp = None
+        if "bake" in img:
+            b = img["bake"]
+            base = b["base"]
+            bake = BakeSettings(
+                template=p(b["template"]),
+                base=BaseImage(ssm_parameter=base.get("ssm_parameter"), ami_id=base.get("ami_id"),
+                               name_filter=base.get("name_filter"),
+                               owners=tuple(base.get("owners") or ())),
+                instance_type=b.get("instance_type", "m5.large"),
+                var_files=tuple(p(v) for v in b.get("var_files") or ()),
+                variables={k: str(v) for k, v in (b.get("variables") or {}).items()},
+            )
+        if "import" in img:
+            i = img["import"]
+            imp = ImportSettings(source=p(i["source"]), method=i.get("method", "vm-import"),
+                                 bucket=i.get("bucket"), kms_key_id=i.get("kms_key_id"))
+        images.append(ImageSettings(
+            name=img["name"], require=img.get("require", "any"),
+            architecture=img.get("architecture", "x86_64"),
+            boot_mode=img.get("boot_mode", "legacy-bios"),
+            regions=tuple(img.get("regions") or ()), share_with=tuple(img.get("share_with") or ()),
+            kms_key_ids=dict(img.get("kms_key_ids") or {}),
+            max_age_days=img.get("max_age_days", 30), bake=bake, import_=imp,
+        ))
+    lts = []
+    for lt in raw.get("launch_templates") or []:
+        ud = lt.get("user_data") or {}
+        lts.append(LaunchTemplateSettings(
+            name=lt["name"], image=lt["image"], karpenter=lt.get("karpenter", False),
+            instance_profile=lt.get("instance_profile"),
+            security_group_ids=tuple(lt.get("security_group_ids") or ()),
+            channel=lt.get("channel", "candidate"), set_default=lt.get("set_default", True),
+            user_data=UserDataSettings(
+                format=ud.get("format", "mime"), kubelet_extra_args=ud.get("kubelet_extra_args"),
+                max_pods=ud.get("max_pods"), labels=dict(ud.get("labels") or {}),
+                taints=tuple(ud.get("taints") or ())),
+        ))
+    k = raw.get("karpenter") or {}
+    karpenter = KarpenterSettings(version=k.get("version", "v1"),
+                                  output_dir=p(k.get("output_dir", "build/karpenter")),
+                                  name=k.get("name", "default"))
+    b = raw.get("build") or {}
+    return Settings(aws=aws, cluster=cluster, images=tuple(images), launch_templates=tuple(lts),
+                    karpenter=karpenter, s3_bucket=b.get("s3_bucket"),
+                    ssm_prefix=b.get("ssm_prefix", "/eks-ami-pipeline"),
+                    state_dir=p(b.get("state_dir", "build")), source=source)
+
+
+def _apply_env(settings: Settings) -> Settings:
+    """``AWS_ENDPOINT_URL`` overrides the file, as environment beats files in the AWS CLI."""
+    env = os.environ.get(ENDPOINT_ENV)
+    if env:
+        from dataclasses import replace
+
+        return replace(settings, aws=replace(settings.aws, endpoint_url=env))
+    return settings

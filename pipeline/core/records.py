@@ -1,0 +1,68 @@
+"""Typed records that cross module boundaries (boto3 dicts stop where AWS was called).
+
+:class:`BuildRecord` is the lineage of one import or bake: written as AMI/snapshot tags
+(see :mod:`pipeline.core.tags`), as one durable record per build in AWS and as the local
+``build/manifest.json`` (see :mod:`pipeline.lineage.store`).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = ["Verification", "BuildRecord"]
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    """The outcome of an offline bootstrap-contract check of one AMI or image."""
+
+    verdict: str                 # ok | missing | not-executable | stub | ...
+    mechanism: str | None        # bootstrap.sh | nodeadm | None
+    checked_at: str              # ISO 8601 UTC
+    tool_version: str
+    os_id: str | None = None
+    os_version: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict == "ok"
+
+
+@dataclass(slots=True)
+class BuildRecord:
+    """One build: its inputs, its outputs per region, its verification."""
+
+    build_id: str
+    image_name: str
+    method: str                                  # vm-import | snapshot | bake
+    status: str = "started"                      # started | succeeded | failed
+    started_at: str = ""
+    finished_at: str | None = None
+    source_file: str | None = None
+    source_sha256: str | None = None
+    base_ami: str | None = None
+    inputs_sha256: str | None = None
+    tool_version: str = ""
+    git_commit: str | None = None
+    packer_version: str | None = None
+    image_ids: dict[str, str] = field(default_factory=dict)          # region -> ami
+    snapshot_ids: dict[str, list[str]] = field(default_factory=dict)  # region -> snaps
+    verification: Verification | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "BuildRecord":
+        data = dict(data)
+        ver = data.pop("verification", None)
+        known = set(cls.__dataclass_fields__)
+        rec = cls(**{k: v for k, v in data.items() if k in known})
+        rec.verification = Verification(**ver) if ver else None
+        return rec
+
+    @staticmethod
+    def now() -> str:
+        return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()

@@ -1,0 +1,724 @@
+"""Reference-safe pruning of pipeline AMIs and launch template versions, and reaping of
+resources left behind by builds that did not succeed (``invoke prune`` / ``invoke reap``).
+
+Both are dry runs unless ``apply`` is set; the returned record lists every decision with
+its reason, so the dry run is the review.
+
+**prune.** Candidates are AMIs this account owns that carry the build-id tag
+(:data:`pipeline.core.tags.BUILD_ID`), grouped per configured image name; the newest ``keep``
+builds of each image are kept, and so is anything younger than ``older_than_days``. A
+candidate is never removed while it is named by:
+
+- any version (not only the default) of any launch template in its region, including a
+  ``resolve:ssm:`` ImageId whose parameter currently names it;
+- an SSM pointer under ``ssm_prefix``;
+- an instance that is not terminated;
+- ``DescribeImageReferences`` (AWS's own reference check).
+
+Removal deregisters the AMI, then deletes the snapshots behind it that this account owns
+and no remaining AMI uses. With ``deprecate`` the AMI is only marked (``DeprecateAt``)
+and a later run without it removes it. Launch template versions of the configured
+templates beyond the newest ``keep`` (and older than ``older_than_days``) are deleted,
+never the default or the latest; a version that is deleted no longer protects its AMI.
+
+**reap.** Every EC2 resource and S3 upload tagged with a build id whose build record is
+``failed``, or which has no succeeded record and is older than ``grace_hours`` (a build
+still running is never touched), is removed: instances, volumes, AMIs, snapshots,
+security groups, key pairs, S3 objects; plus multipart uploads left open under the
+uploads prefix for longer than ``grace_hours`` (S3 cannot tag those).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import re
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterable, Iterator
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from pipeline.core import tags
+from pipeline.aws.clients import Clients, call, error_code
+from pipeline.core.config import Settings
+
+__all__ = [
+    "ImageDecision",
+    "VersionDecision",
+    "PruneResult",
+    "ReapItem",
+    "ReapResult",
+    "prune",
+    "reap",
+    "image_references",
+]
+
+log = logging.getLogger(__name__)
+
+_LIVE_STATES = ["pending", "running", "shutting-down", "stopping", "stopped"]
+_REFS_BATCH = 10          # DescribeImageReferences takes at most 10 image ids
+_DELETE_BATCH = 200       # DeleteLaunchTemplateVersions takes at most 200 versions
+UPLOAD_PREFIX = "imports/"
+_SG_ATTEMPTS, _SG_DELAY = 8, 5.0   # DependencyViolation retries after termination
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True, slots=True)
+class ImageDecision:
+    """What prune does with one pipeline AMI, and why."""
+
+    image_id: str
+    region: str
+    name: str
+    image_name: str
+    build_id: str
+    created: str
+    action: str                      # keep | deregister | deprecate
+    reason: str
+    snapshot_ids: tuple[str, ...] = ()
+    done: bool = False
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VersionDecision:
+    """What prune does with one launch template version."""
+
+    template: str
+    template_id: str
+    region: str
+    version: int
+    image_id: str
+    action: str                      # keep | delete
+    reason: str
+    done: bool = False
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class PruneResult:
+    applied: bool
+    keep: int
+    older_than_days: int
+    deprecate: bool
+    images: list[ImageDecision] = field(default_factory=list)
+    versions: list[VersionDecision] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        failed = [d.error for d in self.images] + [v.error for v in self.versions]
+        return 1 if any(failed) else 0
+
+    def removed_images(self) -> list[str]:
+        return [d.image_id for d in self.images if d.action != "keep"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        mode = "applied" if self.applied else "dry run (pass --apply to act)"
+        lines = [f"prune: keep {self.keep} newest builds per image, older than "
+                 f"{self.older_than_days} days; {mode}"]
+        for d in self.images:
+            verb = d.action if d.action == "keep" else (
+                f"{d.action}{'d' if d.done else ' (would)' if not self.applied else ' FAILED'}")
+            snaps = f" + snapshots {', '.join(d.snapshot_ids)}" if d.snapshot_ids and \
+                d.action == "deregister" else ""
+            err = f": {d.error}" if d.error else ""
+            lines.append(f"  {d.region} {d.image_id} {d.image_name} {d.build_id}: {verb}"
+                         f"{snaps} - {d.reason}{err}")
+        for v in self.versions:
+            if v.action == "keep":
+                continue
+            state = "deleted" if v.done else ("FAILED" if v.error else "would delete")
+            lines.append(f"  {v.region} template {v.template} version {v.version} "
+                         f"({v.image_id}): {state} - {v.reason}"
+                         f"{': ' + v.error if v.error else ''}")
+        if not self.images and not [v for v in self.versions if v.action != "keep"]:
+            lines.append("  nothing to prune")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True, slots=True)
+class ReapItem:
+    kind: str                        # instance | volume | image | snapshot | security-group |
+    resource_id: str                 # key-pair | s3-object | multipart-upload
+    region: str
+    build_id: str
+    reason: str
+    done: bool = False
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class ReapResult:
+    applied: bool
+    grace_hours: float
+    items: list[ReapItem] = field(default_factory=list)
+    builds: dict[str, str] = field(default_factory=dict)   # build id -> status seen
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if any(i.error for i in self.items) else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        mode = "applied" if self.applied else "dry run (pass --apply to act)"
+        lines = [f"reap: resources of builds that did not succeed; {mode}"]
+        for i in self.items:
+            state = "removed" if i.done else ("FAILED" if i.error else "would remove")
+            lines.append(f"  {i.region} {i.kind} {i.resource_id} ({i.build_id}): {state} - "
+                         f"{i.reason}{': ' + i.error if i.error else ''}")
+        if not self.items:
+            lines.append("  nothing left behind by failed builds")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _regions(settings: Settings) -> list[str]:
+    out = [settings.aws.region]
+    for img in settings.images:
+        out += [r for r in img.regions if r not in out]
+    return out
+
+
+def _now() -> _dt.datetime:
+    return _dt.datetime.now(_dt.timezone.utc)
+
+
+def _parse_time(value: Any) -> _dt.datetime:
+    if isinstance(value, _dt.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=_dt.timezone.utc)
+    text = str(value).replace("Z", "+00:00")
+    parsed = _dt.datetime.fromisoformat(text)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=_dt.timezone.utc)
+
+
+def _pages(fn: Callable[..., Any], key: str, token: str = "NextToken",
+           **kwargs: Any) -> Iterator[Any]:
+    """Page through a call that may have no botocore paginator (or a moto that ignores it)."""
+    while True:
+        resp = fn(**kwargs)
+        yield from resp.get(key, [])
+        nxt = resp.get(token)
+        if not nxt:
+            return
+        kwargs[token] = nxt
+
+
+def _try(fn: Callable[..., Any], **kwargs: Any) -> str | None:
+    """Run one mutating call; the error text or None."""
+    try:
+        fn(**kwargs)
+        return None
+    except (ClientError, BotoCoreError) as err:
+        return f"{error_code(err) or type(err).__name__}: {err}"
+
+
+def _pipeline_images(ec2: Any) -> list[dict[str, Any]]:
+    pages = ec2.get_paginator("describe_images").paginate(
+        Owners=["self"], Filters=[{"Name": "tag-key", "Values": [tags.BUILD_ID]}])
+    return [img for page in pages for img in page.get("Images", [])]
+
+
+def _all_own_images(ec2: Any) -> list[dict[str, Any]]:
+    pages = ec2.get_paginator("describe_images").paginate(Owners=["self"])
+    return [img for page in pages for img in page.get("Images", [])]
+
+
+def _snapshots_of(image: dict[str, Any]) -> list[str]:
+    return [m["Ebs"]["SnapshotId"] for m in image.get("BlockDeviceMappings", [])
+            if m.get("Ebs", {}).get("SnapshotId")]
+
+
+# --------------------------------------------------------------------------- references
+
+
+@dataclass(slots=True)
+class _TemplateVersion:
+    template: str
+    template_id: str
+    version: int
+    image_id: str
+    created: _dt.datetime
+    default: bool
+
+
+def _template_versions(ec2: Any, template_id: str, name: str,
+                       default: int) -> list[_TemplateVersion]:
+    out = []
+    for v in _pages(ec2.describe_launch_template_versions, "LaunchTemplateVersions",
+                    LaunchTemplateId=template_id, MaxResults=200):
+        out.append(_TemplateVersion(name, template_id, int(v["VersionNumber"]),
+                                    str((v.get("LaunchTemplateData") or {}).get("ImageId", "")),
+                                    _parse_time(v.get("CreateTime") or _now()),
+                                    int(v["VersionNumber"]) == default))
+    return out
+
+
+def _all_templates(ec2: Any) -> list[dict[str, Any]]:
+    return list(_pages(ec2.describe_launch_templates, "LaunchTemplates", MaxResults=200))
+
+
+def _resolve_ssm(ssm: Any, image_ref: str) -> str | None:
+    """``resolve:ssm:NAME[:version|:label]`` to the AMI id it currently names."""
+    name = image_ref[len("resolve:ssm:"):]
+    if name.startswith("arn:"):
+        name = "/" + name.split(":parameter/", 1)[-1]
+    try:
+        return str(ssm.get_parameter(Name=name)["Parameter"]["Value"])
+    except (ClientError, BotoCoreError) as err:
+        log.warning("cannot resolve %s: %s", image_ref, err)
+        return None
+
+
+def image_references(clients: Clients, region: str, image_ids: Iterable[str]) -> dict[str, list[str]]:
+    """AWS's own view (``DescribeImageReferences``) of what references ``image_ids``.
+
+    Raises :class:`~pipeline.core.errors.AwsCallError` when the API is unavailable: callers
+    must then treat every image as referenced.
+    """
+    ec2 = clients.client("ec2", region=region)
+    ids = list(image_ids)
+    out: dict[str, list[str]] = defaultdict(list)
+    for i in range(0, len(ids), _REFS_BATCH):
+        batch = ids[i:i + _REFS_BATCH]
+        for ref in _pages(lambda **kw: call(ec2.describe_image_references,
+                                            what="checking image references", **kw),
+                          "ImageReferences", ImageIds=batch, IncludeAllResourceTypes=True):
+            out[ref["ImageId"]].append(f"{ref.get('ResourceType')} {ref.get('Arn')}")
+    return dict(out)
+
+
+# --------------------------------------------------------------------------- prune
+
+
+def prune(settings: Settings, clients: Clients, keep: int = 3, older_than_days: int = 0,
+          apply: bool = False, deprecate: bool = False) -> PruneResult:
+    """Plan (and with ``apply`` carry out) the removal of unreferenced pipeline AMIs."""
+    from pipeline.core.errors import InputError
+
+    if keep < 1:
+        raise InputError(f"prune: --keep {keep}: keep at least the newest build (1 or more)")
+    if older_than_days < 0:
+        raise InputError(f"prune: --older-than {older_than_days}: expected 0 or more days")
+    result = PruneResult(applied=apply, keep=keep, older_than_days=older_than_days,
+                         deprecate=deprecate)
+    now = _now()
+    cutoff = now - _dt.timedelta(days=older_than_days)
+
+    # Which builds to keep: the newest `keep` build ids per image name, across regions.
+    images_by_region = {r: _pipeline_images(clients.client("ec2", region=r))
+                        for r in _regions(settings)}
+    builds: dict[str, dict[str, _dt.datetime]] = defaultdict(dict)
+    for region_images in images_by_region.values():
+        for img in region_images:
+            t = tags.from_tag_list(img.get("Tags"))
+            name, bid = t.get(tags.IMAGE_NAME, img.get("Name", "")), t.get(tags.BUILD_ID, "")
+            created = _parse_time(img["CreationDate"])
+            builds[name][bid] = max(created, builds[name].get(bid, created))
+    kept_builds = {name: set(sorted(b, key=lambda k: b[k], reverse=True)[:keep])
+                   for name, b in builds.items()}
+
+    for region, region_images in images_by_region.items():
+        _prune_region(settings, clients, region, region_images, kept_builds, cutoff, now,
+                      result)
+    if apply:
+        _forget_removed_builds(settings, clients, result)
+    return result
+
+
+def _forget_removed_builds(settings: Settings, clients: Clients, result: PruneResult) -> None:
+    """Delete the durable record of every build whose AMIs are all gone now."""
+    from pipeline.lineage import store as lineage
+
+    by_build: dict[tuple[str, str], list[ImageDecision]] = defaultdict(list)
+    for d in result.images:
+        by_build[(d.image_name, d.build_id)].append(d)
+    for (image_name, build_id), decisions in by_build.items():
+        if build_id and all(d.action == "deregister" and d.done for d in decisions):
+            try:
+                lineage.delete_build_record(settings, clients, image_name, build_id)
+            except Exception as err:  # noqa: BLE001 - the AMIs are gone; report, go on
+                log.warning("build %s: AMIs removed but its record stays: %s", build_id, err)
+
+
+def _prune_region(settings: Settings, clients: Clients, region: str,
+                  region_images: list[dict[str, Any]], kept_builds: dict[str, set[str]],
+                  cutoff: _dt.datetime, now: _dt.datetime, result: PruneResult) -> None:
+    ec2 = clients.client("ec2", region=region)
+    ssm = clients.client("ssm", region=region)
+    apply = result.applied
+
+    # 1. Template versions: every version of every template references its AMI, except
+    #    those this run deletes (old versions of configured templates).
+    configured = {lt.name for lt in settings.launch_templates}
+    refs: dict[str, list[str]] = defaultdict(list)
+    planned: set[str] = set()    # dry run: templates whose old versions would be deleted
+    for lt in _all_templates(ec2):
+        name, tid = lt["LaunchTemplateName"], lt["LaunchTemplateId"]
+        default, latest = int(lt["DefaultVersionNumber"]), int(lt["LatestVersionNumber"])
+        versions = _template_versions(ec2, tid, name, default)
+        removable: set[int] = set()
+        if name in configured:
+            newest = {v.version for v in sorted(versions, key=lambda v: v.version,
+                                                reverse=True)[:result.keep]}
+            for v in versions:
+                if v.version in newest or v.version in (default, latest):
+                    why = "default version" if v.version == default else (
+                        "latest version" if v.version == latest else
+                        f"one of the newest {result.keep}")
+                    result.versions.append(VersionDecision(name, tid, region, v.version,
+                                                           v.image_id, "keep", why))
+                elif v.created > cutoff:
+                    result.versions.append(VersionDecision(
+                        name, tid, region, v.version, v.image_id, "keep",
+                        f"younger than {result.older_than_days} days"))
+                else:
+                    removable.add(v.version)
+            removable = _delete_versions(ec2, name, tid, region, versions, removable, apply,
+                                         result)
+            if removable and not apply:
+                planned.add(tid)
+        for v in versions:
+            if v.version in removable or not v.image_id:
+                continue
+            image = v.image_id
+            if image.startswith("resolve:ssm:"):
+                image = _resolve_ssm(ssm, image) or ""
+            if image:
+                refs[image].append(f"launch template {name} version {v.version}")
+
+    # 2. SSM pointers under our prefix.
+    try:
+        pages = ssm.get_paginator("get_parameters_by_path").paginate(
+            Path=settings.ssm_prefix, Recursive=True)
+        for page in pages:
+            for p in page.get("Parameters", []):
+                if str(p.get("Value", "")).startswith("ami-"):
+                    refs[p["Value"]].append(f"SSM pointer {p['Name']}")
+    except (ClientError, BotoCoreError) as err:
+        log.warning("reading SSM pointers under %s in %s: %s", settings.ssm_prefix, region, err)
+        refs["*"].append(f"SSM pointers unreadable ({error_code(err)})")
+
+    # Candidates: builds beyond retention and old enough.
+    candidates: list[tuple[dict[str, Any], str, str, str]] = []
+    for img in sorted(region_images, key=lambda i: i["CreationDate"], reverse=True):
+        t = tags.from_tag_list(img.get("Tags"))
+        name, bid = t.get(tags.IMAGE_NAME, img.get("Name", "")), t.get(tags.BUILD_ID, "")
+        created = _parse_time(img["CreationDate"])
+        base = (img["ImageId"], region, img.get("Name", ""), name, bid, created.isoformat())
+        if bid in kept_builds.get(name, set()):
+            result.images.append(ImageDecision(*base, "keep",
+                                               f"one of the newest {result.keep} builds"))
+        elif created > cutoff:
+            result.images.append(ImageDecision(*base, "keep",
+                                               f"younger than {result.older_than_days} days"))
+        else:
+            candidates.append((img, name, bid, created.isoformat()))
+    if not candidates:
+        return
+
+    # 3. Instances that are not terminated, and 4. AWS's own reference check.
+    ids = [c[0]["ImageId"] for c in candidates]
+    for res in _pages(ec2.describe_instances, "Reservations",
+                      Filters=[{"Name": "image-id", "Values": ids},
+                               {"Name": "instance-state-name", "Values": _LIVE_STATES}]):
+        for inst in res.get("Instances", []):
+            refs[inst["ImageId"]].append(f"instance {inst['InstanceId']}")
+    try:
+        for image, found in image_references(clients, region, ids).items():
+            # In a dry run AWS still sees the versions this run would delete; our own
+            # listing of every version of those templates is the complete answer there.
+            found = [f for f in found if not any(f.endswith(f"launch-template/{t}")
+                                                 for t in planned)]
+            refs[image].extend(f"DescribeImageReferences: {f}" for f in found)
+    except Exception as err:  # noqa: BLE001 - any failure means: assume referenced
+        refs["*"].append(f"DescribeImageReferences unavailable ({err})")
+
+    in_use = {s for img in _all_own_images(ec2) if img["ImageId"] not in ids
+              for s in _snapshots_of(img)}
+    own_snaps = _own_snapshots(ec2, [s for c in candidates for s in _snapshots_of(c[0])])
+    for img, name, bid, stamp in candidates:
+        base = (img["ImageId"], region, img.get("Name", ""), name, bid, stamp)
+        reasons = refs.get(img["ImageId"]) or refs.get("*")
+        if reasons:
+            result.images.append(ImageDecision(*base, "keep",
+                                               "referenced by " + "; ".join(reasons)))
+            continue
+        snaps = tuple(s for s in _snapshots_of(img) if s in own_snaps and s not in in_use)
+        result.images.append(_remove_image(ec2, img, base, snaps, now, result))
+
+
+def _remove_image(ec2: Any, img: dict[str, Any], base: tuple[str, str, str, str, str, str],
+                  snaps: tuple[str, ...], now: _dt.datetime,
+                  result: PruneResult) -> ImageDecision:
+    """Deprecate, or deregister and delete the snapshots (or only plan it in a dry run)."""
+    image_id, apply = img["ImageId"], result.applied
+    failure: str | None = None
+    if result.deprecate:
+        deprecated = img.get("DeprecationTime")
+        if deprecated:
+            return ImageDecision(*base, "keep", f"already deprecated at {deprecated}")
+        if apply:
+            at = (now + _dt.timedelta(minutes=2)).replace(second=0, microsecond=0)
+            failure = _try(ec2.enable_image_deprecation, ImageId=image_id, DeprecateAt=at)
+        return ImageDecision(*base, "deprecate", "unreferenced, beyond retention", (),
+                             apply and not failure, failure)
+    if apply:
+        failure = _try(ec2.deregister_image, ImageId=image_id)
+        for snap in snaps if not failure else ():
+            failure = failure or _try(ec2.delete_snapshot, SnapshotId=snap)
+    return ImageDecision(*base, "deregister", "unreferenced, beyond retention", snaps,
+                         apply and not failure, failure)
+
+
+def _own_snapshots(ec2: Any, snapshot_ids: list[str]) -> set[str]:
+    if not snapshot_ids:
+        return set()
+    found: set[str] = set()
+    for snap_id in snapshot_ids:
+        try:
+            resp = ec2.describe_snapshots(OwnerIds=["self"], SnapshotIds=[snap_id])
+            found.update(s["SnapshotId"] for s in resp.get("Snapshots", []))
+        except ClientError as err:
+            if error_code(err) != "InvalidSnapshot.NotFound":
+                raise
+    return found
+
+
+def _delete_versions(ec2: Any, name: str, tid: str, region: str,
+                     versions: list[_TemplateVersion], removable: set[int], apply: bool,
+                     result: PruneResult) -> set[int]:
+    """Delete (or plan) ``removable`` versions; the ones that are gone (or would be)."""
+    by_number = {v.version: v for v in versions}
+    numbers = sorted(removable)
+    gone: set[int] = set()
+    errors: dict[int, str] = {}
+    if apply:
+        for i in range(0, len(numbers), _DELETE_BATCH):
+            batch = numbers[i:i + _DELETE_BATCH]
+            try:
+                resp = ec2.delete_launch_template_versions(LaunchTemplateId=tid,
+                                                           Versions=[str(n) for n in batch])
+            except (ClientError, BotoCoreError) as err:
+                for n in batch:
+                    errors[n] = f"{error_code(err) or type(err).__name__}: {err}"
+                continue
+            for ok in resp.get("SuccessfullyDeletedLaunchTemplateVersions", []):
+                gone.add(int(ok["VersionNumber"]))
+            for bad in resp.get("UnsuccessfullyDeletedLaunchTemplateVersions", []):
+                info = bad.get("ResponseError", {})
+                errors[int(bad["VersionNumber"])] = f"{info.get('Code')}: {info.get('Message')}"
+    else:
+        gone = set(numbers)
+    for n in numbers:
+        v = by_number[n]
+        result.versions.append(VersionDecision(
+            name, tid, region, n, v.image_id, "delete",
+            f"beyond the newest {result.keep}, not default or latest",
+            done=apply and n in gone, error=errors.get(n)))
+    return gone
+
+
+# --------------------------------------------------------------------------- reap
+
+_BUILD_TIME = re.compile(r"^b-(\d{14})-")
+
+
+def _build_time(build_id: str) -> _dt.datetime | None:
+    m = _BUILD_TIME.match(build_id)
+    if not m:
+        return None
+    return _dt.datetime.strptime(m.group(1), "%Y%m%d%H%M%S").replace(tzinfo=_dt.timezone.utc)
+
+
+def _build_statuses(settings: Settings, clients: Clients) -> dict[str, str]:
+    from pipeline.lineage import store as lineage
+
+    return {r.build_id: r.status
+            for r in lineage.load_builds(settings, clients, include_untracked=False)}
+
+
+def _reapable(build_id: str, statuses: dict[str, str], now: _dt.datetime,
+              grace: _dt.timedelta) -> str | None:
+    """Why ``build_id``'s resources may go, or None to leave them."""
+    status = statuses.get(build_id)
+    if status == "succeeded":
+        return None
+    if status == "failed":
+        return "its build failed"
+    started = _build_time(build_id)
+    if started is None or now - started < grace:
+        return None              # maybe still running: never touch
+    hours = grace.total_seconds() / 3600
+    return (f"build {'never finished' if status else 'has no record'} and started more "
+            f"than {hours:g} h ago")
+
+
+def reap(settings: Settings, clients: Clients, apply: bool = False,
+         grace_hours: float = 6.0) -> ReapResult:
+    """Plan (and with ``apply`` remove) everything left by builds that did not succeed."""
+    result = ReapResult(applied=apply, grace_hours=grace_hours)
+    statuses = _build_statuses(settings, clients)
+    now, grace = _now(), _dt.timedelta(hours=grace_hours)
+    found: list[tuple[str, str, str, str]] = []     # kind, id, region, build id
+    for region in _regions(settings):
+        found += _tagged_ec2(clients.client("ec2", region=region), region)
+    buckets = sorted({b for b in [settings.s3_bucket] +
+                      [i.import_.bucket for i in settings.images if i.import_] if b})
+    s3 = clients.client("s3")
+    for bucket in buckets:
+        found += _tagged_objects(s3, bucket)
+
+    decided: list[ReapItem] = []
+    for kind, rid, region, bid in found:
+        why = _reapable(bid, statuses, now, grace)
+        if why:
+            result.builds[bid] = statuses.get(bid, "unknown")
+            decided.append(ReapItem(kind, rid, region, bid, why))
+    for bucket in buckets:
+        decided += _stale_multipart(s3, bucket, now, grace)
+
+    if apply:
+        decided = _reap_apply(clients, decided)
+    result.items = decided
+    return result
+
+
+def _tagged_ec2(ec2: Any, region: str) -> list[tuple[str, str, str, str]]:
+    flt = [{"Name": "tag-key", "Values": [tags.BUILD_ID]}]
+
+    def bid(obj: dict[str, Any]) -> str:
+        return tags.from_tag_list(obj.get("Tags")).get(tags.BUILD_ID, "")
+
+    out = []
+    for res in _pages(ec2.describe_instances, "Reservations", Filters=flt):
+        for inst in res.get("Instances", []):
+            if inst.get("State", {}).get("Name") != "terminated":
+                out.append(("instance", inst["InstanceId"], region, bid(inst)))
+    for vol in _pages(ec2.describe_volumes, "Volumes", Filters=flt):
+        out.append(("volume", vol["VolumeId"], region, bid(vol)))
+    behind: dict[str, str] = {}          # snapshots behind the build's AMIs
+    for img in _pages(ec2.describe_images, "Images", Owners=["self"], Filters=flt):
+        out.append(("image", img["ImageId"], region, bid(img)))
+        behind.update({s: bid(img) for s in _snapshots_of(img)})
+    for snap in _pages(ec2.describe_snapshots, "Snapshots", OwnerIds=["self"], Filters=flt):
+        out.append(("snapshot", snap["SnapshotId"], region, bid(snap)))
+        behind.pop(snap["SnapshotId"], None)
+    for snap_id in sorted(_own_snapshots(ec2, sorted(behind))):
+        out.append(("snapshot", snap_id, region, behind[snap_id]))
+    for sg in _pages(ec2.describe_security_groups, "SecurityGroups", Filters=flt):
+        out.append(("security-group", sg["GroupId"], region, bid(sg)))
+    for kp in ec2.describe_key_pairs(Filters=flt).get("KeyPairs", []):
+        out.append(("key-pair", kp["KeyName"], region, bid(kp)))
+    return out
+
+
+def _tagged_objects(s3: Any, bucket: str) -> list[tuple[str, str, str, str]]:
+    """Uploads carrying a build id (object tag or ``build-id`` metadata)."""
+    out = []
+    try:
+        pages = list(s3.get_paginator("list_objects_v2").paginate(Bucket=bucket,
+                                                                   Prefix=UPLOAD_PREFIX))
+    except ClientError as err:
+        if error_code(err) == "NoSuchBucket":
+            return []
+        raise
+    for page in pages:
+        for obj in page.get("Contents", []):
+            key = obj["Key"]
+            tagset = s3.get_object_tagging(Bucket=bucket, Key=key).get("TagSet", [])
+            build = tags.from_tag_list(tagset).get(tags.BUILD_ID)
+            if not build:
+                meta = s3.head_object(Bucket=bucket, Key=key).get("Metadata", {})
+                build = {k.lower(): v for k, v in meta.items()}.get("build-id")
+            if build:
+                out.append(("s3-object", f"s3://{bucket}/{key}", "s3", build))
+    return out
+
+
+def _stale_multipart(s3: Any, bucket: str, now: _dt.datetime,
+                     grace: _dt.timedelta) -> list[ReapItem]:
+    out = []
+    try:
+        uploads = list(_pages(s3.list_multipart_uploads, "Uploads", token="NextKeyMarker",
+                              Bucket=bucket, Prefix=UPLOAD_PREFIX))
+    except ClientError as err:
+        if error_code(err) == "NoSuchBucket":
+            return []
+        raise
+    for up in uploads:
+        started = _parse_time(up["Initiated"])
+        if now - started >= grace:
+            out.append(ReapItem("multipart-upload", f"s3://{bucket}/{up['Key']}#{up['UploadId']}",
+                                "s3", "-", f"left open since {started:%Y-%m-%d %H:%M} UTC, "
+                                f"longer than {grace.total_seconds() / 3600:g} h"))
+    return out
+
+
+_ORDER = ["instance", "image", "volume", "snapshot", "security-group", "key-pair", "s3-object",
+          "multipart-upload"]
+
+
+def _reap_apply(clients: Clients, items: list[ReapItem]) -> list[ReapItem]:
+    """Remove in dependency order: instances first, security groups after them."""
+    from dataclasses import replace
+
+    out: list[ReapItem] = []
+    by_kind: dict[str, list[ReapItem]] = defaultdict(list)
+    for item in items:
+        by_kind[item.kind].append(item)
+    instances = by_kind.get("instance", [])
+    for region in {i.region for i in instances}:
+        ec2 = clients.client("ec2", region=region)
+        ids = [i.resource_id for i in instances if i.region == region]
+        err = _try(ec2.terminate_instances, InstanceIds=ids)
+        if not err:
+            try:
+                ec2.get_waiter("instance_terminated").wait(
+                    InstanceIds=ids, WaiterConfig={"Delay": 2, "MaxAttempts": 150})
+            except Exception as werr:  # noqa: BLE001 - report, carry on
+                err = f"waiting for termination: {werr}"
+        out += [replace(i, done=not err, error=err) for i in instances if i.region == region]
+    for kind in _ORDER[1:]:
+        for item in by_kind.get(kind, []):
+            err = _remove(clients, item)
+            out.append(replace(item, done=not err, error=err))
+    return out
+
+
+def _remove(clients: Clients, item: ReapItem) -> str | None:
+    if item.kind in ("s3-object", "multipart-upload"):
+        s3 = clients.client("s3")
+        path = item.resource_id[len("s3://"):]
+        bucket, _, rest = path.partition("/")
+        if item.kind == "s3-object":
+            return _try(s3.delete_object, Bucket=bucket, Key=rest)
+        key, _, upload_id = rest.rpartition("#")
+        return _try(s3.abort_multipart_upload, Bucket=bucket, Key=key, UploadId=upload_id)
+    ec2 = clients.client("ec2", region=item.region)
+    if item.kind == "image":
+        return _try(ec2.deregister_image, ImageId=item.resource_id)
+    if item.kind == "volume":
+        return _try(ec2.delete_volume, VolumeId=item.resource_id)
+    if item.kind == "snapshot":
+        return _try(ec2.delete_snapshot, SnapshotId=item.resource_id)
+    if item.kind == "security-group":
+        # A terminated instance's network interface may hold the group for a while.
+        for attempt in range(_SG_ATTEMPTS):
+            failure = _try(ec2.delete_security_group, GroupId=item.resource_id)
+            if not failure or not failure.startswith("DependencyViolation"):
+                return failure
+            time.sleep(_SG_DELAY * (attempt + 1))
+        return failure
+    if item.kind == "key-pair":
+        return _try(ec2.delete_key_pair, KeyName=item.resource_id)
+    return f"unknown kind {item.kind}"

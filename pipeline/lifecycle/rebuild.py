@@ -1,0 +1,271 @@
+"""Scheduled rebuilds that act only when something changed (``invoke rebuild``).
+
+For each configured image (or the one named):
+
+1. take the image's lock in AWS (:mod:`pipeline.lifecycle.locks`), so two runs never build it at
+   once;
+2. work out the current inputs: for a bake, exactly what :func:`pipeline.bake.build.plan_bake`
+   hashes (the base AMI its SSM parameter names *now*, templates, var files,
+   provisioners, variables and the Packer version); for an import, the SHA-256 of the
+   source file;
+3. compare them with the last successful build's record
+   (:func:`pipeline.lineage.store.latest_successful`);
+4. rebuild when they differ, when that build is older than ``max_age_days``, when there
+   is none, or with ``force``; otherwise skip, saying why;
+5. after a rebuild (which verifies the AMI offline), distribute it to the configured
+   regions and publish it to every launch template configured for the image: to its
+   channel's pointer, as the default version or, with ``set_default: false``, as a
+   staged non-default version (promotion stays a human decision).
+
+One image failing does not stop the others; the result's exit code is 1 when any image
+failed or was locked by another run.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import shutil
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pipeline.aws.clients import Clients
+from pipeline.core.config import ImageSettings, Settings
+from pipeline.core.errors import InputError, PipelineError
+from pipeline.core.progress import NO_PROGRESS, Progress
+from pipeline.core.records import BuildRecord
+
+__all__ = ["Inputs", "Decision", "ImageRebuild", "RebuildResult", "current_inputs", "decide",
+           "rebuild"]
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True, slots=True)
+class Inputs:
+    """What decides an image's content, as recorded on a build."""
+
+    method: str                      # bake | import
+    inputs_sha256: str | None = None
+    base_ami: str | None = None
+    packer_version: str | None = None
+    source_sha256: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    rebuild: bool
+    reason: str
+
+
+@dataclass(slots=True)
+class ImageRebuild:
+    """What happened to one image."""
+
+    image: str
+    decision: str                    # rebuild | skip | locked | error
+    reason: str
+    status: str                      # skipped | succeeded | failed | locked | planned
+    previous_build_id: str | None = None
+    build_id: str | None = None
+    image_ids: dict[str, str] = field(default_factory=dict)
+    published: list[str] = field(default_factory=list)
+    inputs: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class RebuildResult:
+    images: list[ImageRebuild] = field(default_factory=list)
+    forced: bool = False
+    dry_run: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if any(i.status in ("failed", "locked") for i in self.images) else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["exit_code"] = self.exit_code
+        return out
+
+    def summary(self) -> str:
+        lines = []
+        for i in self.images:
+            head = f"{i.image}: {i.decision} - {i.reason}"
+            if i.status == "succeeded":
+                amis = ", ".join(f"{r}: {a}" for r, a in sorted(i.image_ids.items()))
+                head += f"\n  built {i.build_id}: {amis}"
+                head += "".join(f"\n  published {p}" for p in i.published)
+            elif i.status == "failed":
+                head += f"\n  FAILED: {i.error}"
+            elif i.status == "planned":
+                head += "\n  (dry run: nothing built)"
+            lines.append(head)
+        return "\n".join(lines) or "no images configured"
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def current_inputs(settings: Settings, clients: Clients, image: ImageSettings) -> Inputs:
+    """The inputs a build of ``image`` would have right now (read-only in AWS)."""
+    if image.bake is not None:
+        from pipeline.bake.build import plan_bake
+
+        plan = plan_bake(settings, clients, image.name, stage=False)
+        shutil.rmtree(plan.invocation.workdir, ignore_errors=True)
+        return Inputs(method="bake", inputs_sha256=plan.inputs_sha256, base_ami=plan.base_ami,
+                      packer_version=str(plan.packer_version))
+    if image.import_ is None:
+        raise InputError(f"images: {image.name!r} has neither bake nor import")
+    from pipeline.aws.s3 import hash_file
+
+    source = image.import_.source
+    if not source.is_file():
+        raise InputError(f"images: {image.name}: import.source {source} not found; "
+                         "build the disk image first or fix the path")
+    return Inputs(method="import", source_sha256=hash_file(source).sha256)
+
+
+def _age_days(record: BuildRecord, now: _dt.datetime) -> float | None:
+    stamp = record.finished_at or record.started_at
+    if not stamp:
+        return None
+    when = _dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=_dt.timezone.utc)
+    return (now - when).total_seconds() / 86400
+
+
+def decide(image: ImageSettings, now_inputs: Inputs, last: BuildRecord | None, *,
+           force: bool = False, now: _dt.datetime | None = None) -> Decision:
+    """Rebuild or not, and the one-line reason."""
+    now = now or _dt.datetime.now(_dt.timezone.utc)
+    if force:
+        return Decision(True, "forced (--force)")
+    if last is None:
+        return Decision(True, "no successful build yet")
+    if now_inputs.method == "bake":
+        if last.base_ami != now_inputs.base_ami:
+            return Decision(True, f"base AMI moved: {last.base_ami} -> {now_inputs.base_ami}")
+        if last.packer_version != now_inputs.packer_version:
+            return Decision(True, f"Packer version changed: {last.packer_version} -> "
+                                  f"{now_inputs.packer_version}")
+        if last.inputs_sha256 != now_inputs.inputs_sha256:
+            return Decision(True, "templates, provisioners, var files or variables changed "
+                                  f"(inputs {str(last.inputs_sha256)[:12]} -> "
+                                  f"{str(now_inputs.inputs_sha256)[:12]})")
+    elif last.source_sha256 != now_inputs.source_sha256:
+        return Decision(True, f"source file changed (sha256 {str(last.source_sha256)[:12]} -> "
+                              f"{str(now_inputs.source_sha256)[:12]})")
+    age = _age_days(last, now)
+    if age is not None and age > image.max_age_days:
+        return Decision(True, f"last build {last.build_id} is {age:.0f} days old "
+                              f"(max_age_days {image.max_age_days})")
+    old = f"{age:.1f} days old" if age is not None else "age unknown"
+    return Decision(False, f"inputs unchanged since build {last.build_id} ({old})")
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def _build(settings: Settings, clients: Clients, image: ImageSettings,
+           progress: Progress) -> BuildRecord:
+    """Bake or import ``image``; both verify the AMI and record the build."""
+    if image.bake is not None:
+        from pipeline.bake.build import BakeResult, bake
+
+        result = bake(settings, clients, image.name, progress=progress)
+        assert isinstance(result, BakeResult)
+        return result.record
+    from pipeline.ingest.importer import ImportRequest, import_image
+
+    imported = import_image(settings, clients, ImportRequest(name=image.name), progress)
+    if imported.record is None:
+        raise PipelineError(f"import of {image.name} returned no build record")
+    return imported.record
+
+
+def _publish(settings: Settings, clients: Clients, image: ImageSettings,
+             record: BuildRecord) -> list[str]:
+    from pipeline.publish.release import PublishRequest, publish
+
+    out = []
+    ami = record.image_ids.get(clients.region) or next(iter(record.image_ids.values()))
+    for lt in settings.launch_templates:
+        if lt.image != image.name:
+            continue
+        res = publish(settings, clients, PublishRequest(
+            ami_id=ami, template=lt.name, set_default=lt.set_default, create=True,
+            channel=lt.channel))
+        staged = "" if res.version == res.default_version else " (staged, not default)"
+        pointer = f", pointer {res.pointer}" if res.pointer else ""
+        out.append(f"{lt.name} version {res.version}{staged}{pointer}")
+    return out
+
+
+def _one(settings: Settings, clients: Clients, image: ImageSettings, force: bool,
+         dry_run: bool, progress: Progress) -> ImageRebuild:
+    from pipeline.lineage import store as lineage
+
+    now_inputs = current_inputs(settings, clients, image)
+    last = lineage.latest_successful(settings, clients, image.name)
+    decision = decide(image, now_inputs, last, force=force)
+    entry = ImageRebuild(image=image.name, decision="rebuild" if decision.rebuild else "skip",
+                         reason=decision.reason, status="skipped",
+                         previous_build_id=last.build_id if last else None,
+                         inputs={k: v for k, v in asdict(now_inputs).items() if v})
+    log.debug("%s: %s - %s", image.name, entry.decision, entry.reason)
+    progress.status(f"{image.name}: {entry.decision} - {entry.reason}")
+    if not decision.rebuild:
+        return entry
+    if dry_run:
+        entry.status = "planned"
+        return entry
+    from pipeline.lifecycle.distribute import distribute
+
+    try:
+        record = _build(settings, clients, image, progress)
+        entry.build_id = record.build_id
+        entry.image_ids = dict(record.image_ids)
+        record = distribute(settings, clients, record, progress=progress)
+        entry.image_ids = dict(record.image_ids)
+        entry.published = _publish(settings, clients, image, record)
+    except PipelineError as err:
+        log.error("%s: %s", image.name, err.message)
+        entry.status, entry.error = "failed", err.message
+        return entry
+    entry.status = "succeeded"
+    return entry
+
+
+def rebuild(settings: Settings, clients: Clients, image: str | None = None, force: bool = False,
+            progress: Progress = NO_PROGRESS, *, dry_run: bool = False,
+            lock_ttl_seconds: int = 6 * 3600) -> RebuildResult:
+    """Rebuild every configured image (or ``image``) whose inputs changed or aged."""
+    from pipeline.lifecycle.locks import LockHeld, hold
+
+    images = [settings.image(image)] if image else list(settings.images)
+    if not images:
+        raise InputError(f"{settings.source or 'configuration'}: images: nothing configured "
+                         "to rebuild")
+    result = RebuildResult(forced=force, dry_run=dry_run)
+    for img in images:
+        try:
+            if dry_run:
+                result.images.append(_one(settings, clients, img, force, True, progress))
+                continue
+            with hold(settings, clients, f"rebuild-{img.name}", ttl_seconds=lock_ttl_seconds):
+                result.images.append(_one(settings, clients, img, force, False, progress))
+        except LockHeld as err:
+            result.images.append(ImageRebuild(img.name, "locked", err.message, "locked"))
+            progress.status(f"{img.name}: locked - {err.message}")
+        except PipelineError as err:
+            log.error("%s: %s", img.name, err.message)
+            result.images.append(ImageRebuild(img.name, "error",
+                                              "could not work out the current inputs",
+                                              "failed", error=err.message))
+    return result

@@ -1,0 +1,231 @@
+"""Karpenter manifests for a published AMI, validated against Karpenter's own CRD schemas.
+
+- ``v1alpha5``: the seed's ``Provisioner`` (``karpenter.sh/v1alpha5``) whose
+  ``spec.provider.launchTemplate`` names the launch template (Karpenter ≤ v0.31 uses the
+  template's default version, so publish/promote/rollback steer it).
+- ``v1``: an ``EC2NodeClass`` (``karpenter.k8s.aws/v1``) whose ``amiSelectorTerms`` pin the AMI
+  id, with ``userData`` for its family (``AL2023``: a NodeConfig MIME that Karpenter merges with
+  its own; ``AL2``: a MIME shell part that runs before the ``bootstrap.sh`` call Karpenter
+  appends), plus a ``NodePool`` (``karpenter.sh/v1``) referencing it.
+
+Each manifest is checked with :mod:`jsonschema` against the ``openAPIV3Schema`` of the served
+version in the vendored CRDs (``pipeline/data/karpenter-crds``, see PROVENANCE.md there). CEL
+rules (``x-kubernetes-validations``) are not evaluated by jsonschema; the ones our manifests can
+break (exactly one of ``role``/``instanceProfile``; an ``id`` term alone) are checked by hand.
+"""
+from __future__ import annotations
+
+import functools
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from pipeline.publish import user_data as ud
+from pipeline.core.config import ClusterSettings, LaunchTemplateSettings, Settings
+from pipeline.core.errors import InputError, LintError
+
+__all__ = ["VERSIONS", "Manifest", "render_manifests", "validate", "write_manifests", "crd_schema"]
+
+VERSIONS = ("v1", "v1alpha5")
+_CRD_DIR = Path(__file__).resolve().parents[1] / "data" / "karpenter-crds"
+_CRDS = {
+    ("karpenter.sh/v1alpha5", "Provisioner"): "v0.31.5/karpenter.sh_provisioners.yaml",
+    ("karpenter.k8s.aws/v1alpha1", "AWSNodeTemplate"): "v0.31.5/karpenter.k8s.aws_awsnodetemplates.yaml",
+    ("karpenter.k8s.aws/v1", "EC2NodeClass"): "v1.14.1/karpenter.k8s.aws_ec2nodeclasses.yaml",
+    ("karpenter.sh/v1", "NodePool"): "v1.14.1/karpenter.sh_nodepools.yaml",
+}
+_AMI_FAMILY = {ud.NODEADM: "AL2023", ud.BOOTSTRAP_SH: "AL2"}
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """One Kubernetes object to write, and the file name it goes to."""
+
+    kind: str
+    name: str
+    filename: str
+    body: dict[str, Any] = field(compare=False)
+
+    def to_yaml(self) -> str:
+        return str(yaml.safe_dump(self.body, sort_keys=False, width=10_000))
+
+
+@functools.cache
+def crd_schema(api_version: str, kind: str) -> dict[str, Any]:
+    """The ``openAPIV3Schema`` of ``kind`` at ``api_version`` from the vendored CRD."""
+    rel = _CRDS.get((api_version, kind))
+    if rel is None:
+        raise InputError(f"no vendored Karpenter CRD for {kind} {api_version}")
+    crd = yaml.safe_load((_CRD_DIR / rel).read_text(encoding="utf-8"))
+    version = api_version.split("/")[1]
+    for v in crd["spec"]["versions"]:
+        if v["name"] == version and v.get("served", True):
+            return dict(v["schema"]["openAPIV3Schema"])
+    raise InputError(f"vendored CRD {rel} does not serve {version}")
+
+
+def validate(body: dict[str, Any]) -> list[str]:
+    """Schema problems of one manifest, one line each (``kind/name: path: message``)."""
+    api, kind = body.get("apiVersion", ""), body.get("kind", "")
+    schema = crd_schema(api, kind)
+    who = f"{kind}/{(body.get('metadata') or {}).get('name', '?')}"
+    out = []
+    for err in sorted(jsonschema.Draft7Validator(schema).iter_errors(body),
+                      key=lambda e: list(map(str, e.absolute_path))):
+        path = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+        out.append(f"{who}: {path}: {err.message}")
+    out += [f"{who}: {p}" for p in _cel_problems(body)]
+    return out
+
+
+def _cel_problems(body: dict[str, Any]) -> list[str]:
+    """The CEL rules of the v1 CRDs our generated manifests could break."""
+    if body.get("kind") != "EC2NodeClass":
+        return []
+    spec = body.get("spec") or {}
+    out = []
+    if ("role" in spec) == ("instanceProfile" in spec):
+        out.append("spec: expected exactly one of role or instanceProfile")
+    terms = spec.get("amiSelectorTerms") or []
+    if any("id" in t for t in terms) and any(len(t) > 1 for t in terms):
+        out.append("spec.amiSelectorTerms: 'id' is mutually exclusive with other fields")
+    if not spec.get("amiFamily") and not any("alias" in t for t in terms):
+        out.append("spec.amiFamily: required unless an alias term is used")
+    return out
+
+
+def render_manifests(settings: Settings, version: str, *, template: LaunchTemplateSettings,
+                     ami_id: str, mechanism: str) -> list[Manifest]:
+    """The manifests for ``version`` (``v1`` or ``v1alpha5``), validated; LintError if not."""
+    if version not in VERSIONS:
+        raise InputError(f"--karpenter {version!r}: expected one of {', '.join(VERSIONS)}")
+    cluster = settings.require_cluster()
+    name = settings.karpenter.name
+    if version == "v1alpha5":
+        manifests = [_provisioner(name, template)]
+    else:
+        manifests = _v1(name, cluster, template, ami_id, mechanism)
+    problems = [p for m in manifests for p in validate(m.body)]
+    if problems:
+        raise LintError(f"Karpenter {version} manifests do not match the CRD schema: {problems[0]}",
+                        problems)
+    return manifests
+
+
+def write_manifests(manifests: list[Manifest], output_dir: Path) -> list[Path]:
+    """Write each manifest to ``output_dir/<filename>``; return the paths."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for m in manifests:
+        path = output_dir / m.filename
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("---\n" + m.to_yaml(), encoding="utf-8")
+        tmp.replace(path)
+        paths.append(path)
+    return paths
+
+
+# --------------------------------------------------------------------------- builders
+
+
+def _taints(template: LaunchTemplateSettings) -> list[dict[str, str]]:
+    """``key=value:Effect`` / ``key:Effect`` strings to Kubernetes taint objects."""
+    out = []
+    for t in template.user_data.taints:
+        kv, _, effect = t.rpartition(":")
+        key, _, value = kv.partition("=")
+        taint = {"key": key, "effect": effect}
+        if value:
+            taint["value"] = value
+        out.append(taint)
+    return out
+
+
+def _provisioner(name: str, template: LaunchTemplateSettings) -> Manifest:
+    spec: dict[str, Any] = {
+        "provider": {"launchTemplate": template.name},
+        "requirements": [
+            {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]},
+            {"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]},
+        ],
+    }
+    if template.user_data.labels:
+        spec["labels"] = dict(template.user_data.labels)
+    if template.user_data.taints:
+        spec["taints"] = _taints(template)
+    body = {"apiVersion": "karpenter.sh/v1alpha5", "kind": "Provisioner",
+            "metadata": {"name": name}, "spec": spec}
+    return Manifest("Provisioner", name, f"{name}-provisioner.yaml", body)
+
+
+def _v1(name: str, cluster: ClusterSettings, template: LaunchTemplateSettings, ami_id: str,
+        mechanism: str) -> list[Manifest]:
+    family = _AMI_FAMILY.get(mechanism)
+    if family is None:
+        raise InputError(f"Karpenter v1: no amiFamily for bootstrap mechanism {mechanism!r}")
+    discovery = {"karpenter.sh/discovery": cluster.name}
+    sg_terms = ([{"id": g} for g in template.security_group_ids] if template.security_group_ids
+                else [{"tags": discovery}])
+    spec: dict[str, Any] = {
+        "amiFamily": family,
+        "amiSelectorTerms": [{"id": ami_id}],
+        "subnetSelectorTerms": [{"tags": discovery}],
+        "securityGroupSelectorTerms": sg_terms,
+        "metadataOptions": {"httpEndpoint": "enabled", "httpTokens": "required",
+                            "httpPutResponseHopLimit": 2, "httpProtocolIPv6": "disabled"},
+        "blockDeviceMappings": [{"deviceName": "/dev/xvda", "rootVolume": True,
+                                 "ebs": {"encrypted": True, "volumeType": "gp3",
+                                         "volumeSize": "20Gi"}}],
+        "userData": _v1_user_data(cluster, template, mechanism),
+        "tags": {"eks-ami-pipeline:launch-template": template.name},
+    }
+    if template.instance_profile:
+        spec["instanceProfile"] = template.instance_profile
+    else:
+        spec["role"] = f"KarpenterNodeRole-{cluster.name}"
+    if template.user_data.max_pods is not None:
+        spec["kubelet"] = {"maxPods": template.user_data.max_pods,
+                           "clusterDNS": [cluster.cluster_dns_ip]}
+    nodeclass = {"apiVersion": "karpenter.k8s.aws/v1", "kind": "EC2NodeClass",
+                 "metadata": {"name": name}, "spec": spec}
+    tmpl_meta: dict[str, Any] = {}
+    if template.user_data.labels:
+        tmpl_meta["labels"] = dict(template.user_data.labels)
+    tmpl_spec: dict[str, Any] = {
+        "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": name},
+        "requirements": [
+            {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]},
+            {"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]},
+        ],
+    }
+    if template.user_data.taints:
+        tmpl_spec["taints"] = _taints(template)
+    pool_template: dict[str, Any] = {"spec": tmpl_spec}
+    if tmpl_meta:
+        pool_template["metadata"] = tmpl_meta
+    nodepool = {"apiVersion": "karpenter.sh/v1", "kind": "NodePool", "metadata": {"name": name},
+                "spec": {"template": pool_template}}
+    return [Manifest("EC2NodeClass", name, f"{name}-ec2nodeclass.yaml", nodeclass),
+            Manifest("NodePool", name, f"{name}-nodepool.yaml", nodepool)]
+
+
+def _v1_user_data(cluster: ClusterSettings, template: LaunchTemplateSettings, mechanism: str) -> str:
+    """User data in the form Karpenter expects for the family.
+
+    AL2023: the rendered NodeConfig MIME (Karpenter merges it with the NodeConfig it generates).
+    AL2: Karpenter appends its own ``bootstrap.sh`` call, so the user part must not call it;
+    it is a MIME shell part that records which template the node belongs to.
+    """
+    if mechanism == ud.NODEADM:
+        return ud.render_for(cluster, template.user_data, ud.NODEADM, "mime").text
+    script = ("#!/bin/bash\n"
+              "set -o errexit -o nounset -o pipefail\n"
+              f"# eks-ami-pipeline: launch template {template.name}; Karpenter (amiFamily AL2) "
+              "appends the /etc/eks/bootstrap.sh call after this part.\n"
+              "mkdir -p /etc/eks-ami-pipeline\n"
+              f"echo {shlex.quote(template.name)} > /etc/eks-ami-pipeline/launch-template\n")
+    return ud.mime_multipart([(ud.SHELL_CONTENT_TYPE, script)])

@@ -1,0 +1,307 @@
+"""Invoke tasks: thin wrappers over the ``pipeline`` library.
+
+Each task parses its flags, loads the settings, calls one library function under
+:func:`pipeline.cli.run_task` (exit 0 ok, 1 failed, 2 bad input; ``--json`` prints one
+JSON document) and renders the result. Library modules are imported inside the tasks
+so that ``invoke verify --image`` starts fast and never loads boto3.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from invoke import Collection, task
+
+CONFIG_HELP = "Configuration file (default: $PIPELINE_CONFIG, then ./pipeline.yaml)"
+JSON_HELP = "Print one JSON document on stdout instead of the human summary"
+
+
+def _settings(config: str | None, required: bool = True) -> Any:
+    from pipeline.core.config import load_settings
+
+    return load_settings(config, required=required)
+
+
+def _clients(settings: Any) -> Any:
+    from pipeline.aws.clients import Clients
+
+    return Clients(settings.aws)
+
+
+def _run(fn: Any, json: bool) -> Any:
+    from pipeline.cli import run_task, setup_logging
+
+    setup_logging()
+    return run_task(fn, as_json=json)
+
+
+@task(help={"port": "Port to listen on (default 5077; 0 picks a free one)",
+            "host": "Address to bind (default 127.0.0.1)",
+            "import_seconds": "Seconds a VM Import task takes from pending to completed"})
+def emulator(c, port=5077, host="127.0.0.1", import_seconds=20.0):
+    """Run the local AWS emulator (moto server plus VM Import, EBS data, EKS SSM params)."""
+    from pipeline_dev.emulator import serve
+
+    serve(host=host, port=int(port), import_seconds=float(import_seconds))
+
+
+@task(help={"workdir": "Folder for the sample image and build outputs (default: a temp dir)",
+            "json": JSON_HELP})
+def demo(c, workdir=None, json=False):
+    """Run the whole pipeline on the embedded local AWS emulator and tell the story."""
+    from pipeline_dev.demo import run_demo
+
+    _run(lambda: run_demo(workdir=workdir, as_json=json), json)
+
+
+@task(help={"image": "Local disk image: raw, VMDK, VHD/VHDX, qcow2 or OVA",
+            "ami": "AMI id: read its root snapshot through the EBS direct APIs",
+            "require": "Bootstrap mechanism to require: any (default), bootstrap.sh or nodeadm",
+            "no_tag": "With --ami: do not record the result as tags on the AMI",
+            "region": "With --ami: the AMI's region (default: the configured region)",
+            "config": CONFIG_HELP, "json": JSON_HELP})
+def verify(c, image=None, ami=None, require="any", no_tag=False, region=None, config=None,
+           json=False):
+    """Prove offline that a disk image or AMI can bootstrap as an EKS node."""
+
+    def go() -> Any:
+        from pipeline.image import verify as v
+        from pipeline.core.errors import InputError
+
+        if bool(image) == bool(ami):
+            raise InputError("verify: give exactly one of --image PATH or --ami AMI_ID")
+        if image:
+            return v.verify_image(image, require=require)
+        settings = _settings(config, required=False)
+        from pipeline.lineage.verify_ami import verify_ami
+
+        return verify_ami(_clients(settings), ami, require=require, tag=not no_tag,
+                            region=region)
+
+    _run(go, json)
+
+
+@task(help={"image": "Disk image to import (default: the configured image's import.source)",
+            "name": "Configured image name (default: the only one with an import section)",
+            "method": "vm-import (default) or snapshot (EBS direct APIs + RegisterImage)",
+            "bucket": "S3 bucket for the VM Import upload (default: from config)",
+            "create_role": "Create the vmimport service role, scoped to the bucket, if missing",
+            "keep_upload": "Keep the S3 object after a successful import",
+            "detach": "Do not cancel the import task on Ctrl-C; leave it running",
+            "timeout": "Seconds to wait for the import task (default 7200)",
+            "kms_key": "KMS key id for an encrypted import (default: AWS managed key)",
+            "config": CONFIG_HELP, "json": JSON_HELP})
+def import_image(c, image=None, name=None, method=None, bucket=None, create_role=False,
+                 keep_upload=False, detach=False, timeout=7200, kms_key=None, config=None,
+                 json=False):
+    """Import a VM disk image into EC2 as a verified AMI."""
+
+    def go() -> Any:
+        from pipeline import cli
+        from pipeline.ingest.importer import ImportRequest, import_image as run
+
+        settings = _settings(config)
+        req = ImportRequest(image=image, name=name, method=method, bucket=bucket,
+                            create_role=create_role, keep_upload=keep_upload, detach=detach,
+                            timeout=float(timeout), kms_key_id=kms_key)
+        return run(settings, _clients(settings), req, progress=cli.progress_for(json))
+
+    _run(go, json)
+
+
+@task(help={"image": "Configured image name to bake (default: the only one with a bake section)",
+            "dry_run": "Print the Packer command and variables, run nothing",
+            "config": CONFIG_HELP, "json": JSON_HELP})
+def bake(c, image=None, dry_run=False, config=None, json=False):
+    """Build an AMI with Packer from packer/, then verify it offline."""
+
+    def go() -> Any:
+        import gc
+
+        # This process ends after one bake, which makes few reference cycles: no cyclic
+        # GC while it runs (~240 collections, 0.04-0.1 s, mostly over boto3's and
+        # dissect's import-time objects) and none over everything at exit (~0.2 s).
+        gc.disable()
+        from pipeline.bake import packer
+
+        packer.prefetch_version()   # `packer version` runs while boto3 and the rest load
+        from pipeline import cli
+        from pipeline.bake.build import bake as run
+
+        settings = _settings(config)
+        result = run(settings, _clients(settings), image, dry_run=dry_run,
+                     progress=cli.progress_for(json))
+        gc.freeze()
+        return result
+
+    _run(go, json)
+
+
+@task(help={"ami": "AMI id to publish (must be available and verified)",
+            "template": "Launch template name (default: the only configured one)",
+            "source_version": "Version to inherit from (default: the template's default)",
+            "no_default": "Create the version without making it the default",
+            "create": "Create the launch template from config if it does not exist",
+            "user_data_file": "Use this user data file instead of rendering it (still linted)",
+            "allow_unverified": "Publish an AMI that has no verification record",
+            "karpenter": "Also write Karpenter manifests: v1 or v1alpha5",
+            "channel": "SSM pointer channel to move (default: the template's channel)",
+            "config": CONFIG_HELP, "json": JSON_HELP})
+def publish_template(c, ami, template=None, source_version=None, no_default=False, create=False,
+                     user_data_file=None, allow_unverified=False, karpenter=None, channel=None,
+                     config=None, json=False):
+    """Publish an AMI with rendered, linted user data as a new launch template version."""
+
+    def go() -> Any:
+        from pipeline.publish.release import PublishRequest, publish
+
+        settings = _settings(config)
+        req = PublishRequest(ami_id=ami, template=template, source_version=source_version,
+                             set_default=not no_default, create=create,
+                             user_data_file=user_data_file, allow_unverified=allow_unverified,
+                             karpenter=karpenter, channel=channel)
+        return publish(settings, _clients(settings), req)
+
+    _run(go, json)
+
+
+@task(help={"template": "Launch template name", "version": "Version number to make the default",
+            "channel": "Also point this SSM channel at the version's AMI",
+            "config": CONFIG_HELP, "json": JSON_HELP})
+def promote(c, template, version, channel=None, config=None, json=False):
+    """Make a launch template version the default (switch traffic to it)."""
+
+    def go() -> Any:
+        from pipeline.publish.release import promote as run
+
+        settings = _settings(config)
+        return run(settings, _clients(settings), template, version, channel=channel)
+
+    _run(go, json)
+
+
+@task(help={"template": "Launch template name",
+            "channel": "Also point this SSM channel at the restored AMI",
+            "config": CONFIG_HELP, "json": JSON_HELP})
+def rollback(c, template, channel=None, config=None, json=False):
+    """Make the previous version with a different AMI the default, and show what changed."""
+
+    def go() -> Any:
+        from pipeline.publish.release import rollback as run
+
+        settings = _settings(config)
+        return run(settings, _clients(settings), template, channel=channel)
+
+    _run(go, json)
+
+
+@task(help={"template": "Launch template name", "from_version": "Older version (default: default)",
+            "to_version": "Newer version (default: $Latest)",
+            "config": CONFIG_HELP, "json": JSON_HELP})
+def template_diff(c, template, from_version=None, to_version=None, config=None, json=False):
+    """Show AMI and decoded user-data differences between two launch template versions."""
+
+    def go() -> Any:
+        from pipeline.publish.release import template_diff as run
+
+        settings = _settings(config)
+        return run(_clients(settings), template, from_version, to_version)
+
+    _run(go, json)
+
+
+@task(help={"output": "Write the template here (default: stdout)", "config": CONFIG_HELP,
+            "json": JSON_HELP})
+def render_stack(c, output=None, config=None, json=False):
+    """Emit the CloudFormation stack: node role, instance profile, launch template."""
+
+    def go() -> Any:
+        from pipeline.publish.stack import render_stack as run
+
+        return run(_settings(config), output=output)
+
+    _run(go, json)
+
+
+@task(help={"image": "Only builds of this configured image", "template": "Only this template",
+            "config": CONFIG_HELP, "json": JSON_HELP})
+def history(c, image=None, template=None, config=None, json=False):
+    """One row per build, newest first, with the template versions and pointers using it."""
+
+    def go() -> Any:
+        from pipeline.lineage.store import history as run
+
+        settings = _settings(config)
+        return run(settings, _clients(settings), image=image, template=template)
+
+    _run(go, json)
+
+
+@task(help={"image": "Only this configured image", "force": "Rebuild even if nothing changed",
+            "dry_run": "Decide and print the reason per image; build nothing",
+            "config": CONFIG_HELP, "json": JSON_HELP})
+def rebuild(c, image=None, force=False, dry_run=False, config=None, json=False):
+    """Rebuild images whose inputs changed or aged, then verify, distribute and publish."""
+
+    def go() -> Any:
+        from pipeline import cli
+        from pipeline.lifecycle.rebuild import rebuild as run
+
+        settings = _settings(config)
+        return run(settings, _clients(settings), image=image, force=force,
+                   progress=cli.progress_for(json), dry_run=dry_run)
+
+    _run(go, json)
+
+
+@task(help={"keep": "Keep the newest N builds per image (default 3)",
+            "older_than": "Only builds older than DAYS (default 0)",
+            "apply": "Really delete (default: dry run)",
+            "deprecate": "Set DeprecateAt instead of deregistering",
+            "config": CONFIG_HELP, "json": JSON_HELP})
+def prune(c, keep=3, older_than=0, apply=False, deprecate=False, config=None, json=False):
+    """Remove unreferenced pipeline AMIs and old template versions (dry run by default)."""
+
+    def go() -> Any:
+        from pipeline.lifecycle.prune import prune as run
+
+        settings = _settings(config)
+        return run(settings, _clients(settings), keep=int(keep), older_than_days=int(older_than),
+                   apply=apply, deprecate=deprecate)
+
+    _run(go, json)
+
+
+@task(help={"apply": "Really delete (default: dry run)", "config": CONFIG_HELP, "json": JSON_HELP})
+def reap(c, apply=False, config=None, json=False):
+    """Remove resources left by builds that did not succeed (dry run by default)."""
+
+    def go() -> Any:
+        from pipeline.lifecycle.prune import reap as run
+
+        settings = _settings(config)
+        return run(settings, _clients(settings), apply=apply)
+
+    _run(go, json)
+
+
+@task(help={"config": CONFIG_HELP, "json": JSON_HELP})
+def iam_policy(c, config=None, json=False):
+    """Print the least-privilege IAM policy this tool needs against real AWS."""
+
+    def go() -> Any:
+        from pipeline.aws.iam_policy import policy_document
+
+        return policy_document(_settings(config, required=False))
+
+    _run(go, json)
+
+
+@task(help={"config": CONFIG_HELP, "json": JSON_HELP})
+def check_config(c, config=None, json=False):
+    """Validate the configuration file and print the settings it resolves to."""
+    _run(lambda: _settings(config), json)
+
+
+ns = Collection(emulator, demo, verify, import_image, bake, publish_template, promote, rollback,
+                template_diff, render_stack, history, rebuild, prune, reap, iam_policy,
+                check_config)

@@ -12,7 +12,9 @@
         ├── AwsCallError          an AWS call failed
         ├── VerificationFailed    the bootstrap contract does not hold
         ├── ImportTaskFailed      an EC2 VM Import task ended in failure
-        └── PackerBuildFailed     packer validate/build failed
+        ├── PackerBuildFailed     packer validate/build failed
+        └── UnsafeSelection       a destructive call refused an empty, unfiltered or
+                                  unproven selection (pipeline.aws.cleanup); nothing deleted
 
 Every message is one line that names the input and says what to do next. Keep the
 cause with ``raise ... from err``.
@@ -34,6 +36,7 @@ __all__ = [
     "VerificationFailed",
     "ImportTaskFailed",
     "PackerBuildFailed",
+    "UnsafeSelection",
     "exit_code_for",
 ]
 
@@ -110,6 +113,11 @@ class ImportTaskFailed(OperationFailed):
 
 class PackerBuildFailed(OperationFailed):
     """``packer validate`` or ``packer build`` failed."""
+
+
+class UnsafeSelection(OperationFailed):
+    """A destructive call was asked to act on an empty, unfiltered or unproven set of
+    resources (not the run's own); it raised before deleting anything."""
 
 
 def exit_code_for(err: BaseException) -> int:

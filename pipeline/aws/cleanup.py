@@ -1,0 +1,762 @@
+"""The one door for destructive AWS calls.
+
+Every terminate, deregister, delete, abort and cancel of the project goes through this
+module (``tests/test_cleanup_door.py`` scans ``pipeline/`` and fails on any other).
+A call acts only on resources proven to be the run's own, re-checked with a fresh
+``Describe*`` *by id* just before the destructive call:
+
+- recorded in the run's creation journal (:class:`Owner.journal`, see
+  :mod:`pipeline.aws.journal`): Packer's untagged key pair and security group, the
+  instance it printed, an upload id, an import task; or
+- tagged with the run's build id (:data:`pipeline.core.tags.BUILD_ID`).
+
+A resource that the fresh describe shows tagged with *another* build id is never
+owned, whatever a journal says. An empty selection (``InstanceIds=[]`` means *every*
+instance), a selection that is not proven, or an owner without a build id raises
+:class:`~pipeline.core.errors.UnsafeSelection` and deletes nothing. Ids that the
+describe no longer finds are reported as ``gone`` (removing them is already done).
+
+One rule retries a ``DependencyViolation`` (a security group still held by a
+terminating instance's interface) and one waiter waits for termination; both take
+their patience from :data:`SETTLE_SECONDS`.
+
+Results are :class:`Removal` records (``removed`` | ``gone`` | ``failed``); an AWS
+refusal of the destructive call itself is reported, not raised, so a sweep goes on.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from pipeline.aws.clients import Clients, error_code
+from pipeline.core import tags as T
+from pipeline.core.errors import UnsafeSelection
+
+__all__ = [
+    "KINDS", "SETTLE_SECONDS", "Owner", "Resource", "Removal",
+    "terminate_instances", "deregister_images", "delete_snapshots", "delete_volumes",
+    "delete_security_groups", "delete_key_pairs", "delete_launch_templates",
+    "delete_launch_template_versions", "delete_parameters", "delete_s3_objects",
+    "abort_multipart_uploads", "cancel_import_tasks", "remove", "wait_terminated",
+    "release_s3_lock", "release_ssm_lock", "delete_lock_parameter", "snapshots_of",
+    "security_group_ids", "open_uploads",
+]
+
+log = logging.getLogger(__name__)
+
+#: Resource kinds, in the order :func:`remove` acts on them (dependencies first).
+KINDS = ("import-task", "instance", "image", "snapshot", "volume", "security-group",
+         "key-pair", "launch-template", "parameter", "s3-object", "multipart-upload")
+
+#: How long the termination wait and the DependencyViolation retry keep trying.
+SETTLE_SECONDS = 120.0
+_FIRST_POLL, _MAX_POLL = 0.25, 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """Who may be cleaned up: one build id and what its journal recorded.
+
+    ``journal`` holds ``(kind, id)`` pairs; a pair there proves ownership of a resource
+    that carries no build-id tag (and no other build's tag).
+    """
+
+    build_id: str
+    journal: frozenset[tuple[str, str]] = frozenset()
+
+    def recorded(self, kind: str, rid: str) -> bool:
+        return (kind, rid) in self.journal
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    """One resource to remove: ``kind`` (see :data:`KINDS`), id and region.
+
+    S3 ids are ``s3://bucket/key``; a multipart upload is ``s3://bucket/key#upload-id``.
+    A launch template version is not a Resource (see
+    :func:`delete_launch_template_versions`).
+    """
+
+    kind: str
+    id: str
+    region: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Removal:
+    """What happened to one resource."""
+
+    kind: str
+    id: str
+    region: str
+    outcome: str                     # removed | gone | failed
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome != "failed"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _refuse_empty(what: str, ids: Sequence[str]) -> list[str]:
+    out = list(dict.fromkeys(i for i in ids if i))
+    if not out or len(out) != len([i for i in ids]):
+        raise UnsafeSelection(f"{what}: refused an empty or blank selection {list(ids)!r} "
+                              "(an empty id list means every resource); nothing was deleted")
+    return out
+
+
+def _check_owner(owner: Owner, what: str) -> None:
+    if not owner.build_id or not owner.build_id.strip():
+        raise UnsafeSelection(f"{what}: refused without a build id to prove ownership; "
+                              "nothing was deleted")
+
+
+def _owned(owner: Owner, kind: str, rid: str, tagged: str | None) -> bool:
+    """A fresh describe saw ``rid`` carrying build id ``tagged`` (None: no such tag)."""
+    if tagged is not None:
+        return tagged == owner.build_id
+    return owner.recorded(kind, rid)
+
+
+def _verify(owner: Owner, kind: str, what: str, found: Mapping[str, str | None],
+            ids: Sequence[str]) -> None:
+    """Raise unless every found id is the owner's (before anything is deleted)."""
+    foreign = sorted(i for i in ids if i in found and not _owned(owner, kind, i, found[i]))
+    if foreign:
+        detail = ", ".join(f"{i} (tagged {found[i]})" if found[i] else f"{i} (untagged, "
+                           "not in the journal)" for i in foreign)
+        raise UnsafeSelection(f"{what}: refused: not proven to be build {owner.build_id}'s: "
+                              f"{detail}; nothing was deleted", details={"refused": foreign})
+
+
+def _build_tag(tag_list: Iterable[Mapping[str, str]] | None) -> str | None:
+    return T.from_tag_list(tag_list).get(T.BUILD_ID)
+
+
+def _not_found(err: BaseException) -> bool:
+    code = error_code(err)
+    return (code.endswith("NotFound") or code.endswith(".Malformed") or code in
+            ("NoSuchKey", "NoSuchUpload", "404", "ParameterNotFound", "NoSuchBucket"))
+
+
+def _describe_each(fn: Callable[[list[str]], dict[str, str | None]],
+                   ids: list[str]) -> dict[str, str | None]:
+    """``fn(ids)`` -> {id: build tag}; on a NotFound for the batch, one id at a time."""
+    try:
+        return fn(ids)
+    except ClientError as err:
+        if not _not_found(err) or len(ids) == 1:
+            if _not_found(err):
+                return {}
+            raise
+    out: dict[str, str | None] = {}
+    for rid in ids:
+        try:
+            out.update(fn([rid]))
+        except ClientError as err:
+            if not _not_found(err):
+                raise
+    return out
+
+
+def _act(kind: str, rid: str, region: str, fn: Callable[..., Any], **kw: Any) -> Removal:
+    """Run one destructive call; NotFound counts as gone, anything else is reported."""
+    try:
+        fn(**kw)
+        return Removal(kind, rid, region, "removed")
+    except (ClientError, BotoCoreError) as err:
+        if isinstance(err, ClientError) and _not_found(err):
+            return Removal(kind, rid, region, "gone")
+        msg = f"{error_code(err) or type(err).__name__}: {err}"
+        log.warning("could not remove %s %s in %s: %s", kind, rid, region or "-", msg)
+        return Removal(kind, rid, region, "failed", msg)
+
+
+def _gone(kind: str, ids: Iterable[str], region: str) -> list[Removal]:
+    return [Removal(kind, i, region, "gone") for i in ids]
+
+
+def _delays() -> Iterator[float]:
+    delay = _FIRST_POLL
+    while True:
+        yield delay
+        delay = min(delay * 2, _MAX_POLL)
+
+
+def _retry_dependency(attempt: Callable[[], Removal], settle: float) -> Removal:
+    """The one DependencyViolation rule: retry with backoff until ``settle`` s passed."""
+    deadline = time.monotonic() + settle
+    for delay in _delays():
+        result = attempt()
+        if result.ok or "DependencyViolation" not in (result.error or "") \
+                or time.monotonic() + delay > deadline:
+            return result
+        time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def wait_terminated(ec2: Any, ids: Sequence[str], settle: float | None = None) -> None:
+    """The one termination wait: until every instance in ``ids`` is terminated or gone."""
+    ids = _refuse_empty("waiting for termination", ids)
+    timeout = SETTLE_SECONDS if settle is None else settle
+    deadline = time.monotonic() + timeout
+    for delay in _delays():
+        states = {i: s for i, (_, s) in _instances(ec2, list(ids)).items()}
+        waiting = [i for i in ids if states.get(i, "terminated") != "terminated"]
+        if not waiting:
+            return
+        if time.monotonic() + delay > deadline:
+            raise TimeoutError(f"{', '.join(waiting)} not terminated after {timeout:.0f} s")
+        time.sleep(delay)
+
+
+# --------------------------------------------------------------------------- EC2
+
+
+def _instances(ec2: Any, ids: list[str]) -> dict[str, tuple[str | None, str]]:
+    """{id: (build tag, state)} of the instances among ``ids`` that still exist."""
+    def one(batch: list[str]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for page in ec2.get_paginator("describe_instances").paginate(InstanceIds=batch):
+            for res in page.get("Reservations", []):
+                for inst in res.get("Instances", []):
+                    out[inst["InstanceId"]] = (_build_tag(inst.get("Tags")),
+                                               inst.get("State", {}).get("Name", ""))
+        return out
+    return _describe_each(one, ids)  # type: ignore[arg-type,return-value]
+
+
+def terminate_instances(clients: Clients, region: str | None, owner: Owner,
+                        ids: Sequence[str], *, wait: bool = True,
+                        settle: float | None = None) -> list[Removal]:
+    """Terminate the owner's instances ``ids`` and (``wait``) wait until terminated."""
+    what = "terminating instances"
+    _check_owner(owner, what)
+    ids = _refuse_empty(what, ids)
+    ec2 = clients.client("ec2", region=region)
+    reg = region or clients.region
+    found = _instances(ec2, ids)
+    _verify(owner, "instance", what, {i: t for i, (t, _) in found.items()}, ids)
+    live = [i for i in ids if i in found and found[i][1] not in ("terminated",)]
+    out = _gone("instance", [i for i in ids if i not in live], reg)
+    if not live:
+        return out
+    res = _act("instance", ",".join(live), reg, ec2.terminate_instances, InstanceIds=live)
+    if res.outcome == "failed":
+        return out + [Removal("instance", i, reg, "failed", res.error) for i in live]
+    if wait:
+        try:
+            wait_terminated(ec2, live, settle)
+        except (TimeoutError, ClientError, BotoCoreError) as err:
+            return out + [Removal("instance", i, reg, "failed", f"waiting for termination: {err}")
+                          for i in live]
+    return out + [Removal("instance", i, reg, "removed") for i in live]
+
+
+def _images(ec2: Any, ids: list[str]) -> dict[str, tuple[str | None, list[str]]]:
+    def one(batch: list[str]) -> dict[str, Any]:
+        resp = ec2.describe_images(ImageIds=batch, Owners=["self"])
+        return {i["ImageId"]: (_build_tag(i.get("Tags")), snapshots_of(i))
+                for i in resp.get("Images", [])}
+    return _describe_each(one, ids)  # type: ignore[arg-type,return-value]
+
+
+def snapshots_of(image: Mapping[str, Any]) -> list[str]:
+    """The EBS snapshot ids behind an AMI's block device mappings."""
+    return [m["Ebs"]["SnapshotId"] for m in image.get("BlockDeviceMappings") or []
+            if (m.get("Ebs") or {}).get("SnapshotId")]
+
+
+def deregister_images(clients: Clients, region: str | None, owner: Owner,
+                      ids: Sequence[str], *, with_snapshots: bool = False) -> list[Removal]:
+    """Deregister the owner's AMIs; ``with_snapshots`` also deletes the snapshots behind
+    them that are the owner's (tagged or journaled) and that no other AMI uses."""
+    what = "deregistering AMIs"
+    _check_owner(owner, what)
+    ids = _refuse_empty(what, ids)
+    ec2 = clients.client("ec2", region=region)
+    reg = region or clients.region
+    found = _images(ec2, ids)
+    _verify(owner, "image", what, {i: t for i, (t, _) in found.items()}, ids)
+    out = _gone("image", [i for i in ids if i not in found], reg)
+    behind: list[str] = []
+    for image_id in [i for i in ids if i in found]:
+        out.append(_act("image", image_id, reg, ec2.deregister_image, ImageId=image_id))
+        behind += found[image_id][1]
+    if with_snapshots and behind:
+        snaps = _snapshots(ec2, list(dict.fromkeys(behind)))
+        mine = [s for s, tag in snaps.items()
+                if _owned(owner, "snapshot", s, tag) or tag is None]
+        # An untagged snapshot behind the owner's own AMI is the AMI's (CreateImage and
+        # RegisterImage make it); one tagged for another build is never touched.
+        in_use = _snapshots_in_use(ec2, mine)
+        keep = [s for s in mine if s in in_use]
+        if keep:
+            log.info("snapshots %s stay: another AMI uses them", ", ".join(keep))
+        todo = [s for s in mine if s not in in_use]
+        if todo:
+            out += _delete_snapshots_verified(ec2, reg, Owner(owner.build_id, owner.journal
+                                                              | {("snapshot", s) for s in todo
+                                                                 if snaps[s] is None}), todo)
+    return out
+
+
+def _snapshots_in_use(ec2: Any, snaps: list[str]) -> set[str]:
+    if not snaps:
+        return set()
+    used: set[str] = set()
+    for page in ec2.get_paginator("describe_images").paginate(
+            Owners=["self"], Filters=[{"Name": "block-device-mapping.snapshot-id",
+                                       "Values": snaps}]):
+        for img in page.get("Images", []):
+            if img.get("State") in ("deregistered",):
+                continue
+            used.update(s for s in snapshots_of(img) if s in snaps)
+    return used
+
+
+def _snapshots(ec2: Any, ids: list[str]) -> dict[str, str | None]:
+    def one(batch: list[str]) -> dict[str, str | None]:
+        resp = ec2.describe_snapshots(SnapshotIds=batch, OwnerIds=["self"])
+        return {s["SnapshotId"]: _build_tag(s.get("Tags")) for s in resp.get("Snapshots", [])}
+    return _describe_each(one, ids)
+
+
+def _delete_snapshots_verified(ec2: Any, reg: str, owner: Owner,
+                               ids: list[str]) -> list[Removal]:
+    found = _snapshots(ec2, ids)
+    _verify(owner, "snapshot", "deleting snapshots", found, ids)
+    return _gone("snapshot", [i for i in ids if i not in found], reg) + [
+        _act("snapshot", s, reg, ec2.delete_snapshot, SnapshotId=s) for s in ids if s in found]
+
+
+def delete_snapshots(clients: Clients, region: str | None, owner: Owner,
+                     ids: Sequence[str]) -> list[Removal]:
+    """Delete the owner's snapshots."""
+    what = "deleting snapshots"
+    _check_owner(owner, what)
+    ids = _refuse_empty(what, ids)
+    return _delete_snapshots_verified(clients.client("ec2", region=region),
+                                      region or clients.region, owner, ids)
+
+
+def delete_volumes(clients: Clients, region: str | None, owner: Owner,
+                   ids: Sequence[str]) -> list[Removal]:
+    """Delete the owner's volumes (an attached one fails and is reported)."""
+    what = "deleting volumes"
+    _check_owner(owner, what)
+    ids = _refuse_empty(what, ids)
+    ec2 = clients.client("ec2", region=region)
+    reg = region or clients.region
+
+    def one(batch: list[str]) -> dict[str, str | None]:
+        resp = ec2.describe_volumes(VolumeIds=batch)
+        return {v["VolumeId"]: _build_tag(v.get("Tags")) for v in resp.get("Volumes", [])}
+    found = _describe_each(one, ids)
+    _verify(owner, "volume", what, found, ids)
+    return _gone("volume", [i for i in ids if i not in found], reg) + [
+        _retry_dependency(lambda v=v: _act("volume", v, reg, ec2.delete_volume, VolumeId=v),
+                          SETTLE_SECONDS) for v in ids if v in found]
+
+
+def delete_security_groups(clients: Clients, region: str | None, owner: Owner,
+                           ids: Sequence[str], *, settle: float | None = None) -> list[Removal]:
+    """Delete the owner's security groups (by group id), retrying DependencyViolation."""
+    what = "deleting security groups"
+    _check_owner(owner, what)
+    ids = _refuse_empty(what, ids)
+    ec2 = clients.client("ec2", region=region)
+    reg = region or clients.region
+
+    def one(batch: list[str]) -> dict[str, str | None]:
+        resp = ec2.describe_security_groups(GroupIds=batch)
+        return {g["GroupId"]: _build_tag(g.get("Tags")) for g in resp.get("SecurityGroups", [])}
+    found = _describe_each(one, ids)
+    _verify(owner, "security-group", what, found, ids)
+    wait = SETTLE_SECONDS if settle is None else settle
+    return _gone("security-group", [i for i in ids if i not in found], reg) + [
+        _retry_dependency(lambda g=g: _act("security-group", g, reg, ec2.delete_security_group,
+                                           GroupId=g), wait) for g in ids if g in found]
+
+
+def security_group_ids(clients: Clients, region: str | None, names: Sequence[str]) -> dict[str, str]:
+    """{group name: group id} for the groups named ``names`` (a filtered describe)."""
+    names = [n for n in names if n]
+    if not names:
+        return {}
+    ec2 = clients.client("ec2", region=region)
+    resp = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": list(names)}])
+    return {g["GroupName"]: g["GroupId"] for g in resp.get("SecurityGroups", [])}
+
+
+def delete_key_pairs(clients: Clients, region: str | None, owner: Owner,
+                     names: Sequence[str]) -> list[Removal]:
+    """Delete the owner's key pairs (by name)."""
+    what = "deleting key pairs"
+    _check_owner(owner, what)
+    names = _refuse_empty(what, names)
+    ec2 = clients.client("ec2", region=region)
+    reg = region or clients.region
+
+    def one(batch: list[str]) -> dict[str, str | None]:
+        resp = ec2.describe_key_pairs(KeyNames=batch)
+        return {k["KeyName"]: _build_tag(k.get("Tags")) for k in resp.get("KeyPairs", [])}
+    found = _describe_each(one, names)
+    _verify(owner, "key-pair", what, found, names)
+    return _gone("key-pair", [n for n in names if n not in found], reg) + [
+        _act("key-pair", n, reg, ec2.delete_key_pair, KeyName=n) for n in names if n in found]
+
+
+def delete_launch_templates(clients: Clients, region: str | None, owner: Owner,
+                            ids: Sequence[str]) -> list[Removal]:
+    """Delete the owner's launch templates (by template id)."""
+    what = "deleting launch templates"
+    _check_owner(owner, what)
+    ids = _refuse_empty(what, ids)
+    ec2 = clients.client("ec2", region=region)
+    reg = region or clients.region
+
+    def one(batch: list[str]) -> dict[str, str | None]:
+        resp = ec2.describe_launch_templates(LaunchTemplateIds=batch)
+        return {t["LaunchTemplateId"]: _build_tag(t.get("Tags"))
+                for t in resp.get("LaunchTemplates", [])}
+    found = _describe_each(one, ids)
+    _verify(owner, "launch-template", what, found, ids)
+    return _gone("launch-template", [i for i in ids if i not in found], reg) + [
+        _act("launch-template", t, reg, ec2.delete_launch_template, LaunchTemplateId=t)
+        for t in ids if t in found]
+
+
+_VERSION_BATCH = 200     # DeleteLaunchTemplateVersions takes at most 200 versions
+
+
+def delete_launch_template_versions(clients: Clients, region: str | None, template_id: str,
+                                    versions: Sequence[int], *, managed_names: Iterable[str],
+                                    protect_default: bool = True) -> dict[int, str | None]:
+    """Delete ``versions`` of a launch template this tool manages (prune's old versions).
+
+    Proof: a fresh DescribeLaunchTemplates by id shows the template's name among
+    ``managed_names`` (the configured templates) and its default/latest versions, which
+    are never deleted. Returns {version: None (deleted) | error text}.
+    """
+    what = f"deleting versions of launch template {template_id}"
+    if not template_id:
+        raise UnsafeSelection(f"{what}: no template id; nothing was deleted")
+    numbers = sorted({int(v) for v in versions})
+    if not numbers:
+        raise UnsafeSelection(f"{what}: refused an empty version list; nothing was deleted")
+    ec2 = clients.client("ec2", region=region)
+    resp = ec2.describe_launch_templates(LaunchTemplateIds=[template_id])
+    found = resp.get("LaunchTemplates") or []
+    if not found or found[0].get("LaunchTemplateName") not in set(managed_names):
+        raise UnsafeSelection(f"{what}: refused: the template is not one of the configured "
+                              "templates; nothing was deleted")
+    lt = found[0]
+    fixed = {int(lt["DefaultVersionNumber"]), int(lt["LatestVersionNumber"])} \
+        if protect_default else set()
+    if fixed & set(numbers):
+        raise UnsafeSelection(f"{what}: refused: versions {sorted(fixed & set(numbers))} are "
+                              "the default or latest; nothing was deleted")
+    out: dict[int, str | None] = {}
+    for i in range(0, len(numbers), _VERSION_BATCH):
+        batch = numbers[i:i + _VERSION_BATCH]
+        try:
+            r = ec2.delete_launch_template_versions(LaunchTemplateId=template_id,
+                                                    Versions=[str(n) for n in batch])
+        except (ClientError, BotoCoreError) as err:
+            out.update({n: f"{error_code(err) or type(err).__name__}: {err}" for n in batch})
+            continue
+        for ok in r.get("SuccessfullyDeletedLaunchTemplateVersions", []):
+            out[int(ok["VersionNumber"])] = None
+        for bad in r.get("UnsuccessfullyDeletedLaunchTemplateVersions", []):
+            info = bad.get("ResponseError", {})
+            out[int(bad["VersionNumber"])] = f"{info.get('Code')}: {info.get('Message')}"
+    return out
+
+
+def cancel_import_tasks(clients: Clients, region: str | None, owner: Owner,
+                        ids: Sequence[str], *, reason: str = "cancelled by eks-ami-pipeline"
+                        ) -> list[Removal]:
+    """Cancel the owner's active VM Import tasks."""
+    what = "cancelling import tasks"
+    _check_owner(owner, what)
+    ids = _refuse_empty(what, ids)
+    ec2 = clients.client("ec2", region=region)
+    reg = region or clients.region
+
+    def one(batch: list[str]) -> dict[str, Any]:
+        resp = ec2.describe_import_image_tasks(ImportTaskIds=batch)
+        return {t["ImportTaskId"]: (_build_tag(t.get("Tags")), t.get("Status", ""))
+                for t in resp.get("ImportImageTasks", [])}
+    found: dict[str, Any] = _describe_each(one, ids)  # type: ignore[arg-type]
+    _verify(owner, "import-task", what, {i: t for i, (t, _) in found.items()}, ids)
+    out = []
+    for tid in ids:
+        if tid not in found or found[tid][1] not in ("active", ""):
+            out.append(Removal("import-task", tid, reg, "gone"))
+            continue
+        out.append(_act("import-task", tid, reg, ec2.cancel_import_task, ImportTaskId=tid,
+                        CancelReason=reason[:255]))
+    return out
+
+
+# --------------------------------------------------------------------------- SSM
+
+
+def delete_parameters(clients: Clients, region: str | None, owner: Owner,
+                      names: Sequence[str]) -> list[Removal]:
+    """Delete the owner's SSM parameters.
+
+    Proof: recorded in the journal, tagged with the build id, or named for the build
+    (the last path segment is the build id: its journal and build record).
+    """
+    what = "deleting SSM parameters"
+    _check_owner(owner, what)
+    names = _refuse_empty(what, names)
+    ssm = clients.client("ssm", region=region)
+    reg = region or clients.region
+    found: dict[str, str | None] = {}
+    for i in range(0, len(names), 10):                 # GetParameters takes 10 names
+        resp = ssm.get_parameters(Names=names[i:i + 10])
+        for p in resp.get("Parameters", []):
+            found[p["Name"]] = None
+    for name in found:
+        if name.rstrip("/").rsplit("/", 1)[-1] == owner.build_id \
+                or owner.recorded("parameter", name):
+            found[name] = owner.build_id if not owner.recorded("parameter", name) else None
+            continue
+        try:
+            tl = ssm.list_tags_for_resource(ResourceType="Parameter", ResourceId=name)
+            found[name] = _build_tag(tl.get("TagList"))
+        except ClientError:
+            found[name] = None
+    _verify(owner, "parameter", what, found, names)
+    return _gone("parameter", [n for n in names if n not in found], reg) + [
+        _act("parameter", n, reg, ssm.delete_parameter, Name=n) for n in names if n in found]
+
+
+def release_ssm_lock(clients: Clients, name: str, token: str) -> bool:
+    """Delete the lock parameter ``name`` if (fresh read) it still holds ``token``.
+
+    False when the lock is gone or held by someone else (nothing deleted).
+    """
+    if not name or not token:
+        raise UnsafeSelection("releasing an SSM lock: no parameter name or token; nothing "
+                              "was deleted")
+    ssm = clients.client("ssm")
+    try:
+        value = ssm.get_parameter(Name=name)["Parameter"]["Value"]
+    except ClientError as err:
+        if _not_found(err):
+            return False
+        raise
+    if token not in value:
+        return False
+    ssm.delete_parameter(Name=name)
+    return True
+
+
+def delete_lock_parameter(clients: Clients, name: str, value: str) -> bool:
+    """Delete the (stale) lock parameter ``name`` only if it still reads ``value``."""
+    if not name or not value:
+        raise UnsafeSelection("removing a stale SSM lock: no name or value; nothing deleted")
+    ssm = clients.client("ssm")
+    try:
+        current = ssm.get_parameter(Name=name)["Parameter"]["Value"]
+    except ClientError as err:
+        if _not_found(err):
+            return False
+        raise
+    if current != value:
+        return False
+    try:
+        ssm.delete_parameter(Name=name)
+    except ClientError as err:
+        if _not_found(err):
+            return False
+        raise
+    return True
+
+
+# --------------------------------------------------------------------------- S3
+
+
+def _split_s3(url: str) -> tuple[str, str, str]:
+    """``s3://bucket/key[#upload]`` -> (bucket, key, upload id or '')."""
+    if not url.startswith("s3://"):
+        raise UnsafeSelection(f"{url!r}: expected s3://bucket/key; nothing was deleted")
+    bucket, _, rest = url[len("s3://"):].partition("/")
+    key, sep, upload = rest.rpartition("#") if "#" in rest else (rest, "", "")
+    if not bucket or not key:
+        raise UnsafeSelection(f"{url!r}: no bucket or key; nothing was deleted")
+    return bucket, key, upload
+
+
+def release_s3_lock(clients: Clients, bucket: str, key: str, etag: str) -> bool:
+    """Delete the lock object only while its ETag is still ``etag`` (conditional delete).
+
+    False when the lock was taken over or is gone.
+    """
+    if not bucket or not key or not etag:
+        raise UnsafeSelection("releasing an S3 lock: bucket, key and ETag are required; "
+                              "nothing was deleted")
+    s3 = clients.client("s3")
+    try:
+        s3.delete_object(Bucket=bucket, Key=key, IfMatch=etag)
+    except ClientError as err:
+        if error_code(err) in ("PreconditionFailed", "412", "NoSuchKey", "404"):
+            return False
+        raise
+    return True
+
+
+def _object_build(s3: Any, bucket: str, key: str) -> tuple[bool, str | None]:
+    """(exists, build id from the object tag or ``build-id`` metadata)."""
+    try:
+        head = s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as err:
+        if _not_found(err):
+            return False, None
+        raise
+    meta = {k.lower(): v for k, v in (head.get("Metadata") or {}).items()}
+    if meta.get("build-id"):
+        return True, meta["build-id"]
+    try:
+        tagset = s3.get_object_tagging(Bucket=bucket, Key=key).get("TagSet", [])
+    except ClientError:
+        tagset = []
+    return True, _build_tag(tagset)
+
+
+def delete_s3_objects(clients: Clients, owner: Owner, urls: Sequence[str]) -> list[Removal]:
+    """Delete the owner's objects ``s3://bucket/key`` (tagged/metadata build id, or journal)."""
+    what = "deleting S3 objects"
+    _check_owner(owner, what)
+    urls = _refuse_empty(what, urls)
+    s3 = clients.client("s3")
+    found: dict[str, str | None] = {}
+    for url in urls:
+        bucket, key, _ = _split_s3(url)
+        exists, build = _object_build(s3, bucket, key)
+        if exists:
+            found[url] = build
+    _verify(owner, "s3-object", what, found, urls)
+    out = _gone("s3-object", [u for u in urls if u not in found], "s3")
+    for url in [u for u in urls if u in found]:
+        bucket, key, _ = _split_s3(url)
+        out.append(_act("s3-object", url, "s3", s3.delete_object, Bucket=bucket, Key=key))
+    return out
+
+
+def open_uploads(clients: Clients, bucket: str, key: str) -> list[dict[str, Any]]:
+    """The open multipart uploads on exactly ``key`` (ListMultipartUploads by prefix)."""
+    s3 = clients.client("s3")
+    out: list[dict[str, Any]] = []
+    kw: dict[str, Any] = {"Bucket": bucket, "Prefix": key}
+    while True:
+        try:
+            resp = s3.list_multipart_uploads(**kw)
+        except ClientError as err:
+            if _not_found(err):
+                return out
+            raise
+        out += [u for u in resp.get("Uploads", []) if u.get("Key") == key]
+        if not resp.get("IsTruncated"):
+            return out
+        kw.update(KeyMarker=resp.get("NextKeyMarker"),
+                  UploadIdMarker=resp.get("NextUploadIdMarker"))
+
+
+def abort_multipart_uploads(clients: Clients, owner: Owner, urls: Sequence[str]) -> list[Removal]:
+    """Abort the owner's multipart uploads ``s3://bucket/key#upload-id``.
+
+    S3 cannot tag an open upload, so only the journal proves it (``multipart-upload``
+    entries), re-checked against ListMultipartUploads.
+    """
+    what = "aborting multipart uploads"
+    _check_owner(owner, what)
+    urls = _refuse_empty(what, urls)
+    s3 = clients.client("s3")
+    found: dict[str, str | None] = {}
+    for url in urls:
+        bucket, key, upload = _split_s3(url)
+        if not upload:
+            raise UnsafeSelection(f"{what}: {url} names no upload id; nothing was deleted")
+        if any(u["UploadId"] == upload for u in open_uploads(clients, bucket, key)):
+            found[url] = None
+    _verify(owner, "multipart-upload", what, found, urls)
+    out = _gone("multipart-upload", [u for u in urls if u not in found], "s3")
+    for url in [u for u in urls if u in found]:
+        bucket, key, upload = _split_s3(url)
+        out.append(_act("multipart-upload", url, "s3", s3.abort_multipart_upload,
+                        Bucket=bucket, Key=key, UploadId=upload))
+    return out
+
+
+# --------------------------------------------------------------------------- all kinds
+
+
+def remove(clients: Clients, owner: Owner, resources: Iterable[Resource], *,
+           settle: float | None = None) -> list[Removal]:
+    """Remove ``resources`` of ``owner`` in dependency order (import tasks and instances
+    first, security groups after the instances, uploads last).
+
+    Ownership is checked per kind and region before that kind's calls; a refusal
+    (:class:`UnsafeSelection`) of one group is reported as ``failed`` for its members and
+    the other groups still run.
+    """
+    groups: dict[tuple[str, str], list[str]] = {}
+    for r in resources:
+        if r.kind not in KINDS:
+            raise UnsafeSelection(f"removing {r.kind} {r.id}: unknown kind; nothing was deleted")
+        groups.setdefault((r.kind, r.region), [])
+        if r.id not in groups[(r.kind, r.region)]:
+            groups[(r.kind, r.region)].append(r.id)
+    out: list[Removal] = []
+    for kind in KINDS:
+        for (k, region), ids in sorted(groups.items()):
+            if k != kind:
+                continue
+            reg = region or None
+            try:
+                if kind == "instance":
+                    out += terminate_instances(clients, reg, owner, ids, settle=settle)
+                elif kind == "image":
+                    out += deregister_images(clients, reg, owner, ids)
+                elif kind == "snapshot":
+                    out += delete_snapshots(clients, reg, owner, ids)
+                elif kind == "volume":
+                    out += delete_volumes(clients, reg, owner, ids)
+                elif kind == "security-group":
+                    out += delete_security_groups(clients, reg, owner, ids, settle=settle)
+                elif kind == "key-pair":
+                    out += delete_key_pairs(clients, reg, owner, ids)
+                elif kind == "launch-template":
+                    out += delete_launch_templates(clients, reg, owner, ids)
+                elif kind == "parameter":
+                    out += delete_parameters(clients, reg, owner, ids)
+                elif kind == "s3-object":
+                    out += delete_s3_objects(clients, owner, ids)
+                elif kind == "multipart-upload":
+                    out += abort_multipart_uploads(clients, owner, ids)
+                elif kind == "import-task":
+                    out += cancel_import_tasks(clients, reg, owner, ids)
+            except UnsafeSelection as err:
+                log.error("%s", err)
+                out += [Removal(kind, i, region, "failed", str(err)) for i in ids]
+            except (ClientError, BotoCoreError) as err:
+                msg = f"describing before removal: {error_code(err) or type(err).__name__}: {err}"
+                out += [Removal(kind, i, region, "failed", msg) for i in ids]
+    return out
+
+
+# =========================================================================== publish
+# Section owned by the publish-safety work (launch template versions, parameter
+# restore/delete for publish/promote/rollback). Functions below are appended there.

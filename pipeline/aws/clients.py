@@ -106,10 +106,19 @@ def _botocore_session(settings: AwsSettings) -> botocore.session.Session:
 
 
 def error_code(err: BaseException) -> str:
-    """The AWS error code of a ``ClientError`` ('' otherwise)."""
+    """The AWS error code of a ``ClientError`` or an :class:`AwsCallError` ('' otherwise)."""
     if isinstance(err, ClientError):
         return str(err.response.get("Error", {}).get("Code", ""))
+    if isinstance(err, AwsCallError):
+        return err.code
     return ""
+
+
+def _operation_of(fn: Any) -> str:
+    """``DescribeImages`` for ``ec2.describe_images`` (botocore's own name mapping)."""
+    client, name = getattr(fn, "__self__", None), getattr(fn, "__name__", "")
+    mapping = getattr(getattr(client, "meta", None), "method_to_api_mapping", {}) or {}
+    return str(mapping.get(name, name))
 
 
 def call(fn: Any, *, what: str, **kwargs: Any) -> Any:
@@ -121,6 +130,9 @@ def call(fn: Any, *, what: str, **kwargs: Any) -> Any:
         return fn(**kwargs)
     except ClientError as err:
         e = err.response.get("Error", {})
-        raise AwsCallError(f"AWS refused {what}: {e.get('Code')}: {e.get('Message')}") from err
+        raise AwsCallError(f"AWS refused {what}: {e.get('Code')}: {e.get('Message')}",
+                           code=str(e.get("Code") or ""),
+                           operation=str(err.operation_name or "")) from err
     except BotoCoreError as err:
-        raise AwsCallError(f"AWS call failed {what}: {err}") from err
+        raise AwsCallError(f"AWS call failed {what}: {err}",
+                           operation=_operation_of(fn)) from err

@@ -100,7 +100,18 @@ class OperationFailed(PipelineError):
 
 
 class AwsCallError(OperationFailed):
-    """An AWS API call failed in a way the tool cannot recover from."""
+    """An AWS API call failed in a way the tool cannot recover from.
+
+    ``code`` is AWS's error code (``InvalidAMIID.NotFound``; '' for a transport failure)
+    and ``operation`` the API operation (``DescribeImages``), so callers decide on the code
+    without digging in ``__cause__``.
+    """
+
+    def __init__(self, message: str, *, code: str = "", operation: str = "",
+                 details: object | None = None) -> None:
+        super().__init__(message, details=details)
+        self.code = code
+        self.operation = operation
 
 
 class VerificationFailed(OperationFailed):

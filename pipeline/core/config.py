@@ -29,6 +29,10 @@ __all__ = [
     "UserDataSettings",
     "LaunchTemplateSettings",
     "KarpenterSettings",
+    "ChannelSettings",
+    "HealthRequirement",
+    "LimitsSettings",
+    "soak_seconds",
     "Settings",
     "DEFAULT_CONFIG_NAME",
     "CONFIG_ENV",
@@ -100,6 +104,43 @@ class ImportSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class HealthRequirement:
+    """What a channel's AMI must show before the next channel takes it (issue 19).
+
+    ``min_instances``: at least this many instances launched from the AMI during the
+    soak must be running now; ``status_checks``: each of them must pass both EC2 status
+    checks (DescribeInstanceStatus: instance and system status ``ok``).
+    """
+
+    min_instances: int = 1
+    status_checks: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelSettings:
+    """One stage of an image's release train (``images[].channels``, in order).
+
+    The first channel is where rebuild publishes; each later one takes the AMI of the
+    channel before it once that AMI has been there for ``soak_seconds``.
+    """
+
+    name: str
+    soak_seconds: float = 0.0
+    auto_promote: bool = False
+    health: HealthRequirement | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsSettings:
+    """Overrides of the AWS quotas in :mod:`pipeline.aws.limits` (None: the documented value)."""
+
+    copy_image_per_region: int | None = None
+    import_image_per_region: int | None = None
+    put_snapshot_block_per_snapshot: int | None = None
+    region_workers: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ImageSettings:
     name: str
     require: str = "any"
@@ -111,6 +152,7 @@ class ImageSettings:
     max_age_days: int = 30
     bake: BakeSettings | None = None
     import_: ImportSettings | None = None
+    channels: tuple[ChannelSettings, ...] = ()
 
     @property
     def method(self) -> str:
@@ -154,6 +196,7 @@ class Settings:
     images: tuple[ImageSettings, ...] = ()
     launch_templates: tuple[LaunchTemplateSettings, ...] = ()
     karpenter: KarpenterSettings = field(default_factory=KarpenterSettings)
+    limits: LimitsSettings = field(default_factory=LimitsSettings)
     s3_bucket: str | None = None
     ssm_prefix: str = "/eks-ami-pipeline"
     state_dir: Path = Path("build")
@@ -258,6 +301,29 @@ _SCHEMA: dict[str, Any] = {
                                    "items": {"type": "string", "pattern": r"^\d{12}$"}},
                     "kms_key_ids": {"type": "object", "additionalProperties": _STR},
                     "max_age_days": {"type": "integer", "minimum": 1},
+                    "channels": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "required": ["name"],
+                            "properties": {
+                                "name": _NAME,
+                                "soak": {"type": ["string", "integer"],
+                                         "pattern": r"^\d+(\.\d+)?[smhd]$", "minimum": 0},
+                                "auto_promote": {"type": "boolean"},
+                                "health": {
+                                    "type": "object",
+                                    "additionalProperties": False,
+                                    "properties": {
+                                        "min_instances": {"type": "integer", "minimum": 0},
+                                        "status_checks": {"type": "boolean"},
+                                    },
+                                },
+                            },
+                        },
+                    },
                     "bake": {
                         "type": "object",
                         "additionalProperties": False,
@@ -323,6 +389,16 @@ _SCHEMA: dict[str, Any] = {
                         },
                     },
                 },
+            },
+        },
+        "limits": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "copy_image_per_region": {"type": "integer", "minimum": 1},
+                "import_image_per_region": {"type": "integer", "minimum": 1},
+                "put_snapshot_block_per_snapshot": {"type": "integer", "minimum": 1},
+                "region_workers": {"type": "integer", "minimum": 1, "maximum": 64},
             },
         },
         "karpenter": {
@@ -433,8 +509,65 @@ def parse_settings(raw: Any, *, source: Path | None = None) -> Settings:
     return _apply_env(_build(raw, base_dir, source))
 
 
-def _semantic_problems(raw: dict[str, Any]) -> list[str]:
+_SOAK_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def soak_seconds(value: Any) -> float:
+    """``24h``, ``30m``, ``2d``, ``90s`` or a number of seconds, as seconds."""
+    if isinstance(value, bool):
+        raise ValueError(value)
+    if isinstance(value, (int, float)):
+        return float(value)
+    text = str(value).strip()
+    return float(text[:-1]) * _SOAK_UNITS[text[-1]]
+
+
+def _channel_problems(raw: dict[str, Any]) -> list[str]:
+    """images[].channels: unique names; a soak only from the second channel on; every
+    launch template's channel one of its image's channels."""
     out: list[str] = []
+    trains: dict[str, list[str]] = {}
+    for idx, img in enumerate(raw.get("images") or []):
+        if not isinstance(img, dict) or not isinstance(img.get("channels"), list):
+            continue
+        names = [c.get("name") for c in img["channels"] if isinstance(c, dict)]
+        trains[str(img.get("name"))] = [str(n) for n in names]
+        for c_idx, ch in enumerate(img["channels"]):
+            if not isinstance(ch, dict):
+                continue
+            where = f"images[{idx}].channels[{c_idx}]"
+            if names.count(ch.get("name")) > 1:
+                out.append(f"{where}.name: expected a unique channel name, {ch.get('name')!r} "
+                           "repeats")
+            if c_idx == 0 and (ch.get("soak") or ch.get("auto_promote") or ch.get("health")):
+                out.append(f"{where}: the first channel is where rebuild publishes; soak, "
+                           "auto_promote and health belong to the channels after it")
+    for idx, lt in enumerate(raw.get("launch_templates") or []):
+        if not isinstance(lt, dict):
+            continue
+        train = trains.get(str(lt.get("image")))
+        channel = lt.get("channel", "candidate")
+        if train and channel not in train:
+            out.append(f"launch_templates[{idx}].channel: {channel!r} is not a channel of image "
+                       f"{lt.get('image')!r} (channels: {', '.join(train)})")
+    return out
+
+
+def _channels(raw: Any) -> tuple[ChannelSettings, ...]:
+    out = []
+    for ch in raw or ():
+        health = ch.get("health")
+        out.append(ChannelSettings(
+            name=ch["name"], soak_seconds=soak_seconds(ch.get("soak", 0)),
+            auto_promote=bool(ch.get("auto_promote", False)),
+            health=HealthRequirement(min_instances=health.get("min_instances", 1),
+                                     status_checks=health.get("status_checks", True))
+            if health is not None else None))
+    return tuple(out)
+
+
+def _semantic_problems(raw: dict[str, Any]) -> list[str]:
+    out: list[str] = _channel_problems(raw)
     cluster = raw.get("cluster") or {}
     cidr = cluster.get("service_cidr")
     net = None
@@ -512,6 +645,7 @@ def _build(raw: dict[str, Any], base_dir: Path, source: Path | None) -> Settings
             regions=tuple(img.get("regions") or ()), share_with=tuple(img.get("share_with") or ()),
             kms_key_ids=dict(img.get("kms_key_ids") or {}),
             max_age_days=img.get("max_age_days", 30), bake=bake, import_=imp,
+            channels=_channels(img.get("channels")),
         ))
     lts = []
     for lt in raw.get("launch_templates") or []:
@@ -533,6 +667,7 @@ def _build(raw: dict[str, Any], base_dir: Path, source: Path | None) -> Settings
     b = raw.get("build") or {}
     return Settings(aws=aws, cluster=cluster, images=tuple(images), launch_templates=tuple(lts),
                     karpenter=karpenter, s3_bucket=b.get("s3_bucket"),
+                    limits=LimitsSettings(**(raw.get("limits") or {})),
                     ssm_prefix=b.get("ssm_prefix", "/eks-ami-pipeline"),
                     state_dir=p(b.get("state_dir", "build")), source=source)
 

@@ -70,7 +70,8 @@ def test_endpoint_env_overrides_the_file(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 @pytest.mark.parametrize("doc, key, expected", [
-    ({"aws": {"region": "mars"}}, "aws.region", "expected a value matching"),
+    ({"aws": {"region": "mars"}}, "aws.region", "is not an AWS region"),
+    ({"aws": {"region": "us-eest-1"}}, "aws.region", "did you mean 'us-east-1'"),
     ({"aws": {"max_attempts": "five"}}, "aws.max_attempts", "expected integer"),
     ({"aws": {"colour": 1}}, "aws.colour", "unknown key"),
     ({"images": [{"name": "a"}]}, "images[0]", "exactly one of 'bake' or 'import'"),

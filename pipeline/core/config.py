@@ -1,23 +1,41 @@
 """The YAML configuration: where it is found, how it is checked, the typed settings.
 
 Lookup order: ``--config PATH``, then ``$PIPELINE_CONFIG``, then ``./pipeline.yaml``.
-Structure is checked with a JSON schema, meaning (CIDRs, references between sections)
-by hand; every problem becomes one line ``FILE: key.path: expected ...`` and all of
+The file passes :func:`pipeline.core.inputs.read_text` (a regular, non-empty UTF-8 file)
+and a YAML loader that refuses duplicate keys. Structure is checked with a JSON schema
+(integers are integers: ``110.0`` and ``"110"`` are refused), meaning by hand in
+:func:`config_problems`: CIDRs and the DNS IP, the cluster endpoint (https with a host)
+and CA (base64 of a PEM certificate), kubelet arguments that shell-split, taints,
+every region against botocore's partition data, KMS key forms, references between
+sections, Karpenter template rules that need no AWS call, output folders that are
+files. That one function is everything publish, distribute, bake and rebuild would
+refuse later from the file alone; ``check-config`` and every task that loads the file
+run it. Every problem becomes one line ``FILE: key.path: expected ...`` and all of
 them are raised together as one :class:`~pipeline.core.errors.ConfigError` (exit 2).
 Relative paths in the file are relative to the file's folder.
 """
 from __future__ import annotations
 
+import base64
+import binascii
+import difflib
+import functools
+import importlib.util
 import ipaddress
+import json
 import os
+import re
+import shlex
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
 
-from pipeline.core.errors import ConfigError
+from pipeline.core.errors import ConfigError, InputError
+from pipeline.core.inputs import MiB, read_text
 
 __all__ = [
     "AwsSettings",
@@ -39,6 +57,13 @@ __all__ = [
     "find_config",
     "load_settings",
     "parse_settings",
+    "config_problems",
+    "known_regions",
+    "region_problem",
+    "ca_problem",
+    "endpoint_problem",
+    "dns_problem",
+    "kms_key_problem",
 ]
 
 DEFAULT_CONFIG_NAME = "pipeline.yaml"
@@ -255,9 +280,9 @@ _SCHEMA: dict[str, Any] = {
             "type": "object",
             "additionalProperties": False,
             "properties": {
-                "region": {"type": "string", "pattern": r"^[a-z]{2}(-[a-z]+)+-\d$"},
+                "region": {"type": "string", "minLength": 1},
                 "profile": {"type": ["string", "null"]},
-                "endpoint_url": {"type": ["string", "null"], "pattern": r"^https?://"},
+                "endpoint_url": {"type": ["string", "null"], "pattern": r"^https?://[^/]"},
                 "retry_mode": {"enum": ["standard", "adaptive", "legacy"]},
                 "max_attempts": {"type": "integer", "minimum": 1, "maximum": 20},
             },
@@ -475,38 +500,263 @@ def load_settings(explicit: str | os.PathLike[str] | None = None, *,
             f"no configuration found: pass --config PATH, set {CONFIG_ENV}, or copy "
             f"pipeline.example.yaml to ./{DEFAULT_CONFIG_NAME}"
         )
-    if not path.is_file():
-        raise ConfigError(f"{path}: configuration file not found; check --config or {CONFIG_ENV}")
+    return parse_settings(read_yaml(path), source=path)
+
+
+def read_yaml(path: Path) -> Any:
+    """The YAML document in ``path``: a readable UTF-8 file, no duplicate keys, not empty."""
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = read_text(path, what="configuration", max_bytes=MAX_CONFIG_BYTES,
+                         hint=f"check --config or ${CONFIG_ENV} (a YAML file such as "
+                              "pipeline.example.yaml)")
+    except InputError as err:
+        raise ConfigError(err.message) from err
+    try:
+        docs = list(yaml.load_all(text, Loader=_StrictLoader))  # a SafeLoader subclass
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "?"
-        raise ConfigError(f"{path}: {where}: not valid YAML ({getattr(err, 'problem', err)})") from err
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read the configuration ({err.strerror})") from err
-    return parse_settings(raw if raw is not None else {}, source=path)
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{path}: {where}: not valid YAML ({problem}); fix the syntax") from err
+    except _DuplicateKeys as err:
+        raise ConfigError(err.lines[0] if len(err.lines) == 1 else
+                          f"{path}: {len(err.lines)} duplicate keys",
+                          [f"{path}: {line}" for line in err.lines]) from None
+    if len(docs) > 1:
+        raise ConfigError(f"{path}: {len(docs)} YAML documents (--- separators); keep one")
+    if not docs or docs[0] is None:
+        raise ConfigError(f"{path}: has no settings (only comments or blank lines); copy "
+                          "pipeline.example.yaml and fill it in")
+    return docs[0]
+
+
+MAX_CONFIG_BYTES = MiB
+
+
+class _DuplicateKeys(Exception):
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__(lines[0])
+        self.lines = lines
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        dupes: list[str] = []
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.setdefault(key, line)
+            except TypeError:
+                continue  # an unhashable key: the constructor reports it
+            if first != line:
+                dupes.append(f"line {line}: duplicate key {key!r} (first given on line {first}); "
+                             "keep one of them")
+        if dupes:
+            raise _DuplicateKeys(dupes)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _is_int(_checker: Any, value: Any) -> bool:
+    """JSON-schema integers are integers here: 110.0 is refused (it would reach the
+    NodeConfig as ``maxPods: 110.0``)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+_Validator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_int))
 
 
 def parse_settings(raw: Any, *, source: Path | None = None) -> Settings:
     """Validate a parsed YAML document and build :class:`Settings`."""
     where = str(source) if source else "configuration"
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: (top level): expected a mapping, got {type(raw).__name__}")
-    problems: list[str] = []
-    validator = jsonschema.Draft202012Validator(_SCHEMA)
-    for err in sorted(validator.iter_errors(raw), key=lambda e: list(map(str, e.absolute_path))):
-        key, expected = _describe(err)
-        problems.append(f"{where}: {key}: {expected}")
-    try:
-        problems.extend(f"{where}: {p}" for p in _semantic_problems(raw))
-    except (TypeError, AttributeError, KeyError):
-        pass  # wrong shapes were already reported by the schema
+        raise ConfigError(f"{where}: (top level): expected a mapping of settings (aws:, cluster:, "
+                          f"images: ...), got {type(raw).__name__}")
+    base_dir = source.parent if source else Path.cwd()
+    problems = [f"{where}: {p}" for p in config_problems(raw, base_dir)]
     if problems:
         raise ConfigError(problems[0] if len(problems) == 1 else
                           f"{where}: {len(problems)} problems", problems)
-    base_dir = source.parent if source else Path.cwd()
     return _apply_env(_build(raw, base_dir, source))
+
+
+def config_problems(raw: dict[str, Any], base_dir: Path | None = None) -> list[str]:
+    """Every problem in a parsed configuration, one ``key.path: expected ...`` line each.
+
+    The one function that checks a configuration: the schema, then everything a later
+    stage would refuse from the file alone (see the module docstring).
+    """
+    problems: list[str] = []
+    validator = _Validator(_SCHEMA)
+    for err in sorted(validator.iter_errors(raw), key=lambda e: list(map(str, e.absolute_path))):
+        key, expected = _describe(err)
+        problems.append(f"{key}: {expected}")
+    try:
+        problems.extend(_semantic_problems(raw, base_dir or Path.cwd()))
+    except (TypeError, AttributeError, KeyError, ValueError):
+        pass  # wrong shapes were already reported by the schema
+    return problems
+
+
+# --------------------------------------------------------------------------- value checks
+
+
+@functools.lru_cache(maxsize=1)
+def known_regions() -> frozenset[str]:
+    """Every region in botocore's partition data (``botocore/data/endpoints.json``).
+
+    Read as data: ``core`` never imports botocore (only ``pipeline.aws`` does). Empty
+    when botocore is not installed (then regions are not checked).
+    """
+    spec = importlib.util.find_spec("botocore")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        data = Path(folder) / "data" / "endpoints.json"
+        if data.is_file():
+            doc = json.loads(data.read_text(encoding="utf-8"))
+            return frozenset(r for part in doc.get("partitions", [])
+                             for r in part.get("regions", {}))
+    return frozenset()
+
+
+def region_problem(value: Any, name: str) -> str | None:
+    """None if ``value`` is an AWS region botocore knows; else one line saying so."""
+    regions = known_regions()
+    if not isinstance(value, str):
+        return f"{name}: expected a region name such as us-east-1, got {value!r}"
+    if not regions or value in regions:
+        return None
+    scored = sorted((-difflib.SequenceMatcher(None, value, r).ratio(), r) for r in regions)
+    best = [r for score, r in scored if score == scored[0][0] and -score >= 0.6][:3]
+    hint = (f"did you mean {' or '.join(map(repr, best))}?" if best
+            else "see `aws ec2 describe-regions`")
+    return f"{name}: {value!r} is not an AWS region ({hint})"
+
+
+def endpoint_problem(value: Any, name: str) -> str | None:
+    """None if ``value`` is an https:// URL with a host (a ``$VAR`` is left to the shell)."""
+    if not isinstance(value, str) or "$" in value:
+        return None if isinstance(value, str) else f"{name} must be an https:// URL, got {value!r}"
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        return f"{name} must be an https:// URL of the cluster API server, got {value!r}"
+    if parts.scheme != "https" or not host:
+        return f"{name} must be an https:// URL of the cluster API server, got {value!r}"
+    return None
+
+
+def dns_problem(value: Any, cidr: str | None, name: str) -> str | None:
+    """None if ``value`` is an IP address inside ``cidr`` (when given)."""
+    if isinstance(value, str) and "$" in value:
+        return None
+    try:
+        ip = ipaddress.ip_address(str(value))
+    except ValueError:
+        return f"{name} must be an IP address, got {value!r}"
+    if cidr:
+        try:
+            net = ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            return f"service CIDR {cidr!r} is not a network"
+        if ip not in net:
+            return f"{name} {value} is outside the service CIDR {cidr}; cluster DNS would not resolve"
+    return None
+
+
+def ca_problem(value: Any, name: str = "certificate authority") -> str | None:
+    """None if ``value`` is base64 of a PEM certificate (checked down to its DER shape)."""
+    if not isinstance(value, str) or not value.strip():
+        return f"{name} is empty; expected base64 of a PEM certificate (cluster.certificateAuthority.data)"
+    if "$" in value:
+        return None
+    try:
+        pem = base64.b64decode("".join(value.split()), validate=True).decode("ascii")
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        return f"{name} is not base64 of a PEM certificate (does not decode as base64 text)"
+    m = re.search(r"-----BEGIN CERTIFICATE-----\s*(.+?)\s*-----END CERTIFICATE-----", pem, re.S)
+    if not m:
+        return (f"{name} decodes, but not to a PEM certificate (no -----BEGIN CERTIFICATE----- "
+                "block); pass the base64 of the PEM, as describe-cluster returns it")
+    try:
+        der = base64.b64decode("".join(m.group(1).split()), validate=True)
+    except (binascii.Error, ValueError):
+        return f"{name}: the PEM block's body is not base64"
+    if not _is_der_certificate(der):
+        return f"{name}: the PEM block is not a DER X.509 certificate"
+    return None
+
+
+def _der_tlv(data: bytes, pos: int) -> tuple[int, int, int] | None:
+    """(tag, content start, content end) of the DER element at ``pos``."""
+    if pos + 2 > len(data):
+        return None
+    tag, first = data[pos], data[pos + 1]
+    pos += 2
+    if first < 0x80:
+        length = first
+    else:
+        n = first & 0x7F
+        if n == 0 or n > 4 or pos + n > len(data):
+            return None
+        length = int.from_bytes(data[pos:pos + n], "big")
+        pos += n
+    end = pos + length
+    return (tag, pos, end) if end <= len(data) else None
+
+
+def _is_der_certificate(der: bytes) -> bool:
+    """Certificate ::= SEQUENCE { tbsCertificate SEQUENCE, signatureAlgorithm SEQUENCE,
+    signatureValue BIT STRING } spanning exactly the whole DER (RFC 5280 §4.1)."""
+    outer = _der_tlv(der, 0)
+    if outer is None or outer[0] != 0x30 or outer[2] != len(der):
+        return False
+    tags, pos = [], outer[1]
+    while pos < outer[2]:
+        el = _der_tlv(der, pos)
+        if el is None:
+            return False
+        tags.append(el[0])
+        pos = el[2]
+    return tags == [0x30, 0x30, 0x03]
+
+
+_KEY_ID = r"(?:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f]{32})"
+_ALIAS = r"alias/[A-Za-z0-9/_-]{1,250}"
+_KMS_ARN = re.compile(rf"^arn:aws[a-z-]*:kms:([a-z0-9-]+):\d{{12}}:(?:key/{_KEY_ID}|{_ALIAS})$")
+
+
+def kms_key_problem(value: Any, name: str, region: str | None = None) -> str | None:
+    """None if ``value`` has the form of a KMS key id, alias, key ARN or alias ARN (of
+    ``region`` when given: EC2 takes only a key from the region it copies into)."""
+    if not isinstance(value, str):
+        return f"{name}: expected a KMS key id, alias or ARN, got {value!r}"
+    if re.fullmatch(_KEY_ID, value) or re.fullmatch(_ALIAS, value):
+        return None
+    m = _KMS_ARN.match(value)
+    if m is None:
+        return (f"{name}: {value!r} is not a KMS key id (1234abcd-12ab-34cd-56ef-1234567890ab), "
+                "alias (alias/NAME) or ARN (arn:aws:kms:REGION:ACCOUNT:key/ID)")
+    if region and m.group(1) != region:
+        return f"{name}: the key ARN is in {m.group(1)}, not {region}; give a key from {region}"
+    return None
+
+
+_TAINT = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]*[A-Za-z0-9])?(=[A-Za-z0-9._-]*)?:"
+                    r"(NoSchedule|PreferNoSchedule|NoExecute)$")
+
+
+_LABEL_KEY = re.compile(r"([a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([A-Za-z0-9._-]{0,61}"
+                        r"[A-Za-z0-9])?")
+_LABEL_VALUE = re.compile(r"([A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?")
 
 
 _SOAK_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -566,8 +816,23 @@ def _channels(raw: Any) -> tuple[ChannelSettings, ...]:
     return tuple(out)
 
 
-def _semantic_problems(raw: dict[str, Any]) -> list[str]:
+def _semantic_problems(raw: dict[str, Any], base_dir: Path) -> list[str]:
     out: list[str] = _channel_problems(raw)
+    aws = raw.get("aws") or {}
+    if "region" in aws:
+        p = region_problem(aws["region"], "aws.region")
+        if p:
+            out.append(p)
+    home_region = aws.get("region", "us-east-1")
+    endpoint_url = aws.get("endpoint_url")
+    if isinstance(endpoint_url, str) and endpoint_url:
+        try:
+            ok = bool(urlsplit(endpoint_url).hostname)
+            urlsplit(endpoint_url).port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            ok = False
+        if not ok:
+            out.append(f"aws.endpoint_url: expected http(s)://HOST[:PORT], got {endpoint_url!r}")
     cluster = raw.get("cluster") or {}
     cidr = cluster.get("service_cidr")
     net = None
@@ -579,24 +844,64 @@ def _semantic_problems(raw: dict[str, Any]) -> list[str]:
                        f"10.100.0.0/16, got {cidr!r}")
     dns = cluster.get("dns_cluster_ip")
     if dns is not None:
-        try:
-            ip = ipaddress.ip_address(dns)
-            if net is not None and ip not in net:
-                out.append(f"cluster.dns_cluster_ip: expected an address inside service_cidr "
-                           f"{cidr}, got {dns!r}")
-        except ValueError:
+        if dns_problem(dns, None, "") is not None:
             out.append(f"cluster.dns_cluster_ip: expected an IP address, got {dns!r}")
+        elif net is not None and dns_problem(dns, str(net), ""):
+            out.append(f"cluster.dns_cluster_ip: expected an address inside service_cidr "
+                       f"{cidr}, got {dns!r}")
     endpoint = cluster.get("endpoint")
-    if endpoint is not None and not str(endpoint).startswith("https://"):
-        out.append(f"cluster.endpoint: expected an https:// URL, got {endpoint!r}")
-    names = [i.get("name") for i in raw.get("images") or []]
-    for idx, img in enumerate(raw.get("images") or []):
+    if endpoint is not None:
+        p = endpoint_problem(endpoint, "cluster.endpoint")
+        if p:
+            out.append(f"cluster.endpoint: expected an https:// URL with a host (the cluster API "
+                       f"server, from `aws eks describe-cluster`), got {endpoint!r}")
+    ca = cluster.get("certificate_authority")
+    if ca is not None:
+        p = ca_problem(ca, "cluster.certificate_authority")
+        if p:
+            out.append(p.replace("cluster.certificate_authority ", "cluster.certificate_authority: ", 1)
+                       + ("" if "describe-cluster" in p else
+                          "; use certificateAuthority.data from `aws eks describe-cluster`"))
+    images = raw.get("images") or []
+    names = [i.get("name") for i in images if isinstance(i, dict)]
+    for idx, img in enumerate(images):
+        if not isinstance(img, dict):
+            continue
         if names.count(img.get("name")) > 1:
             out.append(f"images[{idx}].name: expected a unique name, {img.get('name')!r} repeats")
         has_bake, has_import = "bake" in img, "import" in img
         if has_bake == has_import:
             out.append(f"images[{idx}]: expected exactly one of 'bake' or 'import'")
-        base = (img.get("bake") or {}).get("base")
+        regions = img.get("regions") or []
+        for r_idx, region in enumerate(regions):
+            p = region_problem(region, f"images[{idx}].regions[{r_idx}]")
+            if p:
+                out.append(p)
+        if len(set(map(str, regions))) != len(regions):
+            out.append(f"images[{idx}].regions: a region is listed twice; list each once")
+        targets = set(map(str, regions)) or {str(home_region)}
+        for region, key in (img.get("kms_key_ids") or {}).items():
+            p = region_problem(region, f"images[{idx}].kms_key_ids.{region}")
+            if p:
+                out.append(p)
+            elif region not in targets:
+                out.append(f"images[{idx}].kms_key_ids.{region}: region {region} is not in "
+                           f"regions {sorted(targets)}; add it to regions or remove the key")
+            p = kms_key_problem(key, f"images[{idx}].kms_key_ids.{region}", region)
+            if p:
+                out.append(p)
+        imp = img.get("import") or {}
+        if imp.get("kms_key_id") is not None:
+            p = kms_key_problem(imp["kms_key_id"], f"images[{idx}].import.kms_key_id",
+                                str(home_region))
+            if p:
+                out.append(p)
+        if imp.get("bucket") is not None and not re.fullmatch(
+                r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", str(imp["bucket"])):
+            out.append(f"images[{idx}].import.bucket: expected an S3 bucket name (3-63 lower-case "
+                       f"letters, digits, '.' or '-'), got {imp['bucket']!r}")
+        bake = img.get("bake") or {}
+        base = bake.get("base")
         if base is not None:
             ways = [k for k in ("ssm_parameter", "ami_id", "name_filter") if k in base]
             if len(ways) != 1:
@@ -604,11 +909,61 @@ def _semantic_problems(raw: dict[str, Any]) -> list[str]:
                            f"ami_id or name_filter, got {ways or 'none'}")
             if "name_filter" in base and not base.get("owners"):
                 out.append(f"images[{idx}].bake.base.owners: required with name_filter")
-    for idx, lt in enumerate(raw.get("launch_templates") or []):
+        for v_idx, vf in enumerate(bake.get("var_files") or []):
+            path = _resolve(base_dir, vf)
+            if not path.is_file():
+                what = "not a regular file" if path.exists() else "not found"
+                out.append(f"images[{idx}].bake.var_files[{v_idx}]: {path} {what}; fix the path "
+                           "(relative paths start at the configuration's folder)")
+    lts = raw.get("launch_templates") or []
+    lt_names = [lt.get("name") for lt in lts if isinstance(lt, dict)]
+    for idx, lt in enumerate(lts):
+        if not isinstance(lt, dict):
+            continue
+        where = f"launch_templates[{idx}]"
+        if lt_names.count(lt.get("name")) > 1:
+            out.append(f"{where}.name: expected a unique name, {lt.get('name')!r} repeats")
         if lt.get("image") not in names:
-            out.append(f"launch_templates[{idx}].image: expected the name of a configured image "
+            out.append(f"{where}.image: expected the name of a configured image "
                        f"({', '.join(map(str, names)) or 'none configured'}), got {lt.get('image')!r}")
+        if lt.get("karpenter"):
+            if not lt.get("instance_profile"):
+                out.append(f"{where}.instance_profile: required with karpenter: true (the template "
+                           "rules refuse a template without the node instance profile)")
+            if not lt.get("security_group_ids"):
+                out.append(f"{where}.security_group_ids: required with karpenter: true (groups "
+                           "allowing egress on TCP 443 and TCP/UDP 53)")
+        ud = lt.get("user_data") or {}
+        args = ud.get("kubelet_extra_args")
+        if isinstance(args, str):
+            try:
+                shlex.split(args)
+            except ValueError as err:
+                out.append(f"{where}.user_data.kubelet_extra_args: does not split as shell words "
+                           f"({err}); balance the quotes in {args!r}")
+        for t_idx, taint in enumerate(ud.get("taints") or []):
+            if isinstance(taint, str) and not _TAINT.match(taint):
+                out.append(f"{where}.user_data.taints[{t_idx}]: expected KEY[=VALUE]:EFFECT with "
+                           f"EFFECT NoSchedule, PreferNoSchedule or NoExecute, got {taint!r}")
+        for key, value in (ud.get("labels") or {}).items():
+            if not (_LABEL_KEY.fullmatch(str(key)) and _LABEL_VALUE.fullmatch(str(value))):
+                out.append(f"{where}.user_data.labels: {key!r}: {value!r} is not a Kubernetes "
+                           "label (KEY: [PREFIX/]NAME, VALUE: up to 63 letters, digits, '-', '_' "
+                           "or '.', starting and ending alphanumeric)")
+    for key, default in (("karpenter.output_dir", "build/karpenter"),
+                         ("build.state_dir", "build")):
+        section, name = key.split(".")
+        value = (raw.get(section) or {}).get(name, default)
+        if isinstance(value, str) and value:
+            path = _resolve(base_dir, value)
+            if path.exists() and not path.is_dir():
+                out.append(f"{key}: {path} exists and is not a directory; give a folder path")
     return out
+
+
+def _resolve(base_dir: Path, value: str) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base_dir / path
 
 
 def _build(raw: dict[str, Any], base_dir: Path, source: Path | None) -> Settings:

@@ -18,7 +18,6 @@ carry a ``bootstrap.sh`` *stub* that only prints a migration banner and exits 1)
 from __future__ import annotations
 
 import base64
-import binascii
 import email
 import email.policy
 import ipaddress
@@ -28,12 +27,12 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import yaml
 
 from pipeline.aws.templates import decode_user_data
-from pipeline.core.config import ClusterSettings, Settings, UserDataSettings
+from pipeline.core.config import (ClusterSettings, Settings, UserDataSettings, ca_problem,
+                                  dns_problem, endpoint_problem)
 from pipeline.core.errors import ConfigError, LintError
 
 __all__ = [
@@ -504,87 +503,9 @@ def _bootstrap_args_problems(call: str, cluster: ClusterSettings | None) -> list
 # ---- values
 
 
-def _endpoint_problem(value: Any, name: str) -> str | None:
-    if not isinstance(value, str) or "$" in value:
-        return None if isinstance(value, str) else f"{name} must be an https:// URL, got {value!r}"
-    parts = urlsplit(value)
-    if parts.scheme != "https" or not parts.hostname:
-        return f"{name} must be an https:// URL of the cluster API server, got {value!r}"
-    return None
-
-
-def _dns_problem(value: Any, cidr: str | None, name: str) -> str | None:
-    if isinstance(value, str) and "$" in value:
-        return None
-    try:
-        ip = ipaddress.ip_address(str(value))
-    except ValueError:
-        return f"{name} must be an IP address, got {value!r}"
-    if cidr:
-        try:
-            net = ipaddress.ip_network(cidr, strict=False)
-        except ValueError:
-            return f"service CIDR {cidr!r} is not a network"
-        if ip not in net:
-            return f"{name} {value} is outside the service CIDR {cidr}; cluster DNS would not resolve"
-    return None
-
-
-def ca_problem(value: Any, name: str = "certificate authority") -> str | None:
-    """None if ``value`` is base64 of a PEM certificate (checked down to its DER shape)."""
-    if not isinstance(value, str) or not value.strip():
-        return f"{name} is empty; expected base64 of a PEM certificate (cluster.certificateAuthority.data)"
-    if "$" in value:
-        return None
-    try:
-        pem = base64.b64decode("".join(value.split()), validate=True).decode("ascii")
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        return f"{name} is not base64 of a PEM certificate (does not decode as base64 text)"
-    m = re.search(r"-----BEGIN CERTIFICATE-----\s*(.+?)\s*-----END CERTIFICATE-----", pem, re.S)
-    if not m:
-        return (f"{name} decodes, but not to a PEM certificate (no -----BEGIN CERTIFICATE----- "
-                "block); pass the base64 of the PEM, as describe-cluster returns it")
-    try:
-        der = base64.b64decode("".join(m.group(1).split()), validate=True)
-    except (binascii.Error, ValueError):
-        return f"{name}: the PEM block's body is not base64"
-    if not _is_der_certificate(der):
-        return f"{name}: the PEM block is not a DER X.509 certificate"
-    return None
-
-
-def _der_tlv(data: bytes, pos: int) -> tuple[int, int, int] | None:
-    """(tag, content start, content end) of the DER element at ``pos``."""
-    if pos + 2 > len(data):
-        return None
-    tag, first = data[pos], data[pos + 1]
-    pos += 2
-    if first < 0x80:
-        length = first
-    else:
-        n = first & 0x7F
-        if n == 0 or n > 4 or pos + n > len(data):
-            return None
-        length = int.from_bytes(data[pos:pos + n], "big")
-        pos += n
-    end = pos + length
-    return (tag, pos, end) if end <= len(data) else None
-
-
-def _is_der_certificate(der: bytes) -> bool:
-    """Certificate ::= SEQUENCE { tbsCertificate SEQUENCE, signatureAlgorithm SEQUENCE,
-    signatureValue BIT STRING } spanning exactly the whole DER (RFC 5280 §4.1)."""
-    outer = _der_tlv(der, 0)
-    if outer is None or outer[0] != 0x30 or outer[2] != len(der):
-        return False
-    tags, pos = [], outer[1]
-    while pos < outer[2]:
-        el = _der_tlv(der, pos)
-        if el is None:
-            return False
-        tags.append(el[0])
-        pos = el[2]
-    return tags == [0x30, 0x30, 0x03]
+# The value checks are the configuration's own (one copy: pipeline.core.config).
+_endpoint_problem = endpoint_problem
+_dns_problem = dns_problem
 
 
 # ---- NodeConfig

@@ -602,7 +602,7 @@ def config_problems(raw: dict[str, Any], base_dir: Path | None = None) -> list[s
         problems.extend(_semantic_problems(raw, base_dir or Path.cwd()))
     except (TypeError, AttributeError, KeyError, ValueError):
         pass  # wrong shapes were already reported by the schema
-    return problems
+    return sorted(problems, key=lambda line: line.split(":", 1)[0])
 
 
 # --------------------------------------------------------------------------- value checks

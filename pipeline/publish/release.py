@@ -92,6 +92,7 @@ class ImageInfo:
     image_name: str | None
     verdict: str | None
     mechanism: str | None
+    blocked: str | None = None       # the blocklist tag (rollback --block), if any
 
     @classmethod
     def from_api(cls, image: dict[str, Any]) -> "ImageInfo":
@@ -101,7 +102,8 @@ class ImageInfo:
                    state=image.get("State", ""), root_device=image.get("RootDeviceName"),
                    build_id=tags.get(T.BUILD_ID), image_name=tags.get(T.IMAGE_NAME),
                    verdict=tags.get(T.VERIFY_VERDICT),
-                   mechanism=mech if mech in ud.MECHANISMS else None)
+                   mechanism=mech if mech in ud.MECHANISMS else None,
+                   blocked=tags.get(T.BLOCKED) or None)
 
 
 @dataclass(slots=True)
@@ -237,6 +239,9 @@ def describe_image(ec2: Any, ami_id: str) -> ImageInfo:
 
 
 def _check_image(image: ImageInfo, allow_unverified: bool) -> None:
+    if image.blocked:
+        raise InputError(f"AMI {image.image_id} is blocked ({image.blocked}); a blocked AMI is "
+                         "never published again: publish another build")
     if image.state != "available":
         raise InputError(f"AMI {image.image_id} is {image.state!r}, not 'available'; wait for it "
                          "(aws ec2 wait image-available) and publish again")
@@ -507,6 +512,12 @@ def promote(settings: Settings, clients: Clients, template: str, version: int | 
     current = _pick(found, "$Default")
     if target is None or current is None:
         raise InputError(f"launch template {template}: version {version} not found")
+    if target.image_id and _AMI_RE.match(target.image_id):
+        blocked = describe_image(ec2, target.image_id).blocked
+        if blocked:
+            raise InputError(f"launch template {template} version {target.version} launches "
+                             f"{target.image_id}, which is blocked ({blocked}); a blocked AMI "
+                             "is never promoted again")
     changed = target.version != current.version
     with ExitStack() as undo:
         if changed:

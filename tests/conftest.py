@@ -63,3 +63,17 @@ def clients(aws_settings: AwsSettings) -> Clients:
 def image_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A session folder for disk images that several tests share (built once)."""
     return tmp_path_factory.mktemp("images")
+
+
+@pytest.fixture
+def neighbours(emulator: Emulator, clients: Clients):
+    """An account full of resources the pipeline did not create (tests/neighbours.py);
+    after the test every one of them must still be there, unchanged.
+
+    Add an import bucket's neighbours with ``add_bucket(clients, neighbours, name)``.
+    """
+    from tests import neighbours as nb
+
+    seeded = nb.seed(clients)
+    yield seeded
+    nb.assert_untouched(clients, seeded)

@@ -175,6 +175,7 @@ class HistoryRow:
     template_versions: list[TemplateVersionRef] = field(default_factory=list)
     pointers: list[Pointer] = field(default_factory=list)
     recorded_in: str = "ssm"       # ssm | ami-tags
+    blocked: str | None = None     # why the build is blocked (rollback --block), if it is
 
     @property
     def verification_label(self) -> str:
@@ -193,6 +194,7 @@ class HistoryRow:
             "template_versions": [v.to_dict() for v in self.template_versions],
             "pointers": [asdict(p) for p in self.pointers],
             "recorded_in": self.recorded_in,
+            "blocked": self.blocked,
         }
 
 
@@ -228,6 +230,7 @@ class HistoryResult:
                                      if p.region == region) or "-"
                 first = i == 0
                 status = "" if r.status == "succeeded" else f" [{r.status}]"
+                status += " [BLOCKED]" if r.blocked else ""
                 lines.append((r.build_id + status if first else "",
                               _short_time(r.started_at) if first else "",
                               r.image_name if first else "",
@@ -812,6 +815,12 @@ def _source(rec: BuildRecord) -> str:
     return "-"
 
 
+def _blocked_label(blocked: Any) -> str | None:
+    if isinstance(blocked, dict):
+        return f"{blocked.get('at', '?')} {blocked.get('channel', '?')}: {blocked.get('reason', '')}"
+    return str(blocked) if blocked else None
+
+
 def history(settings: Settings, clients: Clients, image: str | None = None,
             template: str | None = None) -> HistoryResult:
     """One row per build, newest first, with the template versions and pointers using it.
@@ -846,6 +855,7 @@ def history(settings: Settings, clients: Clients, image: str | None = None,
                                      key=lambda v: (v.region, v.template_name, -v.version)),
             pointers=sorted((p for p in pointers if p.ami_id in amis),
                             key=lambda p: (p.region, p.name)),
-            recorded_in=str(b.extra.get("recorded_in", "ssm"))))
+            recorded_in=str(b.extra.get("recorded_in", "ssm")),
+            blocked=_blocked_label(b.extra.get("blocked"))))
     return HistoryResult(rows=rows, image=image, template=template, regions=regions,
                          pointer_prefix=settings.ssm_prefix.rstrip("/"))

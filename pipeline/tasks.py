@@ -164,13 +164,39 @@ def publish_template(c, ami, template=None, source_version=None, no_default=Fals
     _run(go, json)
 
 
-@task(help={"template": "Launch template name", "version": "Version number to make the default",
-            "channel": "Also point this SSM channel at the version's AMI",
+@task(help={"template": "Launch template name (with --version)",
+            "version": "Version number to make the default (with --template)",
+            "channel": "Also point this SSM channel at the version's AMI (with --template)",
+            "image": "Release train: the configured image to promote (with --to)",
+            "to": "Release train: the channel to move (the AMI of the channel before it)",
+            "force": "Promote even if the soak, rollback or health gate refuses (needs --reason)",
+            "reason": "Why --force overrides the gate (recorded in the build record)",
+            "auto": "Promote every auto_promote channel whose gate passes (scheduled step)",
             "config": CONFIG_HELP, "json": JSON_HELP})
-def promote(c, template, version, channel=None, config=None, json=False):
-    """Make a launch template version the default (switch traffic to it)."""
+def promote(c, template=None, version=None, channel=None, image=None, to=None, force=False,
+            reason=None, auto=False, config=None, json=False):
+    """Promote along the release train (--image NAME --to CHANNEL, or --auto) through the
+    soak/health/blocklist gate, or make a template version the default (--template --version)."""
 
     def go() -> Any:
+        from pipeline.core.errors import InputError
+
+        if auto or image or to:
+            from pipeline.lifecycle import rollout
+
+            if template or version:
+                raise InputError("promote: --template/--version and --image/--to/--auto are two "
+                                 "different promotions; give one of them")
+            settings = _settings(config)
+            if auto:
+                return rollout.auto_promote(settings, _clients(settings), image=image)
+            if not (image and to):
+                raise InputError("promote: give --image NAME and --to CHANNEL together")
+            return rollout.promote(settings, _clients(settings), image, to, force=force,
+                                   reason=reason)
+        if not (template and version):
+            raise InputError("promote: give --image NAME --to CHANNEL, --auto, or --template "
+                             "NAME --version N")
         from pipeline.publish.release import promote as run
 
         settings = _settings(config)
@@ -180,12 +206,31 @@ def promote(c, template, version, channel=None, config=None, json=False):
 
 
 @task(help={"template": "Launch template name",
-            "channel": "Also point this SSM channel at the restored AMI",
+            "channel": "Also point this SSM channel at the restored AMI (with --image: the "
+                       "channel to roll back)",
+            "image": "Release train: roll this image's --channel back to its previous AMI",
+            "block": "With --image: also block the current AMI (never promoted or published "
+                     "again)",
+            "reason": "Why (recorded with the rollback and the block)",
             "config": CONFIG_HELP, "json": JSON_HELP})
-def rollback(c, template, channel=None, config=None, json=False):
-    """Make the previous version with a different AMI the default, and show what changed."""
+def rollback(c, template=None, channel=None, image=None, block=False, reason=None, config=None,
+             json=False):
+    """Make the previous version with a different AMI the default, and show what changed;
+    or with --image NAME --channel CHANNEL [--block] move a channel back (and block)."""
 
     def go() -> Any:
+        from pipeline.core.errors import InputError
+
+        if image or block:
+            if not (image and channel):
+                raise InputError("rollback --block/--image: give --image NAME and --channel CHANNEL")
+            from pipeline.lifecycle.rollout import rollback_channel
+
+            settings = _settings(config)
+            return rollback_channel(settings, _clients(settings), image, channel, block=block,
+                                    reason=reason)
+        if not template:
+            raise InputError("rollback: give --template NAME, or --image NAME --channel CHANNEL")
         from pipeline.publish.release import rollback as run
 
         settings = _settings(config)
@@ -238,12 +283,19 @@ def history(c, image=None, template=None, config=None, json=False):
 
 @task(help={"image": "Only this configured image", "force": "Rebuild even if nothing changed",
             "dry_run": "Decide and print the reason per image; build nothing",
+            "plan": "Per image: needs a rebuild and why, plus the CI matrix (no locks, no build)",
             "config": CONFIG_HELP, "json": JSON_HELP})
-def rebuild(c, image=None, force=False, dry_run=False, config=None, json=False):
+def rebuild(c, image=None, force=False, dry_run=False, plan=False, config=None, json=False):
     """Rebuild images whose inputs changed or aged, then verify, distribute and publish."""
 
     def go() -> Any:
         from pipeline import cli
+
+        if plan:
+            from pipeline.lifecycle.plan import plan as run_plan
+
+            settings = _settings(config)
+            return run_plan(settings, _clients(settings), image=image, force=force)
         from pipeline.lifecycle.rebuild import rebuild as run
 
         settings = _settings(config)

@@ -181,7 +181,6 @@ def test_nodeconfig_rules(settings, old, new, expect):
 
 
 @pytest.mark.parametrize("edit, expect", [
-    (lambda t: t.replace("--//EKS-NODE-BOUNDARY//--", ""), "closing boundary"),
     (lambda t: t.replace("MIME-Version: 1.0\n", ""), "MIME-Version"),
     (lambda t: t.replace("application/node.eks.aws", "application/x-yaml"), "Content-Type"),
     (lambda t: t.replace('multipart/mixed; boundary="//EKS-NODE-BOUNDARY//"', "text/plain"),
@@ -194,6 +193,16 @@ def test_mime_and_size_rules(settings, edit, expect):
     assert any(expect in p for p in problems), problems
 
 
+def test_missing_closing_boundary_is_a_warning_not_a_refusal(settings):
+    text = ud.render(settings, ud.NODEADM, "mime").replace("--//EKS-NODE-BOUNDARY//--", "")
+    found = ud.review(text, mechanism=ud.NODEADM, cluster=settings.cluster)
+    assert found.problems == []
+    assert [w for w in found.warnings if "closing boundary --//EKS-NODE-BOUNDARY//-- is missing"
+            in w], found.warnings
+    assert ud.check(text, mechanism=ud.NODEADM, cluster=settings.cluster) == [
+        f"user data: {w}" for w in found.warnings]
+
+
 def test_bootstrap_value_rules(settings):
     script = ud.render(settings, ud.BOOTSTRAP_SH, "script")
     outside = script.replace("--dns-cluster-ip 10.100.0.10", "--dns-cluster-ip 172.20.0.10")
@@ -202,7 +211,7 @@ def test_bootstrap_value_rules(settings):
     http = script.replace("https://", "http://")
     assert any("https:// URL" in p for p in ud.lint(http, mechanism=ud.BOOTSTRAP_SH))
     other = script.replace("  demo\n", "  prod\n")
-    assert any("joins cluster 'prod'" in p
+    assert any("takes 'prod' as the cluster name" in p
                for p in ud.lint(other, mechanism=ud.BOOTSTRAP_SH, cluster=settings.cluster))
     broken = script.replace("set -o errexit -o nounset -o pipefail\n", "if [ -x /x ]; then\n")
     assert any(p.startswith("bash -n:") for p in ud.lint(broken, mechanism=ud.BOOTSTRAP_SH))

@@ -21,11 +21,12 @@ import base64
 import email
 import email.policy
 import ipaddress
+import logging
 import re
 import shlex
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
@@ -34,6 +35,9 @@ from pipeline.aws.templates import decode_user_data
 from pipeline.core.config import (ClusterSettings, Settings, UserDataSettings, ca_problem,
                                   dns_problem, endpoint_problem)
 from pipeline.core.errors import ConfigError, LintError
+from pipeline.publish import bootstrap_sh, nodeadm
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "BOOTSTRAP_SH",
@@ -46,6 +50,8 @@ __all__ = [
     "render_for",
     "lint",
     "check",
+    "review",
+    "Findings",
     "detect_mechanism",
     "decode",
     "encode",
@@ -160,8 +166,12 @@ def _bootstrap_script(cluster: ClusterSettings, ud: UserDataSettings) -> str:
     args = [
         f"--apiserver-endpoint {q(cluster.endpoint or '')}",
         f"--b64-cluster-ca {q(cluster.certificate_authority or '')}",
-        f"--dns-cluster-ip {q(cluster.cluster_dns_ip)}",
     ]
+    if _is_ipv6_net(cluster.service_cidr):
+        # With the endpoint and CA given, bootstrap.sh skips DescribeCluster and would default
+        # to IP family ipv4: say ipv6 and give the service CIDR it derives the DNS IP from.
+        args += ["--ip-family ipv6", f"--service-ipv6-cidr {q(cluster.service_cidr)}"]
+    args.append(f"--dns-cluster-ip {q(cluster.cluster_dns_ip)}")
     kubelet = _kubelet_flags(ud)
     if ud.max_pods is not None:
         args.append("--use-max-pods false")
@@ -213,6 +223,16 @@ class _Parts:
     shell: list[str]
     nodeconfigs: list[str]
     problems: list[str]
+    warnings: list[str] = field(default_factory=list)
+    nodeadm: nodeadm.NodeadmView | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Findings:
+    """What :func:`review` found: problems refuse the user data, warnings do not."""
+
+    problems: list[str]
+    warnings: list[str]
 
 
 def detect_mechanism(text: str) -> str | None:
@@ -226,20 +246,36 @@ def detect_mechanism(text: str) -> str | None:
 
 
 def check(text: str, *, mechanism: str | None, cluster: ClusterSettings | None = None,
-          what: str = "user data") -> None:
-    """Raise :class:`LintError` (exit 2) with every problem :func:`lint` finds."""
-    problems = lint(text, mechanism=mechanism, cluster=cluster)
-    if problems:
-        lines = [f"{what}: {p}" for p in problems]
+          what: str = "user data",
+          bootstrap_options: bootstrap_sh.BootstrapOptions | None = None) -> list[str]:
+    """Raise :class:`LintError` (exit 2) with every problem :func:`review` finds; log and
+    return its warnings."""
+    found = review(text, mechanism=mechanism, cluster=cluster, bootstrap_options=bootstrap_options)
+    if found.problems:
+        lines = [f"{what}: {p}" for p in found.problems]
         raise LintError(lines[0] if len(lines) == 1 else
-                        f"{what}: {len(lines)} problems, first: {problems[0]}", lines)
+                        f"{what}: {len(lines)} problems, first: {found.problems[0]}", lines)
+    for w in found.warnings:
+        log.warning("%s: %s", what, w)
+    return [f"{what}: {w}" for w in found.warnings]
 
 
-def lint(text: str, *, mechanism: str | None, cluster: ClusterSettings | None = None) -> list[str]:
-    """Every problem in ``text`` that would stop a node joining, one line each.
+def lint(text: str, *, mechanism: str | None, cluster: ClusterSettings | None = None,
+         bootstrap_options: bootstrap_sh.BootstrapOptions | None = None) -> list[str]:
+    """Every problem in ``text`` that would stop a node joining, one line each (see
+    :func:`review`)."""
+    return review(text, mechanism=mechanism, cluster=cluster,
+                  bootstrap_options=bootstrap_options).problems
+
+
+def review(text: str, *, mechanism: str | None, cluster: ClusterSettings | None = None,
+           bootstrap_options: bootstrap_sh.BootstrapOptions | None = None) -> Findings:
+    """Problems and warnings of ``text`` as the node's consumers would see it.
 
     ``mechanism`` is the AMI's (``bootstrap.sh``/``nodeadm``/None when unknown); ``cluster``
-    enables the checks against the configured cluster (name, service CIDR).
+    enables the checks against the configured cluster (name, service CIDR);
+    ``bootstrap_options`` are the options of the AMI's own bootstrap.sh when verify read it
+    (default: the vendored real AL2 script's).
     """
     problems: list[str] = []
     size = len(text.encode("utf-8"))
@@ -247,15 +283,16 @@ def lint(text: str, *, mechanism: str | None, cluster: ClusterSettings | None = 
         problems.append(f"{size} bytes is more than EC2's 16 KB ({MAX_USER_DATA_BYTES} bytes) "
                         "before base64; move large content to S3 and fetch it from the script")
     if not text.strip():
-        return problems + ["is empty; the node would never join the cluster"]
+        return Findings(problems + ["is empty; the node would never join the cluster"], [])
     parts = _split(text)
     problems += parts.problems
     for n, script in enumerate(parts.shell):
-        problems += _lint_shell(script, cluster, where=_where(parts, "shell", n))
-    for n, nodeconfig in enumerate(parts.nodeconfigs):
-        problems += _lint_nodeconfig(nodeconfig, cluster, where=_where(parts, "NodeConfig", n))
+        problems += _lint_shell(script, cluster, where=_where(parts, "shell", n),
+                                options=bootstrap_options)
+    if parts.nodeadm is not None:
+        problems += _lint_nodeconfigs(parts, cluster)
     problems += _lint_mechanism(parts, mechanism)
-    return problems
+    return Findings(problems, list(parts.warnings))
 
 
 def _where(parts: _Parts, kind: str, n: int) -> str:
@@ -278,15 +315,19 @@ def _lint_mechanism(parts: _Parts, mechanism: str | None) -> list[str]:
     return []
 
 
+def _looks_like_nodeconfig(text: str) -> bool:
+    return (not text.lstrip().startswith("#!")
+            and re.search(r"^\s*[\"']?kind[\"']?\s*:\s*[\"']?NodeConfig\b", text, re.M) is not None)
+
+
 def _split(text: str) -> _Parts:
-    """The shell scripts and NodeConfig documents in ``text`` (bare script or MIME)."""
+    """The shell scripts and NodeConfig documents in ``text`` (bare script, bare NodeConfig
+    YAML/JSON, which nodeadm decodes whole, or MIME)."""
     head = text.lstrip()[:400].lower()
     if not (head.startswith("mime-version:") or head.startswith("content-type:")):
-        if re.search(r"^\s*apiVersion:", text, re.M) and "NodeConfig" in text \
-                and not text.startswith("#!"):
-            return _Parts([], [text], ["a NodeConfig must be sent as MIME multipart "
-                                       f"({NODECONFIG_CONTENT_TYPE} part); nodeadm ignores bare YAML "
-                                       "in this form"])
+        if _looks_like_nodeconfig(text):
+            view = nodeadm.read_user_data(text)
+            return _Parts([], [text], [], list(view.warnings), view)
         return _Parts([text], [], [])
     return _split_mime(text)
 
@@ -301,12 +342,10 @@ def _split_mime(text: str) -> _Parts:
                             "expected multipart/mixed with a boundary")
         return out
     boundary = msg.get_boundary()
-    if boundary and f"--{boundary}--" not in text:
-        out.problems.append(f"malformed MIME: the closing boundary --{boundary}-- is missing")
     for defect in msg.defects:
         name = type(defect).__name__
-        if name == "CloseBoundaryNotFoundDefect" and boundary and f"--{boundary}--" not in text:
-            continue
+        if name == "CloseBoundaryNotFoundDefect":
+            continue  # a warning from the nodeadm reader, or below
         out.problems.append(f"malformed MIME: {name.removesuffix('Defect')}: {defect}")
     parts = [p for p in msg.get_payload() if isinstance(p, email.message.Message)]
     if not parts:
@@ -326,6 +365,12 @@ def _split_mime(text: str) -> _Parts:
         elif ctype not in _KNOWN_PART_TYPES:
             out.problems.append(f"malformed MIME: part {i} has Content-Type {ctype!r}; expected "
                                 f"{SHELL_CONTENT_TYPE} or {NODECONFIG_CONTENT_TYPE}")
+    if out.nodeconfigs:
+        out.nodeadm = nodeadm.read_user_data(text)
+        out.warnings += out.nodeadm.warnings
+    elif boundary and f"--{boundary}--" not in text:
+        out.warnings.append(f"MIME: the closing boundary --{boundary}-- is missing; cloud-init "
+                            "reads the last part to the end of the user data, but add it")
     return out
 
 
@@ -384,7 +429,8 @@ def _bootstrap_calls(script: str) -> list[tuple[int, str]]:
             and not ln.lstrip().startswith("#")]
 
 
-def _lint_shell(script: str, cluster: ClusterSettings | None, *, where: str) -> list[str]:
+def _lint_shell(script: str, cluster: ClusterSettings | None, *, where: str,
+                options: bootstrap_sh.BootstrapOptions | None = None) -> list[str]:
     problems: list[str] = []
     holes = _placeholders(script, shell=True)
     if holes:
@@ -395,7 +441,8 @@ def _lint_shell(script: str, cluster: ClusterSettings | None, *, where: str) -> 
     if err:
         problems.append(f"{where}bash -n: {err}")
     for line_no, call in _bootstrap_calls(script):
-        problems += [f"{where}line {line_no}: {p}" for p in _bootstrap_args_problems(call, cluster)]
+        problems += [f"{where}line {line_no}: {p}"
+                     for p in _bootstrap_args_problems(call, cluster, options)]
     return problems
 
 
@@ -446,58 +493,145 @@ def _bash_n(script: str) -> str | None:
     return re.sub(r"^\S*bash: (line )?", "line ", msg[0]) if msg else f"exit {proc.returncode}"
 
 
-def _bootstrap_args_problems(call: str, cluster: ClusterSettings | None) -> list[str]:
+def _call_words(call: str) -> list[str] | None:
+    """The words after ``bootstrap.sh`` up to the first control operator (None: bad quoting)."""
+    lex = shlex.shlex(call, posix=True, punctuation_chars=True)
+    lex.whitespace_split = True
+    lex.commenters = "#"
     try:
-        words = shlex.split(call, comments=True)
+        words = list(lex)
     except ValueError:
-        return []  # bash -n reports the quoting error
+        return None  # bash -n reports the quoting error
     idx = next((i for i, w in enumerate(words) if w.endswith("bootstrap.sh")), None)
     if idx is None:
+        return None
+    out: list[str] = []
+    for w in words[idx + 1:]:
+        if w and all(ch in ";&|()<>" for ch in w):
+            break
+        out.append(w)
+    return out
+
+
+def _bootstrap_args_problems(call: str, cluster: ClusterSettings | None,
+                             options: bootstrap_sh.BootstrapOptions | None = None) -> list[str]:
+    """What the real bootstrap.sh argument loop would make of this call, and why it is wrong."""
+    words = _call_words(call)
+    if words is None:
         return []
-    words = words[idx + 1:]
-    for stop in ("|", "||", "&&", ";", "&"):
-        if stop in words:
-            words = words[:words.index(stop)]
-    opts: dict[str, str] = {}
-    positional: list[str] = []
-    i = 0
-    while i < len(words):
-        w = words[i]
-        if w.startswith("--"):
-            key, eq, val = w.partition("=")
-            if eq:
-                opts[key] = val
-            elif i + 1 < len(words):
-                opts[key] = words[i + 1]
-                i += 1
-            else:
-                opts[key] = ""
-        else:
-            positional.append(w)
-        i += 1
+    options = options or bootstrap_sh.bundled_options()
+    parsed = bootstrap_sh.parse_call(words, options)
     problems: list[str] = []
-    if not positional:
+    if parsed.exits_with:
+        problems.append(f"bootstrap.sh {parsed.exits_with} prints the usage and exits 1; remove it")
+    for w in parsed.positional:
+        if not w.startswith("-") or w == "-":
+            continue
+        key, eq, _ = w.partition("=")
+        if eq and key in options.with_value:
+            problems.append(f"{_short(w)}: bootstrap.sh does not understand --flag=value (the word "
+                            f"becomes a positional argument and the value is lost); write {key} VALUE")
+        else:
+            problems.append(f"bootstrap.sh has no option {key} (its parser, {options.source}, takes "
+                            "the word as a positional argument); known options: "
+                            f"{', '.join(sorted(options.with_value))}; kubelet flags go in "
+                            "--kubelet-extra-args '...'")
+    problems += [f"{opt} is the last word and has no value; bootstrap.sh stops with '$2: unbound "
+                 "variable'" for opt in parsed.missing_value]
+    if any("$" in w for w in words):
+        # An expansion ("${ARGS[@]}", $FLAGS) may stand for any number of words: only the
+        # literal words' problems above are certain.
+        return problems + _bootstrap_value_problems(parsed.values, cluster, partial=True)
+    name = parsed.cluster_name
+    if name is None:
         problems.append("/etc/eks/bootstrap.sh has no cluster name argument")
-    elif cluster is not None and positional[-1] != cluster.name and "$" not in positional[-1]:
-        problems.append(f"bootstrap.sh joins cluster {positional[-1]!r}, but cluster.name is "
-                        f"{cluster.name!r}")
-    if "--apiserver-endpoint" in opts:
-        p = _endpoint_problem(opts["--apiserver-endpoint"], "--apiserver-endpoint")
+    else:
+        extra = parsed.positional[1:]
+        expected = cluster.name if cluster is not None else None
+        if expected is not None and name != expected and "$" not in name:
+            problems.append(f"bootstrap.sh takes {_short(name)!r} as the cluster name (the first word "
+                            f"that is neither an option nor its value), but cluster.name is "
+                            f"{expected!r}; put the cluster name after the options and remove "
+                            "the words before it")
+        elif expected is None and name.startswith("-"):
+            problems.append(f"bootstrap.sh takes {_short(name)!r} as the cluster name (the first word "
+                            "that is neither an option nor its value); put the cluster name after "
+                            "the options")
+        if extra and not any(w.startswith("-") for w in parsed.positional):
+            problems.append(f"bootstrap.sh ignores the words after the cluster name {name!r}: "
+                            f"{' '.join(map(_short, extra))}; remove them")
+    problems += _bootstrap_value_problems(parsed.values, cluster)
+    return problems
+
+
+def _short(word: str, limit: int = 60) -> str:
+    return word if len(word) <= limit else word[:limit] + "..."
+
+
+def _bootstrap_value_problems(opts: dict[str, str], cluster: ClusterSettings | None, *,
+                              partial: bool = False) -> list[str]:
+    problems: list[str] = []
+    endpoint, ca = opts.get("--apiserver-endpoint"), opts.get("--b64-cluster-ca")
+    if endpoint is not None:
+        p = _endpoint_problem(endpoint, "--apiserver-endpoint")
         if p:
             problems.append(p)
-    if "--b64-cluster-ca" in opts:
-        p = ca_problem(opts["--b64-cluster-ca"], "--b64-cluster-ca")
+    if ca is not None:
+        p = ca_problem(ca, "--b64-cluster-ca")
         if p:
             problems.append(p)
-    if ("--apiserver-endpoint" in opts) != ("--b64-cluster-ca" in opts):
+    if (endpoint is None) != (ca is None) and not partial:
         problems.append("give --apiserver-endpoint and --b64-cluster-ca together (either alone "
                         "makes bootstrap.sh call DescribeCluster at every boot)")
-    if "--dns-cluster-ip" in opts:
-        p = _dns_problem(opts["--dns-cluster-ip"], cluster.service_cidr if cluster else None,
-                         "--dns-cluster-ip")
-        if p:
-            problems.append(p)
+    skips_describe = endpoint is not None and ca is not None and not partial
+    family = opts.get("--ip-family")
+    v6_cidr = opts.get("--service-ipv6-cidr")
+    if family is not None and family.lower() not in ("ipv4", "ipv6") and "$" not in family:
+        problems.append(f"--ip-family {family!r}: bootstrap.sh allows only ipv4 or ipv6")
+    if v6_cidr is not None and family is not None and family.lower() == "ipv4":
+        problems.append("--service-ipv6-cidr with --ip-family ipv4: bootstrap.sh exits "
+                        "('--ip-family should be ipv6'); write --ip-family ipv6")
+    if v6_cidr is not None and "$" not in v6_cidr:
+        try:
+            if ipaddress.ip_network(v6_cidr, strict=False).version != 6:
+                problems.append(f"--service-ipv6-cidr {v6_cidr!r} is not an IPv6 network")
+        except ValueError:
+            problems.append(f"--service-ipv6-cidr must be an IPv6 CIDR such as fd00:10:96::/108, "
+                            f"got {v6_cidr!r}")
+    ipv6 = v6_cidr is not None or (family or "").lower() == "ipv6"
+    cidr = v6_cidr if v6_cidr is not None else (cluster.service_cidr if cluster else None)
+    dns = opts.get("--dns-cluster-ip")
+    if dns is not None:
+        for ip in dns.split(","):
+            p = _dns_problem(ip, cidr, "--dns-cluster-ip")
+            if p:
+                problems.append(p)
+            elif skips_describe and not ipv6 and _is_ipv6(ip):
+                problems.append(f"--dns-cluster-ip {ip} is IPv6, but with --apiserver-endpoint and "
+                                "--b64-cluster-ca bootstrap.sh skips DescribeCluster and uses IP "
+                                "family ipv4; add --ip-family ipv6 --service-ipv6-cidr CIDR")
+    elif ipv6 and v6_cidr is None:
+        problems.append("--ip-family ipv6 needs --service-ipv6-cidr CIDR or --dns-cluster-ip "
+                        "(bootstrap.sh exits without one)")
+    if (cluster is not None and skips_describe and not ipv6 and _is_ipv6_net(cluster.service_cidr)):
+        problems.append(f"cluster.service_cidr {cluster.service_cidr} is IPv6, but the call does not "
+                        "pass --ip-family ipv6 --service-ipv6-cidr, so bootstrap.sh configures the "
+                        "node for ipv4")
     return problems
+
+
+def _is_ipv6(value: str) -> bool:
+    try:
+        return ipaddress.ip_address(value.strip()).version == 6
+    except ValueError:
+        return False
+
+
+def _is_ipv6_net(value: str | None) -> bool:
+    try:
+        return value is not None and ipaddress.ip_network(value, strict=False).version == 6
+    except ValueError:
+        return False
 
 
 # ---- values
@@ -511,23 +645,20 @@ _dns_problem = dns_problem
 # ---- NodeConfig
 
 
-def _lint_nodeconfig(body: str, cluster: ClusterSettings | None, *, where: str) -> list[str]:
+def _lint_nodeconfigs(parts: _Parts, cluster: ClusterSettings | None) -> list[str]:
+    """nodeadm's own decoding and validation, then what the merged NodeConfig needs to join."""
+    view = parts.nodeadm
+    assert view is not None
     problems: list[str] = []
-    holes = _placeholders(body, shell=False)
-    if holes:
-        problems.append(f"{where}unfilled placeholder{'s' if len(holes) > 1 else ''} "
-                        f"{', '.join(holes)} in the NodeConfig")
-    try:
-        docs = [d for d in yaml.safe_load_all(body) if d is not None]
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        return problems + [f"{where}NodeConfig is not valid YAML"
-                           f"{f' (line {mark.line + 1})' if mark else ''}: "
-                           f"{getattr(err, 'problem', err)}"]
-    if not docs:
-        return problems + [f"{where}the {NODECONFIG_CONTENT_TYPE} part is empty"]
-    for doc in docs:
-        problems += [where + p for p in _nodeconfig_doc_problems(doc, cluster)]
+    for n, body in enumerate(parts.nodeconfigs):
+        holes = _placeholders(body, shell=False)
+        if holes:
+            problems.append(f"{_where(parts, 'NodeConfig', n)}unfilled placeholder"
+                            f"{'s' if len(holes) > 1 else ''} {', '.join(holes)} in the NodeConfig")
+    problems += list(view.problems)
+    problems += nodeadm.merged_problems(view.config)
+    if view.config is not None:
+        problems += _nodeconfig_join_problems(view.config, cluster)
     return problems
 
 
@@ -536,44 +667,39 @@ def _mapping(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _nodeconfig_doc_problems(doc: Any, cluster: ClusterSettings | None) -> list[str]:
-    if not isinstance(doc, dict):
-        return [f"NodeConfig must be a YAML mapping, got {type(doc).__name__}"]
+def _nodeconfig_join_problems(doc: dict[str, Any], cluster: ClusterSettings | None) -> list[str]:
+    """The merged NodeConfig's values against the cluster (nodeadm accepts any string here, but
+    the node cannot join with a wrong endpoint, CA, CIDR or DNS IP)."""
     out: list[str] = []
-    if doc.get("apiVersion") != NODECONFIG_API_VERSION:
-        out.append(f"NodeConfig apiVersion is {doc.get('apiVersion')!r}; expected "
-                   f"{NODECONFIG_API_VERSION}")
-    if doc.get("kind") != "NodeConfig":
-        out.append(f"NodeConfig kind is {doc.get('kind')!r}; expected NodeConfig")
     spec = _mapping(doc.get("spec"))
     cl = _mapping(spec.get("cluster"))
-    for key in ("name", "apiServerEndpoint", "certificateAuthority", "cidr"):
-        if not cl.get(key):
-            out.append(f"NodeConfig spec.cluster.{key} is missing; a custom AMI needs name, "
-                       "apiServerEndpoint, certificateAuthority and cidr")
-    if cl.get("apiServerEndpoint"):
+    if isinstance(cl.get("apiServerEndpoint"), str) and cl["apiServerEndpoint"]:
         p = _endpoint_problem(cl["apiServerEndpoint"], "spec.cluster.apiServerEndpoint")
         if p:
             out.append(p)
-    if cl.get("certificateAuthority"):
+    if isinstance(cl.get("certificateAuthority"), str) and cl["certificateAuthority"]:
         p = ca_problem(cl["certificateAuthority"], "spec.cluster.certificateAuthority")
         if p:
             out.append(p)
     cidr = cl.get("cidr")
-    if cidr:
+    if isinstance(cidr, str) and cidr and "$" not in cidr:
         try:
-            ipaddress.ip_network(str(cidr), strict=False)
+            ipaddress.ip_network(cidr, strict=False)
         except ValueError:
-            out.append(f"spec.cluster.cidr must be a CIDR such as 10.100.0.0/16, got {cidr!r}")
+            out.append(f"spec.cluster.cidr must be a CIDR such as 10.100.0.0/16 or "
+                       f"fd00:10:96::/108, got {cidr!r}")
             cidr = None
-        if cidr and cluster is not None and str(cidr) != cluster.service_cidr:
+        if cidr and cluster is not None and cidr != cluster.service_cidr:
             out.append(f"spec.cluster.cidr {cidr} differs from cluster.service_cidr "
                        f"{cluster.service_cidr}")
+    else:
+        cidr = None
     if cluster is not None and cl.get("name") and cl["name"] != cluster.name:
         out.append(f"spec.cluster.name {cl['name']!r} differs from cluster.name {cluster.name!r}")
     kconf = _mapping(_mapping(spec.get("kubelet")).get("config"))
-    for ip in kconf.get("clusterDNS") or []:
-        p = _dns_problem(ip, str(cidr) if cidr else None, "spec.kubelet.config.clusterDNS")
+    dns = kconf.get("clusterDNS")
+    for ip in dns if isinstance(dns, list) else []:
+        p = _dns_problem(ip, cidr, "spec.kubelet.config.clusterDNS")
         if p:
             out.append(p)
     return out

@@ -540,17 +540,23 @@ def create_image(self: Any) -> ActionResult:
 def copy_image(self: Any) -> ActionResult:
     self.error_on_dryrun()
     # ClientToken makes CopyImage idempotent (botocore fills one in per call).
+    from pipeline_dev.emulator.vmimport import request_fingerprint
+
     tokens = self.ec2_backend.__dict__.setdefault("_copy_image_tokens", {})
     token = self._get_param("ClientToken")
-    if token and token in tokens and tokens[token] in self.ec2_backend.amis:
-        return ActionResult({"ImageId": tokens[token]})
+    fingerprint = request_fingerprint(self)
+    if token and token in tokens and tokens[token][1] in self.ec2_backend.amis:
+        if tokens[token][0] != fingerprint:
+            raise _err("IdempotentParameterMismatch",
+                       f"The client token {token} was already used with different parameters.")
+        return ActionResult({"ImageId": tokens[token][1]})
     ami = _copy_image_model(
         self.ec2_backend, self._get_param("SourceImageId"), self._get_param("SourceRegion"),
         self._get_param("Name"), self._get_param("Description"),
         bool(_bool(self._get_param("CopyImageTags"))),
         self._get_param("TagSpecifications") or [], bool(_bool(self._get_param("Encrypted"))))
     if token:
-        tokens[token] = ami.id
+        tokens[token] = (fingerprint, ami.id)
     return ActionResult({"ImageId": ami.id})
 
 

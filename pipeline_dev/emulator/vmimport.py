@@ -44,7 +44,7 @@ from moto.ec2.responses import EC2Response
 from pipeline_dev.emulator.blockstore import STORE, blocks_from_file, new_snapshot, size_gib
 
 __all__ = ["install", "configure", "reset", "MSG_NO_PARTITIONS", "MSG_NO_ACCESS",
-           "unsupported_format"]
+           "unsupported_format", "request_fingerprint"]
 
 MSG_NO_PARTITIONS = "ClientError: No valid partitions. Not a valid volume."
 MSG_NO_ACCESS = ("ClientError: Disk validation failed [We do not have access to the given "
@@ -68,7 +68,7 @@ _STEPS = (
 
 _lock = threading.Lock()
 _tasks: dict[tuple[str, str], dict[str, "_Task"]] = {}
-_tokens: dict[tuple[str, str, str], str] = {}
+_tokens: dict[tuple[str, str, str], tuple[str, str]] = {}
 _config = {"import_seconds": 2.0}
 _generation = [0]
 
@@ -154,6 +154,21 @@ class _Task:
 
 def _err(code: str, message: str) -> EC2ClientError:
     return EC2ClientError(code, message)
+
+
+_NOT_PARAMETERS = {"action", "version", "clienttoken", "dryrun"}
+
+
+def request_fingerprint(resp: Any) -> str:
+    """The request's parameters but the token (and Action/Version/DryRun), for idempotency.
+
+    "If you repeat a request with the same client token but different parameters ... the
+    retry fails with an IdempotentParameterMismatch error"
+    (ec2/latest/devguide/ec2-api-idempotency.html).
+    """
+    items = sorted((k, tuple(v) if isinstance(v, list) else (v,))
+                   for k, v in resp.querystring.items() if k.lower() not in _NOT_PARAMETERS)
+    return json.dumps(items)
 
 
 # --------------------------------------------------------------------------- IAM checks
@@ -442,10 +457,15 @@ def import_image(self: Any) -> ActionResult:
     self.error_on_dryrun()
     account, region = self.current_account, self.region
     token = self._get_param("ClientToken")
+    fingerprint = request_fingerprint(self)
     with _lock:
         known = _tokens.get((account, region, token)) if token else None
-        if known and known in _tasks.get((account, region), {}):
-            return ActionResult(_tasks[(account, region)][known].view(initial=True))
+        if known and known[1] in _tasks.get((account, region), {}):
+            if known[0] != fingerprint:
+                raise _err("IdempotentParameterMismatch",
+                           f"The client token {token} was already used with different "
+                           "parameters.")
+            return ActionResult(_tasks[(account, region)][known[1]].view(initial=True))
     disks = self._get_param("DiskContainers", []) or []
     if not disks:
         raise _err("InvalidParameter", "At least one disk container must be specified.")
@@ -509,7 +529,7 @@ def import_image(self: Any) -> ActionResult:
     with _lock:
         _tasks.setdefault((account, region), {})[task.task_id] = task
         if token:
-            _tokens[(account, region, token)] = task.task_id
+            _tokens[(account, region, token)] = (fingerprint, task.task_id)
     threading.Thread(target=_run, args=(task,), daemon=True,
                      name=f"vmimport-{task.task_id}").start()
     return ActionResult(task.view(initial=True))

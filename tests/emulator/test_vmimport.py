@@ -130,16 +130,18 @@ def test_role_check_is_synchronous(clients):
 def test_vmdk_import_walks_states_and_registers_ami_with_the_bytes(aws, disks):
     ec2, ebs = aws["ec2"], aws["ebs"]
     aws["s3"].upload_file(str(disks["vmdk"]), BUCKET, "img/disk.vmdk")
+    tags = [{"ResourceType": "import-image-task", "Tags": [{"Key": "build", "Value": "b1"}]}]
     first = _start(ec2, "img/disk.vmdk", "VMDK", BootMode="legacy-bios", ClientToken="tok-1",
-                   TagSpecifications=[{"ResourceType": "import-image-task",
-                                       "Tags": [{"Key": "build", "Value": "b1"}]}])
+                   TagSpecifications=tags)
     # First response (aws-cli examples/ec2/import-image.rst): active / pending / "2".
     assert (first["Status"], first["StatusMessage"], first["Progress"]) == \
         ("active", "pending", "2")
     assert first["ImportTaskId"].startswith("import-ami-")
     assert first["SnapshotDetails"][0]["DiskImageSize"] == 0.0
     assert first["Tags"] == [{"Key": "build", "Value": "b1"}]
-    again = _start(ec2, "img/disk.vmdk", "VMDK", BootMode="legacy-bios", ClientToken="tok-1")
+    # Same token, same parameters: the same task (a change would be IdempotentParameterMismatch).
+    again = _start(ec2, "img/disk.vmdk", "VMDK", BootMode="legacy-bios", ClientToken="tok-1",
+                   TagSpecifications=tags)
     assert again["ImportTaskId"] == first["ImportTaskId"]
     done = _wait(ec2, [first["ImportTaskId"]])[first["ImportTaskId"]]
     assert done["Status"] == "completed" and "StatusMessage" not in done

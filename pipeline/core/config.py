@@ -846,6 +846,11 @@ def _semantic_problems(raw: dict[str, Any], base_dir: Path) -> list[str]:
     if dns is not None:
         if dns_problem(dns, None, "") is not None:
             out.append(f"cluster.dns_cluster_ip: expected an IP address, got {dns!r}")
+        elif net is not None and ipaddress.ip_address(dns).version != net.version:
+            out.append(f"cluster.dns_cluster_ip: {dns} is IPv{ipaddress.ip_address(dns).version} "
+                       f"but service_cidr {cidr} is IPv{net.version}; an IPv6 cluster takes its "
+                       "kubernetesNetworkConfig.serviceIpv6Cidr as service_cidr and a DNS IP "
+                       "inside it (default: its ::a address)")
         elif net is not None and dns_problem(dns, str(net), ""):
             out.append(f"cluster.dns_cluster_ip: expected an address inside service_cidr "
                        f"{cidr}, got {dns!r}")

@@ -27,7 +27,13 @@ from typing import Any, Callable, TextIO
 from pipeline.core.errors import ConfigError, LintError, PipelineError
 from pipeline.core.progress import NO_PROGRESS, ConsoleProgress, Progress
 
-__all__ = ["run_task", "to_jsonable", "progress_for", "setup_logging"]
+__all__ = ["run_task", "to_jsonable", "progress_for", "setup_logging", "SCHEMA_VERSION",
+           "write_error_document", "run_verify_image", "json_document"]
+
+#: The version of every ``--json`` document's shape (``schema_version`` in each document;
+#: the JSON Schemas in ``pipeline/data/schemas/`` describe version 1). It changes only when
+#: a key is removed or changes meaning; new keys may appear without a change.
+SCHEMA_VERSION = 1
 
 
 class TaskExit(SystemExit):
@@ -78,6 +84,38 @@ def _human(record: Any) -> str:
     return str(data)
 
 
+def json_document(record: Any) -> Any:
+    """A task's record as its ``--json`` document: a mapping with ``schema_version``
+    first (anything else is wrapped as ``{"result": ...}``)."""
+    data = to_jsonable(record)
+    if not isinstance(data, dict):
+        data = {"result": data}
+    return {"schema_version": SCHEMA_VERSION, **data}
+
+
+def write_error_document(out: TextIO, message: str, exit_code: int, *,
+                         kind: str = "error", details: Any = None) -> None:
+    """The ``--json`` document of a failure: ``{"error", "exit_code", "kind", ...}``."""
+    doc: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "error": message,
+                           "exit_code": exit_code, "kind": kind}
+    if details is not None:
+        doc["details"] = to_jsonable(details)
+    out.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    out.flush()
+
+
+def run_verify_image(image: str, *, require: str = "any", as_json: bool = False) -> Any:
+    """``verify --image``: the task and the console command's fast path both call this."""
+
+    def go() -> Any:
+        from pipeline.image import verify as v
+
+        return v.verify_image(image, require=require)
+
+    setup_logging()
+    return run_task(go, as_json=as_json)
+
+
 def run_task(fn: Callable[[], Any], *, as_json: bool = False,
              out: TextIO | None = None, err: TextIO | None = None) -> Any:
     """Run one library call under the exit-code rule; see the module docstring."""
@@ -90,24 +128,27 @@ def run_task(fn: Callable[[], Any], *, as_json: bool = False,
         for line in lines:
             err.write(f"error: {line}\n")
         if as_json:
-            doc: dict[str, Any] = {"error": exc.message, "exit_code": exc.exit_code}
-            if exc.details is not None:
-                doc["details"] = to_jsonable(exc.details)
-            out.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+            write_error_document(out, exc.message, exc.exit_code,
+                                 kind="input" if exc.exit_code == 2 else "failed",
+                                 details=exc.details)
         out.flush()
         raise TaskExit(exc.exit_code) from None
     except KeyboardInterrupt:
         err.write("interrupted: clean-up done, nothing left half-created\n")
+        if as_json:
+            write_error_document(out, "interrupted", 130, kind="interrupted")
         raise TaskExit(130) from None
     except Exception as exc:  # noqa: BLE001 - the one place that catches everything
         if os.environ.get("PIPELINE_DEBUG"):
             traceback.print_exc(file=err)
         err.write(f"error: unexpected {type(exc).__name__}: {exc} "
                   "(a bug: rerun with PIPELINE_DEBUG=1 and report the traceback)\n")
+        if as_json:
+            write_error_document(out, f"unexpected {type(exc).__name__}: {exc}", 1, kind="bug")
         raise TaskExit(1) from None
     if record is not None:
         if as_json:
-            out.write(json.dumps(to_jsonable(record), indent=2, sort_keys=True) + "\n")
+            out.write(json.dumps(json_document(record), indent=2, sort_keys=True) + "\n")
         else:
             out.write(_human(record) + "\n")
         out.flush()

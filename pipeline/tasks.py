@@ -7,18 +7,84 @@ so that ``invoke verify --image`` starts fast and never loads boto3.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
-from invoke import Collection, task
+from invoke import Collection, Task
+from invoke import task as _invoke_task
+from invoke.exceptions import ParseError
 
 CONFIG_HELP = "Configuration file (default: $PIPELINE_CONFIG, then ./pipeline.yaml)"
 JSON_HELP = "Print one JSON document on stdout instead of the human summary"
+#: --region and --profile: the flag beats aws.region/aws.profile in the config, which beat
+#: $AWS_REGION, $AWS_DEFAULT_REGION (resp. $AWS_PROFILE) and the profile's own region.
+AWS_HELP = {
+    "region": "AWS region (default: aws.region in the config, then $AWS_REGION, "
+              "$AWS_DEFAULT_REGION, the profile's region, us-east-1)",
+    "profile": "AWS profile (default: aws.profile in the config, then $AWS_PROFILE)",
+}
 
 
-def _settings(config: str | None, required: bool = True) -> Any:
+class _Number:
+    """An Invoke argument kind for a whole-number (or decimal) flag: a word that is not a
+    number is a usage error naming the flag (exit 2 under ``eks-ami``), not a traceback.
+
+    Equal to ``int`` (``str`` for decimals) so that Invoke's help shows ``INT``/``STRING``.
+    """
+
+    def __init__(self, kind: type, flag: str, task: str = "") -> None:
+        self.kind, self.flag, self.task = kind, flag, task
+        self.__name__ = kind.__name__
+        self._shown: type = int if kind is int else str
+
+    def __call__(self, value: str) -> Any:
+        try:
+            return self.kind(value)
+        except (TypeError, ValueError):
+            what = "a whole number" if self.kind is int else "a number"
+            where = f"{self.task}: " if self.task else ""
+            raise ParseError(f"{where}--{self.flag}: {value!r} is not {what}; "
+                             f"give e.g. --{self.flag} {'3' if self.kind is int else '2.5'}"
+                             ) from None
+
+    def __eq__(self, other: object) -> bool:
+        return other is self._shown or other is self
+
+    def __hash__(self) -> int:
+        return hash(self._shown)
+
+
+#: One short option per meaning in every task that has the flag; other flags of that task
+#: never take the letter. The rest get Invoke's automatic letters (the first free one).
+SHORT_FLAGS = {"config": "c", "json": "j", "region": "e", "profile": "p"}
+
+
+class PipelineTask(Task):  # type: ignore[type-arg]
+    """An Invoke task with the project's flag conventions (:data:`SHORT_FLAGS`; numbers
+    are checked while parsing, so ``--keep abc`` is a usage error, not a traceback)."""
+
+    def arg_opts(self, name: str, default: Any, taken_names: set[str]) -> dict[str, Any]:
+        params = self.argspec(self.body).parameters
+        reserved = {short for long_, short in SHORT_FLAGS.items()
+                    if long_ in params and long_ != name}
+        opts: dict[str, Any] = super().arg_opts(name, default, set(taken_names) | reserved)
+        if name in SHORT_FLAGS:
+            opts["names"] = [opts["names"][0], SHORT_FLAGS[name]]
+        if opts.get("kind") in (int, float) and not isinstance(default, bool):
+            opts["kind"] = _Number(type(default), opts["names"][0],
+                                   str(self.name or "").replace("_", "-"))
+        return opts
+
+
+def task(**kwargs: Any) -> Callable[[Callable[..., Any]], Task]:  # type: ignore[type-arg]
+    """``invoke.task`` with :class:`PipelineTask`."""
+    return _invoke_task(klass=PipelineTask, **kwargs)  # type: ignore[no-any-return]
+
+
+def _settings(config: str | None, required: bool = True, *, region: str | None = None,
+              profile: str | None = None) -> Any:
     from pipeline.core.config import load_settings
 
-    return load_settings(config, required=required)
+    return load_settings(config, required=required, region=region, profile=profile)
 
 
 def _clients(settings: Any) -> Any:
@@ -63,13 +129,20 @@ def verify(c, image=None, ami=None, require="any", no_tag=False, region=None, co
            json=False):
     """Prove offline that a disk image or AMI can bootstrap as an EKS node."""
 
+    if image and not (ami or no_tag or region or config):
+        from pipeline.cli import run_verify_image   # the same call as `eks-ami verify --image`
+
+        run_verify_image(image, require=require, as_json=json)
+        return
+
     def go() -> Any:
-        from pipeline.image import verify as v
         from pipeline.core.errors import InputError
 
         if bool(image) == bool(ami):
             raise InputError("verify: give exactly one of --image PATH or --ami AMI_ID")
         if image:
+            from pipeline.image import verify as v
+
             return v.verify_image(image, require=require)
         settings = _settings(config, required=False)
         from pipeline.lineage.verify_ami import verify_ami
@@ -89,17 +162,17 @@ def verify(c, image=None, ami=None, require="any", no_tag=False, region=None, co
             "detach": "Do not cancel the import task on Ctrl-C; leave it running",
             "timeout": "Seconds to wait for the import task (default 7200)",
             "kms_key": "KMS key id for an encrypted import (default: AWS managed key)",
-            "config": CONFIG_HELP, "json": JSON_HELP})
+            "config": CONFIG_HELP, **AWS_HELP, "json": JSON_HELP})
 def import_image(c, image=None, name=None, method=None, bucket=None, create_role=False,
-                 keep_upload=False, detach=False, timeout=7200, kms_key=None, config=None,
-                 json=False):
+                 keep_upload=False, detach=False, timeout=7200, kms_key=None, config=None, region=None,
+                 profile=None, json=False):
     """Import a VM disk image into EC2 as a verified AMI."""
 
     def go() -> Any:
         from pipeline import cli
         from pipeline.ingest.importer import ImportRequest, import_image as run
 
-        settings = _settings(config)
+        settings = _settings(config, region=region, profile=profile)
         req = ImportRequest(image=image, name=name, method=method, bucket=bucket,
                             create_role=create_role, keep_upload=keep_upload, detach=detach,
                             timeout=float(timeout), kms_key_id=kms_key)
@@ -110,8 +183,8 @@ def import_image(c, image=None, name=None, method=None, bucket=None, create_role
 
 @task(help={"image": "Configured image name to bake (default: the only one with a bake section)",
             "dry_run": "Print the Packer command and variables, run nothing",
-            "config": CONFIG_HELP, "json": JSON_HELP})
-def bake(c, image=None, dry_run=False, config=None, json=False):
+            "config": CONFIG_HELP, **AWS_HELP, "json": JSON_HELP})
+def bake(c, image=None, dry_run=False, config=None, region=None, profile=None, json=False):
     """Build an AMI with Packer from packer/, then verify it offline."""
 
     def go() -> Any:
@@ -127,7 +200,7 @@ def bake(c, image=None, dry_run=False, config=None, json=False):
         from pipeline import cli
         from pipeline.bake.build import bake as run
 
-        settings = _settings(config)
+        settings = _settings(config, region=region, profile=profile)
         result = run(settings, _clients(settings), image, dry_run=dry_run,
                      progress=cli.progress_for(json))
         gc.freeze()
@@ -145,16 +218,16 @@ def bake(c, image=None, dry_run=False, config=None, json=False):
             "allow_unverified": "Publish an AMI that has no verification record",
             "karpenter": "Also write Karpenter manifests: v1 or v1alpha5",
             "channel": "SSM pointer channel to move (default: the template's channel)",
-            "config": CONFIG_HELP, "json": JSON_HELP})
+            "config": CONFIG_HELP, **AWS_HELP, "json": JSON_HELP})
 def publish_template(c, ami, template=None, source_version=None, no_default=False, create=False,
                      user_data_file=None, allow_unverified=False, karpenter=None, channel=None,
-                     config=None, json=False):
+                     config=None, region=None, profile=None, json=False):
     """Publish an AMI with rendered, linted user data as a new launch template version."""
 
     def go() -> Any:
         from pipeline.publish.release import PublishRequest, publish
 
-        settings = _settings(config)
+        settings = _settings(config, region=region, profile=profile)
         req = PublishRequest(ami_id=ami, template=template, source_version=source_version,
                              set_default=not no_default, create=create,
                              user_data_file=user_data_file, allow_unverified=allow_unverified,
@@ -172,9 +245,9 @@ def publish_template(c, ami, template=None, source_version=None, no_default=Fals
             "force": "Promote even if the soak, rollback or health gate refuses (needs --reason)",
             "reason": "Why --force overrides the gate (recorded in the build record)",
             "auto": "Promote every auto_promote channel whose gate passes (scheduled step)",
-            "config": CONFIG_HELP, "json": JSON_HELP})
+            "config": CONFIG_HELP, **AWS_HELP, "json": JSON_HELP})
 def promote(c, template=None, version=None, channel=None, image=None, to=None, force=False,
-            reason=None, auto=False, config=None, json=False):
+            reason=None, auto=False, config=None, region=None, profile=None, json=False):
     """Promote along the release train (--image NAME --to CHANNEL, or --auto) through the
     soak/health/blocklist gate, or make a template version the default (--template --version)."""
 
@@ -187,7 +260,7 @@ def promote(c, template=None, version=None, channel=None, image=None, to=None, f
             if template or version:
                 raise InputError("promote: --template/--version and --image/--to/--auto are two "
                                  "different promotions; give one of them")
-            settings = _settings(config)
+            settings = _settings(config, region=region, profile=profile)
             if auto:
                 return rollout.auto_promote(settings, _clients(settings), image=image)
             if not (image and to):
@@ -199,7 +272,7 @@ def promote(c, template=None, version=None, channel=None, image=None, to=None, f
                              "NAME --version N")
         from pipeline.publish.release import promote as run
 
-        settings = _settings(config)
+        settings = _settings(config, region=region, profile=profile)
         return run(settings, _clients(settings), template, version, channel=channel)
 
     _run(go, json)
@@ -212,9 +285,9 @@ def promote(c, template=None, version=None, channel=None, image=None, to=None, f
             "block": "With --image: also block the current AMI (never promoted or published "
                      "again)",
             "reason": "Why (recorded with the rollback and the block)",
-            "config": CONFIG_HELP, "json": JSON_HELP})
-def rollback(c, template=None, channel=None, image=None, block=False, reason=None, config=None,
-             json=False):
+            "config": CONFIG_HELP, **AWS_HELP, "json": JSON_HELP})
+def rollback(c, template=None, channel=None, image=None, block=False, reason=None, config=None, region=None,
+             profile=None, json=False):
     """Make the previous version with a different AMI the default, and show what changed;
     or with --image NAME --channel CHANNEL [--block] move a channel back (and block)."""
 
@@ -226,14 +299,14 @@ def rollback(c, template=None, channel=None, image=None, block=False, reason=Non
                 raise InputError("rollback --block/--image: give --image NAME and --channel CHANNEL")
             from pipeline.lifecycle.rollout import rollback_channel
 
-            settings = _settings(config)
+            settings = _settings(config, region=region, profile=profile)
             return rollback_channel(settings, _clients(settings), image, channel, block=block,
                                     reason=reason)
         if not template:
             raise InputError("rollback: give --template NAME, or --image NAME --channel CHANNEL")
         from pipeline.publish.release import rollback as run
 
-        settings = _settings(config)
+        settings = _settings(config, region=region, profile=profile)
         return run(settings, _clients(settings), template, channel=channel)
 
     _run(go, json)
@@ -241,41 +314,41 @@ def rollback(c, template=None, channel=None, image=None, block=False, reason=Non
 
 @task(help={"template": "Launch template name", "from_version": "Older version (default: default)",
             "to_version": "Newer version (default: $Latest)",
-            "config": CONFIG_HELP, "json": JSON_HELP})
-def template_diff(c, template, from_version=None, to_version=None, config=None, json=False):
+            "config": CONFIG_HELP, **AWS_HELP, "json": JSON_HELP})
+def template_diff(c, template, from_version=None, to_version=None, config=None, region=None, profile=None, json=False):
     """Show AMI and decoded user-data differences between two launch template versions."""
 
     def go() -> Any:
         from pipeline.publish.release import template_diff as run
 
-        settings = _settings(config)
+        settings = _settings(config, region=region, profile=profile)
         return run(_clients(settings), template, from_version, to_version)
 
     _run(go, json)
 
 
-@task(help={"output": "Write the template here (default: stdout)", "config": CONFIG_HELP,
+@task(help={"output": "Write the template here (default: stdout)", "config": CONFIG_HELP, **AWS_HELP,
             "json": JSON_HELP})
-def render_stack(c, output=None, config=None, json=False):
+def render_stack(c, output=None, config=None, region=None, profile=None, json=False):
     """Emit the CloudFormation stack: node role, instance profile, launch template."""
 
     def go() -> Any:
         from pipeline.publish.stack import render_stack as run
 
-        return run(_settings(config), output=output)
+        return run(_settings(config, region=region, profile=profile), output=output)
 
     _run(go, json)
 
 
 @task(help={"image": "Only builds of this configured image", "template": "Only this template",
-            "config": CONFIG_HELP, "json": JSON_HELP})
-def history(c, image=None, template=None, config=None, json=False):
+            "config": CONFIG_HELP, **AWS_HELP, "json": JSON_HELP})
+def history(c, image=None, template=None, config=None, region=None, profile=None, json=False):
     """One row per build, newest first, with the template versions and pointers using it."""
 
     def go() -> Any:
         from pipeline.lineage.store import history as run
 
-        settings = _settings(config)
+        settings = _settings(config, region=region, profile=profile)
         return run(settings, _clients(settings), image=image, template=template)
 
     _run(go, json)
@@ -284,8 +357,8 @@ def history(c, image=None, template=None, config=None, json=False):
 @task(help={"image": "Only this configured image", "force": "Rebuild even if nothing changed",
             "dry_run": "Decide and print the reason per image; build nothing",
             "plan": "Per image: needs a rebuild and why, plus the CI matrix (no locks, no build)",
-            "config": CONFIG_HELP, "json": JSON_HELP})
-def rebuild(c, image=None, force=False, dry_run=False, plan=False, config=None, json=False):
+            "config": CONFIG_HELP, **AWS_HELP, "json": JSON_HELP})
+def rebuild(c, image=None, force=False, dry_run=False, plan=False, config=None, region=None, profile=None, json=False):
     """Rebuild images whose inputs changed or aged, then verify, distribute and publish."""
 
     def go() -> Any:
@@ -294,11 +367,11 @@ def rebuild(c, image=None, force=False, dry_run=False, plan=False, config=None, 
         if plan:
             from pipeline.lifecycle.plan import plan as run_plan
 
-            settings = _settings(config)
+            settings = _settings(config, region=region, profile=profile)
             return run_plan(settings, _clients(settings), image=image, force=force)
         from pipeline.lifecycle.rebuild import rebuild as run
 
-        settings = _settings(config)
+        settings = _settings(config, region=region, profile=profile)
         return run(settings, _clients(settings), image=image, force=force,
                    progress=cli.progress_for(json), dry_run=dry_run)
 
@@ -309,51 +382,65 @@ def rebuild(c, image=None, force=False, dry_run=False, plan=False, config=None, 
             "older_than": "Only builds older than DAYS (default 0)",
             "apply": "Really delete (default: dry run)",
             "deprecate": "Set DeprecateAt instead of deregistering",
-            "config": CONFIG_HELP, "json": JSON_HELP})
-def prune(c, keep=3, older_than=0, apply=False, deprecate=False, config=None, json=False):
+            "config": CONFIG_HELP, **AWS_HELP, "json": JSON_HELP})
+def prune(c, keep=3, older_than=0, apply=False, deprecate=False, config=None, region=None, profile=None, json=False):
     """Remove unreferenced pipeline AMIs and old template versions (dry run by default)."""
 
     def go() -> Any:
         from pipeline.lifecycle.prune import prune as run
 
-        settings = _settings(config)
+        settings = _settings(config, region=region, profile=profile)
         return run(settings, _clients(settings), keep=int(keep), older_than_days=int(older_than),
                    apply=apply, deprecate=deprecate)
 
     _run(go, json)
 
 
-@task(help={"apply": "Really delete (default: dry run)", "config": CONFIG_HELP, "json": JSON_HELP})
-def reap(c, apply=False, config=None, json=False):
+@task(help={"apply": "Really delete (default: dry run)", "config": CONFIG_HELP, **AWS_HELP, "json": JSON_HELP})
+def reap(c, apply=False, config=None, region=None, profile=None, json=False):
     """Remove resources left by builds that did not succeed (dry run by default)."""
 
     def go() -> Any:
         from pipeline.lifecycle.prune import reap as run
 
-        settings = _settings(config)
+        settings = _settings(config, region=region, profile=profile)
         return run(settings, _clients(settings), apply=apply)
 
     _run(go, json)
 
 
-@task(help={"config": CONFIG_HELP, "json": JSON_HELP})
-def iam_policy(c, config=None, json=False):
+@task(help={"config": CONFIG_HELP, **AWS_HELP, "json": JSON_HELP})
+def iam_policy(c, config=None, region=None, profile=None, json=False):
     """Print the least-privilege IAM policy this tool needs against real AWS."""
 
     def go() -> Any:
         from pipeline.aws.iam_policy import policy_document
 
-        return policy_document(_settings(config, required=False))
+        return policy_document(_settings(config, required=False, region=region, profile=profile))
 
     _run(go, json)
 
 
-@task(help={"config": CONFIG_HELP, "json": JSON_HELP})
-def check_config(c, config=None, json=False):
+@task(help={"config": CONFIG_HELP, **AWS_HELP, "json": JSON_HELP})
+def check_config(c, config=None, region=None, profile=None, json=False):
     """Validate the configuration file and print the settings it resolves to."""
-    _run(lambda: _settings(config), json)
+    _run(lambda: _settings(config, region=region, profile=profile), json)
 
 
-ns = Collection(emulator, demo, verify, import_image, bake, publish_template, promote, rollback,
+@task(help={"directory": "Folder to write pipeline.yaml and packer/eks-node/ into (default: "
+                         "the current one; `eks-ami init DIR` works too)",
+            "force": "Overwrite files that exist", "json": JSON_HELP})
+def init(c, directory=None, force=False, json=False):
+    """Write a starter pipeline.yaml and a copy of the Packer template for customising."""
+
+    def go() -> Any:
+        from pipeline.core.starter import write_starter
+
+        return write_starter(directory or ".", force=force)
+
+    _run(go, json)
+
+
+ns = Collection(init, emulator, demo, verify, import_image, bake, publish_template, promote, rollback,
                 template_diff, render_stack, history, rebuild, prune, reap, iam_policy,
                 check_config)

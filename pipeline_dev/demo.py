@@ -33,8 +33,8 @@ __all__ = ["DemoStep", "DemoResult", "Narrator", "run_demo", "REAL_AWS_STEPS"]
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE = ROOT / "pipeline.example.yaml"
-TEMPLATE = ROOT / "packer" / "eks-node"
+EXAMPLE = ROOT / "pipeline" / "data" / "pipeline.example.yaml"   # packaged (a link in the checkout)
+TEMPLATE = ROOT / "pipeline" / "data" / "packer" / "eks-node"   # the packaged template
 BUCKET = "eks-ami-pipeline-imports"
 BAKED = "eks-node-al2023"
 IMPORTED = "eks-node-imported"

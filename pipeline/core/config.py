@@ -69,6 +69,9 @@ __all__ = [
 DEFAULT_CONFIG_NAME = "pipeline.yaml"
 CONFIG_ENV = "PIPELINE_CONFIG"
 ENDPOINT_ENV = "AWS_ENDPOINT_URL"
+#: The Packer template that ships with the package; a bake without ``bake.template`` uses it
+#: (``eks-ami init`` copies it for customising).
+PACKAGED_TEMPLATE = Path(__file__).resolve().parents[1] / "data" / "packer" / "eks-node"
 
 
 # --------------------------------------------------------------------------- records
@@ -76,11 +79,23 @@ ENDPOINT_ENV = "AWS_ENDPOINT_URL"
 
 @dataclass(frozen=True, slots=True)
 class AwsSettings:
+    """Where and how to call AWS. Precedence, first found wins (see :func:`_apply_env`):
+
+    - region: ``--region``; ``aws.region`` in the config; ``$AWS_REGION``;
+      ``$AWS_DEFAULT_REGION``; the profile's ``region`` in ``~/.aws/config``
+      (``$AWS_CONFIG_FILE``); ``us-east-1``. ``region_from`` names the winner.
+    - profile: ``--profile``; ``aws.profile``; ``$AWS_PROFILE``; none (the SDK's chain).
+    - endpoint: ``$AWS_ENDPOINT_URL``; ``aws.endpoint_url``; the profile's ``endpoint_url``
+      and the SDK's other sources (botocore applies those itself). The environment wins
+      here so that one config can be pointed at the local emulator or a proxy.
+    """
+
     region: str = "us-east-1"
     profile: str | None = None
     endpoint_url: str | None = None
     retry_mode: str = "standard"
     max_attempts: int = 5
+    region_from: str = "default"
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +225,10 @@ class KarpenterSettings:
     version: str = "v1"
     output_dir: Path = Path("build/karpenter")
     name: str = "default"
+    #: How the v1 EC2NodeClass selects its AMI: ``ssm`` (the channel's SSM pointer, so promote
+    #: and rollback move Karpenter), ``id`` (pinned to the published AMI) or ``tags`` (the
+    #: newest AMI tagged with the image name).
+    ami_selector: str = "ssm"
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +274,16 @@ class Settings:
             if lt.name == name:
                 return lt
         return LaunchTemplateSettings(name=name, image="")
+
+    def configured_launch_template(self, name: str | None) -> LaunchTemplateSettings:
+        """Like :meth:`launch_template`, but a name that is not configured is refused."""
+        if name is not None and all(lt.name != name for lt in self.launch_templates):
+            known = ", ".join(lt.name for lt in self.launch_templates) or "none"
+            raise ConfigError(f"{self._where()}: launch_templates: no template named {name!r} "
+                              f"(configured: {known}); add it to launch_templates:, or pass "
+                              "--ad-hoc to publish into a template the configuration does not "
+                              "describe (the template rules are then enforced)")
+        return self.launch_template(name)
 
     def require_cluster(self) -> ClusterSettings:
         if self.cluster is None:
@@ -352,7 +381,7 @@ _SCHEMA: dict[str, Any] = {
                     "bake": {
                         "type": "object",
                         "additionalProperties": False,
-                        "required": ["template", "base"],
+                        "required": ["base"],       # template: default PACKAGED_TEMPLATE
                         "properties": {
                             "template": _STR,
                             "instance_type": _STR,
@@ -433,6 +462,7 @@ _SCHEMA: dict[str, Any] = {
                 "version": {"enum": ["v1", "v1alpha5", "none"]},
                 "output_dir": _STR,
                 "name": _NAME,
+                "ami_selector": {"enum": ["ssm", "id", "tags"]},
             },
         },
     },
@@ -486,7 +516,8 @@ def find_config(explicit: str | os.PathLike[str] | None = None) -> Path | None:
 
 
 def load_settings(explicit: str | os.PathLike[str] | None = None, *,
-                  required: bool = True) -> Settings:
+                  required: bool = True, region: str | None = None,
+                  profile: str | None = None) -> Settings:
     """Find, read and validate the configuration.
 
     With ``required=False`` and no file anywhere, return default settings (tasks such
@@ -495,12 +526,15 @@ def load_settings(explicit: str | os.PathLike[str] | None = None, *,
     path = find_config(explicit)
     if path is None:
         if not required:
-            return _apply_env(Settings())
+            return _apply_env(Settings(), region=region, profile=profile)
         raise ConfigError(
             f"no configuration found: pass --config PATH, set {CONFIG_ENV}, or copy "
             f"pipeline.example.yaml to ./{DEFAULT_CONFIG_NAME}"
         )
-    return parse_settings(read_yaml(path), source=path)
+    settings = parse_settings(read_yaml(path), source=path)
+    if region or profile:
+        settings = _apply_env(settings, region=region, profile=profile)
+    return settings
 
 
 def read_yaml(path: Path) -> Any:
@@ -976,7 +1010,8 @@ def _build(raw: dict[str, Any], base_dir: Path, source: Path | None) -> Settings
         path = Path(value).expanduser()
         return path if path.is_absolute() else base_dir / path
 
-    aws = AwsSettings(**(raw.get("aws") or {}))
+    aws_raw = dict(raw.get("aws") or {})
+    aws = AwsSettings(**aws_raw, region_from="aws.region" if aws_raw.get("region") else "default")
     c = raw.get("cluster")
     cluster = ClusterSettings(**c) if c else None
     images = []
@@ -986,7 +1021,7 @@ def _build(raw: dict[str, Any], base_dir: Path, source: Path | None) -> Settings
             b = img["bake"]
             base = b["base"]
             bake = BakeSettings(
-                template=p(b["template"]),
+                template=p(b["template"]) if b.get("template") else PACKAGED_TEMPLATE,
                 base=BaseImage(ssm_parameter=base.get("ssm_parameter"), ami_id=base.get("ami_id"),
                                name_filter=base.get("name_filter"),
                                owners=tuple(base.get("owners") or ())),
@@ -1023,7 +1058,8 @@ def _build(raw: dict[str, Any], base_dir: Path, source: Path | None) -> Settings
     k = raw.get("karpenter") or {}
     karpenter = KarpenterSettings(version=k.get("version", "v1"),
                                   output_dir=p(k.get("output_dir", "build/karpenter")),
-                                  name=k.get("name", "default"))
+                                  name=k.get("name", "default"),
+                                  ami_selector=k.get("ami_selector", "ssm"))
     b = raw.get("build") or {}
     return Settings(aws=aws, cluster=cluster, images=tuple(images), launch_templates=tuple(lts),
                     karpenter=karpenter, s3_bucket=b.get("s3_bucket"),
@@ -1032,11 +1068,57 @@ def _build(raw: dict[str, Any], base_dir: Path, source: Path | None) -> Settings
                     state_dir=p(b.get("state_dir", "build")), source=source)
 
 
-def _apply_env(settings: Settings) -> Settings:
-    """``AWS_ENDPOINT_URL`` overrides the file, as environment beats files in the AWS CLI."""
+def _profile_region(profile: str | None) -> str | None:
+    """The ``region`` of ``profile`` (``default`` when None) in the shared AWS config file
+    (``$AWS_CONFIG_FILE``, else ``~/.aws/config``), read as the AWS CLI does."""
+    import configparser
+
+    path = Path(os.environ.get("AWS_CONFIG_FILE") or "~/.aws/config").expanduser()
+    parser = configparser.RawConfigParser()
+    try:
+        parser.read(path, encoding="utf-8")
+    except (OSError, UnicodeDecodeError, configparser.Error):
+        return None
+    name = profile or "default"
+    for section in ((f"profile {name}", name) if name != "default" else ("default",)):
+        if parser.has_option(section, "region"):
+            return parser.get(section, "region").strip() or None
+    return None
+
+
+def _apply_env(settings: Settings, *, region: str | None = None,
+               profile: str | None = None) -> Settings:
+    """Flags, then the file, then the environment, then the profile (see
+    :class:`AwsSettings`); the endpoint from ``$AWS_ENDPOINT_URL`` beats the file."""
+    from dataclasses import replace
+
+    aws = settings.aws
+    changes: dict[str, Any] = {}
+    if profile:
+        changes["profile"] = profile
+    elif aws.profile is None and os.environ.get("AWS_PROFILE"):
+        changes["profile"] = os.environ["AWS_PROFILE"]
+    chosen: tuple[str, str] | None = None
+    if region:
+        chosen = (region, "--region")
+    elif aws.region_from == "default":
+        for var in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+            if os.environ.get(var):
+                chosen = (os.environ[var], f"${var}")
+                break
+        else:
+            from_profile = _profile_region(changes.get("profile", aws.profile))
+            if from_profile:
+                chosen = (from_profile, f"the region of profile "
+                                        f"{changes.get('profile', aws.profile) or 'default'}")
+    if chosen is not None:
+        problem = region_problem(chosen[0], chosen[1])
+        if problem:
+            raise ConfigError(problem)
+        changes["region"], changes["region_from"] = chosen
     env = os.environ.get(ENDPOINT_ENV)
     if env:
-        from dataclasses import replace
-
-        return replace(settings, aws=replace(settings.aws, endpoint_url=env))
+        changes["endpoint_url"] = env
+    if changes:
+        return replace(settings, aws=replace(aws, **changes))
     return settings

@@ -11,8 +11,9 @@ Used by the tests, the local emulator (seeded base AMIs) and the demo.
   monolithicSparse), qcow2, VHD (dynamic, fixed), VHDX, and OVA (a tar holding an OVF
   descriptor and a streamOptimized VMDK).
 
-:func:`root_tree` lays out a small but realistic EKS node root: ``al2023`` (the
-bootstrap.sh stub, nodeadm and its units), ``al2`` (a real bootstrap.sh) or ``bare``.
+:func:`root_tree` lays out a small but realistic EKS node root from the real upstream
+files: ``al2023`` (the bootstrap.sh stub, nodeadm and its units enabled as
+``install-nodeadm.sh`` does), ``al2`` (the real bootstrap.sh) or ``bare``.
 """
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ __all__ = [
     "FILESYSTEMS",
     "ImageSpec",
     "root_tree",
+    "KUBELET_VERSION",
+    "NODEADM_UNITS",
     "build_filesystem",
     "build_image",
     "qemu_format_name",
@@ -110,31 +113,113 @@ def _write(root: Path, rel: str, content: bytes | str, mode: int = 0o644) -> Pat
     return path
 
 
-def _fake_elf(name: str) -> bytes:
+def _fake_elf(name: str, payload: bytes = b"") -> bytes:
     """A small file that starts like an x86-64 ELF executable (the tree is never run)."""
     header = b"\x7fELF\x02\x01\x01" + b"\x00" * 9 + b"\x02\x00\x3e\x00"
-    return header + hashlib.sha256(name.encode()).digest() * 64
+    return header + hashlib.sha256(name.encode()).digest() * 64 + payload
+
+
+#: The kubelet version the trees carry unless told otherwise (``kubelet --version``).
+KUBELET_VERSION = "v1.31.2-eks-7f9249a"
+
+# Units of packages that are not EKS files (the EKS units are the vendored upstream ones).
+_CONTAINERD_UNIT = """[Unit]
+Description=containerd container runtime
+Documentation=https://containerd.io
+After=network.target local-fs.target
+
+[Service]
+ExecStartPre=-/sbin/modprobe overlay
+ExecStart=/usr/bin/containerd
+Type=notify
+Delegate=yes
+KillMode=process
+Restart=always
+
+[Install]
+WantedBy=multi-user.target
+"""
+_CLOUD_INIT_UNITS = {
+    "cloud-init.service": "[Unit]\nDescription=Cloud-init: Network Stage\n\n[Service]\n"
+                          "Type=oneshot\nExecStart=/usr/bin/cloud-init init\n\n"
+                          "[Install]\nWantedBy=cloud-init.target\n",
+    "cloud-final.service": "[Unit]\nDescription=Cloud-init: Final Stage\n"
+                           "After=network-online.target cloud-config.service\n\n[Service]\n"
+                           "Type=oneshot\nExecStart=/usr/bin/cloud-init modules --mode=final\n"
+                           "\n[Install]\nWantedBy=cloud-init.target\n",
+    "cloud-init.target": "[Unit]\nDescription=Cloud-init target\nAfter=multi-user.target\n\n"
+                         "[Install]\nWantedBy=multi-user.target\n",
+}
+
+
+def _enable(dest: Path, unit: str, unit_dir: str = "/etc/systemd/system",
+            target: str = "multi-user.target") -> None:
+    """What ``systemctl enable`` does for ``WantedBy=<target>``: a .wants/ symlink."""
+    link = dest / "etc/systemd/system" / f"{target}.wants" / unit
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if not link.is_symlink():
+        link.symlink_to(f"{unit_dir}/{unit}")
+
+
+def _runtime(dest: Path, kubelet_version: str | None, enable_containerd: bool) -> None:
+    """kubelet, containerd and cloud-init where the EKS AMIs keep them."""
+    payload = (f"\0-X 'k8s.io/component-base/version.gitVersion={kubelet_version}'\0".encode()
+               if kubelet_version else b"")
+    _write(dest, "/usr/bin/kubelet", _fake_elf("kubelet", payload), 0o755)
+    if kubelet_version:
+        _write(dest, "/etc/eks/kubelet-version.txt", f"Kubernetes {kubelet_version}\n")
+    _write(dest, "/usr/bin/containerd", _fake_elf("containerd"), 0o755)
+    _write(dest, "/usr/lib/systemd/system/containerd.service", _CONTAINERD_UNIT)
+    if enable_containerd:
+        _enable(dest, "containerd.service", "/usr/lib/systemd/system")
+    _write(dest, "/usr/bin/cloud-init",
+           "#!/usr/bin/python3\nimport sys\nfrom cloudinit.cmd.main import main\n"
+           "sys.exit(main())\n", 0o755)
+    for unit, text in _CLOUD_INIT_UNITS.items():
+        _write(dest, f"/usr/lib/systemd/system/{unit}", text)
+    _enable(dest, "cloud-init.target", "/usr/lib/systemd/system")
+    for unit in ("cloud-init.service", "cloud-final.service"):
+        _enable(dest, unit, "/usr/lib/systemd/system", "cloud-init.target")
+    _write(dest, "/etc/eks/release",
+           'BASE_AMI_ID="ami-0123456789abcdef0"\nBUILD_TIME="Tue Oct 10 00:00:00 UTC 2024"\n'
+           'BUILD_KERNEL="6.1.112-122.189.amzn2023.x86_64"\nARCH="x86_64"\n')
+
+
+#: The nodeadm units as ``install-nodeadm.sh`` installs and enables them.
+NODEADM_UNITS = ("nodeadm-boot-hook.service", "nodeadm-config.service", "nodeadm-run.service")
 
 
 def root_tree(dest: Path, kind: str = "al2023", *, filler_mib: int = 0,
-              extra: dict[str, bytes | str] | None = None) -> Path:
+              extra: dict[str, bytes | str] | None = None,
+              kubelet_version: str | None = KUBELET_VERSION,
+              enable_units: bool = True) -> Path:
     """Lay out a small EKS-node-like root filesystem under ``dest``.
 
-    ``al2023``: os-release 2023, the AL2023 bootstrap.sh stub, /usr/bin/nodeadm and the
-    nodeadm-config/nodeadm-run units, kubelet. ``al2``: os-release 2, a real
-    bootstrap.sh, kubelet. ``bare``: a Linux root with neither. ``filler_mib`` adds
-    that much incompressible data under /usr/share/filler (for benchmarks).
+    The EKS files are the real upstream ones (``pipeline/data/rootfs``, see its
+    PROVENANCE.md), laid out as the EKS AMI build does. ``al2023``: os-release 2023,
+    the bootstrap.sh stub, ``/usr/bin/nodeadm`` and ``nodeadm-internal``, the
+    nodeadm-boot-hook/config/run units enabled as ``install-nodeadm.sh`` enables them
+    (``multi-user.target.wants/`` links; ``enable_units=False`` leaves them disabled)
+    and the kubelet unit. ``al2``: os-release 2 and the real AL2 bootstrap.sh. Both get
+    kubelet (``/etc/eks/kubelet-version.txt`` holds ``Kubernetes <kubelet_version>``
+    as ``install-worker.sh`` writes it; None writes no version anywhere), containerd,
+    cloud-init (enabled through ``cloud-init.target``) and ``/etc/eks/release``.
+    ``bare``: a Linux root with neither. All are clean by the builders' hygiene rules
+    (no SSH host keys, no /etc/hostname, an empty /etc/machine-id). ``filler_mib``
+    adds that much incompressible data under /usr/share/filler (for benchmarks).
     """
     if kind not in ("al2023", "al2", "bare"):
         raise ValueError(f"kind must be al2023, al2 or bare, got {kind!r}")
     dest.mkdir(parents=True, exist_ok=True)
     for d in ("bin", "sbin", "lib", "usr/bin", "usr/sbin", "usr/lib/systemd/system",
-              "etc/systemd/system/multi-user.target.wants", "var/lib/kubelet", "tmp", "root",
-              "home", "opt", "proc", "sys", "dev", "run"):
+              "etc/systemd/system/multi-user.target.wants", "etc/ssh", "var/lib/kubelet",
+              "var/lib/cloud", "var/log", "tmp", "root", "home", "opt", "proc", "sys", "dev",
+              "run"):
         (dest / d).mkdir(parents=True, exist_ok=True)
     (dest / "tmp").chmod(0o1777)
-    _write(dest, "/etc/hostname", "localhost\n")
+    _write(dest, "/etc/machine-id", "")
     _write(dest, "/etc/fstab", "LABEL=root / auto defaults,noatime 1 1\n")
+    _write(dest, "/etc/ssh/sshd_config", "PermitRootLogin forced-commands-only\n")
     _write(dest, "/usr/bin/bash", _fake_elf("bash"), 0o755)
     if kind == "al2023":
         _write(dest, "/etc/os-release",
@@ -143,18 +228,20 @@ def root_tree(dest: Path, kind: str = "al2023", *, filler_mib: int = 0,
                'PRETTY_NAME="Amazon Linux 2023.6.20241010"\n')
         _write(dest, "/etc/eks/bootstrap.sh", _data("al2023-bootstrap-stub.sh"), 0o755)
         _write(dest, "/usr/bin/nodeadm", _fake_elf("nodeadm"), 0o755)
-        for unit in ("nodeadm-config.service", "nodeadm-run.service"):
+        _write(dest, "/usr/bin/nodeadm-internal", _fake_elf("nodeadm-internal"), 0o755)
+        for unit in (*NODEADM_UNITS, "kubelet.service"):
             _write(dest, f"/etc/systemd/system/{unit}", _data(unit))
-            link = dest / "etc/systemd/system/multi-user.target.wants" / unit
-            if not link.is_symlink():
-                link.symlink_to(f"/etc/systemd/system/{unit}")
-        _write(dest, "/usr/bin/kubelet", _fake_elf("kubelet"), 0o755)
+        if enable_units:
+            for unit in NODEADM_UNITS:
+                _enable(dest, unit)
+        (dest / "etc/eks/nodeadm.d").mkdir(parents=True, exist_ok=True)
+        _runtime(dest, kubelet_version, enable_containerd=False)
     elif kind == "al2":
         _write(dest, "/etc/os-release",
                'NAME="Amazon Linux"\nVERSION="2"\nID="amzn"\nID_LIKE="centos rhel fedora"\n'
                'VERSION_ID="2"\nPRETTY_NAME="Amazon Linux 2"\n')
         _write(dest, "/etc/eks/bootstrap.sh", _data("al2-bootstrap.sh"), 0o755)
-        _write(dest, "/usr/bin/kubelet", _fake_elf("kubelet"), 0o755)
+        _runtime(dest, kubelet_version, enable_containerd=True)
     else:
         _write(dest, "/etc/os-release",
                'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nNAME="Debian GNU/Linux"\n'

@@ -15,8 +15,8 @@ from typing import Callable
 
 import pytest
 
-from pipeline_dev.diskimage import (FORMATS, ImageSpec, _data, build_filesystem, build_image,
-    root_tree)
+from pipeline_dev.diskimage import (FORMATS, NODEADM_UNITS, ImageSpec, _data, build_filesystem,
+    build_image, root_tree)
 from pipeline.core.errors import ImageReadError, InputError
 from pipeline.image.verify import VerifyReport, is_stub, verify_image
 
@@ -144,40 +144,104 @@ def m_no_kubelet(r: Path) -> None:
     (r / "usr/bin/kubelet").unlink()
 
 
-#: case -> (tree kind, mutation, require, verdict, mechanism)
+WANTS = "etc/systemd/system/multi-user.target.wants"
+
+
+def m_stub_only(r: Path) -> None:
+    """An AL2023 root without nodeadm at all: only the stub is left to judge."""
+    for rel in ("usr/bin/nodeadm", "usr/bin/nodeadm-internal"):
+        (r / rel).unlink()
+    for unit in NODEADM_UNITS:
+        (r / "etc/systemd/system" / unit).unlink()
+        (r / WANTS / unit).unlink()
+
+
+def m_units_not_enabled(r: Path) -> None:
+    """Units installed but never `systemctl enable`d (systemctl is-enabled: disabled)."""
+    for unit in NODEADM_UNITS:
+        (r / WANTS / unit).unlink()
+
+
+def m_run_not_enabled(r: Path) -> None:
+    (r / WANTS / "nodeadm-run.service").unlink()
+
+
+def m_config_masked(r: Path) -> None:
+    """`systemctl mask`: the unit lives in /usr/lib, /etc links its name to /dev/null."""
+    unit = "nodeadm-config.service"
+    shutil.move(r / "etc/systemd/system" / unit, r / "usr/lib/systemd/system" / unit)
+    _link(r, f"etc/systemd/system/{unit}", "/dev/null")
+    _link(r, f"{WANTS}/{unit}", f"/usr/lib/systemd/system/{unit}")
+
+
+def m_config_masked_empty(r: Path) -> None:
+    (r / "etc/systemd/system/nodeadm-config.service").write_bytes(b"")
+
+
+def m_wants_dangling(r: Path) -> None:
+    _link(r, f"{WANTS}/nodeadm-run.service", "/usr/lib/systemd/system/nodeadm-run.service")
+
+
+def m_wants_relative(r: Path) -> None:
+    for unit in NODEADM_UNITS:
+        _link(r, f"{WANTS}/{unit}", f"../{unit}")
+
+
+def m_requires_link(r: Path) -> None:
+    unit = "nodeadm-config.service"
+    (r / WANTS / unit).unlink()
+    _link(r, f"etc/systemd/system/multi-user.target.requires/{unit}",
+          f"/etc/systemd/system/{unit}")
+
+
+def m_boot_hook_disabled(r: Path) -> None:
+    (r / WANTS / "nodeadm-boot-hook.service").unlink()
+
+
+#: case -> (tree kind, mutation, require, verdict, mechanism). The mechanism is the one
+#: the image is built for, also when it fails; None when there is nothing to judge.
 CASES: dict[str, tuple[str, Callable[[Path], None] | None, str, str, str | None]] = {
     "al2": ("al2", None, "any", "ok", "bootstrap.sh"),
     "al2023": ("al2023", None, "any", "ok", "nodeadm"),
     "bare": ("bare", None, "any", "missing", None),
-    "noexec": ("al2", m_noexec, "any", "not-executable", None),
-    "noshebang": ("al2", m_noshebang, "any", "not-executable", None),
-    "crlf": ("al2", m_crlf, "any", "not-executable", None),
-    "empty": ("al2", m_empty, "any", "empty", None),
-    "dir": ("al2", m_dir, "any", "not-regular-file", None),
-    "dangling": ("al2", m_dangling, "any", "dangling-symlink", None),
-    "host-only": ("al2", m_host_only, "any", "dangling-symlink", None),
+    "noexec": ("al2", m_noexec, "any", "not-executable", "bootstrap.sh"),
+    "noshebang": ("al2", m_noshebang, "any", "not-executable", "bootstrap.sh"),
+    "crlf": ("al2", m_crlf, "any", "not-executable", "bootstrap.sh"),
+    "empty": ("al2", m_empty, "any", "empty", "bootstrap.sh"),
+    "dir": ("al2", m_dir, "any", "not-regular-file", "bootstrap.sh"),
+    "dangling": ("al2", m_dangling, "any", "dangling-symlink", "bootstrap.sh"),
+    "host-only": ("al2", m_host_only, "any", "dangling-symlink", "bootstrap.sh"),
     "abs-link": ("al2", m_abs_link, "any", "ok", "bootstrap.sh"),
     "rel-link": ("al2", m_rel_link, "any", "ok", "bootstrap.sh"),
     "dir-link": ("al2", m_dir_link, "any", "ok", "bootstrap.sh"),
     "dir-link-no-script": ("al2", m_dir_link_no_script, "any", "missing", None),
-    "escape": ("al2", m_escape, "any", "dangling-symlink", None),
-    "loop": ("al2", m_loop, "any", "dangling-symlink", None),
-    "stub": ("al2023", m_no_nodeadm, "any", "stub", None),
+    "escape": ("al2", m_escape, "any", "dangling-symlink", "bootstrap.sh"),
+    "loop": ("al2", m_loop, "any", "dangling-symlink", "bootstrap.sh"),
+    "stub": ("al2023", m_stub_only, "any", "stub", None),
+    "nodeadm-binary-gone": ("al2023", m_no_nodeadm, "any", "missing", "nodeadm"),
     "al2023-require-bootstrap": ("al2023", None, "bootstrap.sh", "stub", None),
     "al2-require-nodeadm": ("al2", None, "nodeadm", "missing", None),
     "al2-require-bootstrap": ("al2", None, "bootstrap.sh", "ok", "bootstrap.sh"),
     "al2023-require-nodeadm": ("al2023", None, "nodeadm", "ok", "nodeadm"),
-    "nodeadm-noexec": ("al2023", m_nodeadm_noexec, "nodeadm", "not-executable", None),
-    "nodeadm-noexec-any": ("al2023", m_nodeadm_noexec, "any", "stub", None),
-    "nodeadm-no-unit": ("al2023", m_nodeadm_no_unit, "nodeadm", "missing", None),
+    "nodeadm-noexec": ("al2023", m_nodeadm_noexec, "nodeadm", "not-executable", "nodeadm"),
+    "nodeadm-noexec-any": ("al2023", m_nodeadm_noexec, "any", "not-executable", "nodeadm"),
+    "nodeadm-no-unit": ("al2023", m_nodeadm_no_unit, "nodeadm", "missing", "nodeadm"),
     "units-in-usr-lib": ("al2023", m_units_in_usr_lib, "nodeadm", "ok", "nodeadm"),
     "nodeadm-link": ("al2023", m_nodeadm_link, "nodeadm", "ok", "nodeadm"),
+    "units-not-enabled": ("al2023", m_units_not_enabled, "any", "not-enabled", "nodeadm"),
+    "run-not-enabled": ("al2023", m_run_not_enabled, "any", "not-enabled", "nodeadm"),
+    "unit-masked": ("al2023", m_config_masked, "any", "not-enabled", "nodeadm"),
+    "unit-masked-empty": ("al2023", m_config_masked_empty, "any", "not-enabled", "nodeadm"),
+    "wants-dangling": ("al2023", m_wants_dangling, "any", "not-enabled", "nodeadm"),
+    "wants-relative": ("al2023", m_wants_relative, "any", "ok", "nodeadm"),
+    "requires-link": ("al2023", m_requires_link, "any", "ok", "nodeadm"),
+    "boot-hook-disabled": ("al2023", m_boot_hook_disabled, "any", "ok", "nodeadm"),
     "no-kubelet": ("al2", m_no_kubelet, "any", "ok", "bootstrap.sh"),
     "os-release-link": ("al2023", m_os_release_link, "any", "ok", "nodeadm"),
 }
 #: The cases also run on XFS (ext4 runs them all).
 XFS_CASES = ("al2", "al2023", "stub", "noexec", "dangling", "loop", "dir", "empty", "rel-link",
-             "os-release-link")
+             "os-release-link", "units-not-enabled", "unit-masked", "nodeadm-noexec-any")
 
 
 def _tree(cache: Path, kind: str, mutate: Callable[[Path], None] | None, tag: str) -> Path:
@@ -335,7 +399,10 @@ def test_ext2_and_ext3(image_cache: Path) -> None:
 @pytest.mark.parametrize("inode_size", ["256", "1024"])
 def test_inline_data_ext4(inode_size: str, image_cache: Path, tmp_path: Path) -> None:
     """ext4 with inline_data: small files and directories live in the inode."""
-    tree = _tree(image_cache, "al2", None, "al2")
+    tree = shutil.copytree(_tree(image_cache, "al2", None, "al2"), tmp_path / "tree",
+                           symlinks=True)
+    for rel in ("etc/eks/release", "etc/eks/kubelet-version.txt"):  # keep /etc/eks inline
+        (tree / rel).unlink()
     fs_img = tmp_path / "inline.ext4"
     fs_img.write_bytes(b"")
     os.truncate(fs_img, 64 * MiB)

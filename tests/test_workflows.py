@@ -1,6 +1,7 @@
 """The GitHub workflows parse, call only invoke tasks and flags that exist, and use OIDC."""
 from __future__ import annotations
 
+import fnmatch
 import re
 import shlex
 from pathlib import Path
@@ -103,8 +104,12 @@ def test_rebuild_workflow_schedule_dispatch_oidc_concurrency_summary_artifact() 
     steps = _steps(doc)
     creds = [s for s in steps if str(s.get("uses", "")).startswith(
         "aws-actions/configure-aws-credentials@")]
-    assert len(creds) == 1
-    assert creds[0]["with"]["role-to-assume"].replace(" ", "") == "${{vars.AWS_ROLE_ARN}}"
+    assert len(creds) == len(doc["jobs"])          # one per job, every job the same role
+    for job in doc["jobs"].values():
+        assert sum(str(s.get("uses", "")).startswith("aws-actions/configure-aws-credentials@")
+                   for s in job["steps"]) == 1
+    assert {c["with"]["role-to-assume"].replace(" ", "") for c in creds} == {
+        "${{vars.AWS_ROLE_ARN}}"}
     text = (WORKFLOWS / "rebuild.yml").read_text()
     for static in ("aws-access-key-id", "aws-secret-access-key", "AWS_SECRET_ACCESS_KEY"):
         assert static not in text
@@ -114,6 +119,42 @@ def test_rebuild_workflow_schedule_dispatch_oidc_concurrency_summary_artifact() 
     assert "build/manifest.json" in upload[0]["with"]["path"]
     run = next(s["run"] for s in steps if "invoke rebuild" in (s.get("run") or ""))
     assert "inputs.image" in str(next(s for s in steps if s.get("run") == run).get("env"))
+
+
+def test_rebuild_workflow_fans_out_plan_matrix_summary_through_outputs() -> None:
+    """plan -> one matrix job per image from the plan's output -> summary (issue 19)."""
+    doc = _load("rebuild.yml")
+    jobs = doc["jobs"]
+    assert list(jobs) == ["plan", "rebuild", "summary"]
+    plan, matrix, summary = jobs["plan"], jobs["rebuild"], jobs["summary"]
+    plan_step = next(s for s in plan["steps"] if "invoke rebuild --plan --json" in s.get("run", ""))
+    sid = plan_step["id"]
+    for key in ("matrix", "count"):
+        assert plan["outputs"][key].replace(" ", "") == f"${{{{steps.{sid}.outputs.{key}}}}}"
+        assert f'echo "{key}=' in plan_step["run"] and "$GITHUB_OUTPUT" in plan_step["run"]
+    assert matrix["needs"] == "plan"
+    assert matrix["if"].replace(" ", "") == "needs.plan.outputs.count!='0'"  # no empty matrix
+    strategy = matrix["strategy"]
+    assert strategy["matrix"].replace(" ", "") == "${{fromJSON(needs.plan.outputs.matrix)}}"
+    assert strategy["fail-fast"] is False
+    assert "vars.REBUILD_MAX_PARALLEL" in str(strategy["max-parallel"])
+    build = next(s for s in matrix["steps"] if "invoke rebuild" in s.get("run", ""))
+    assert build["env"]["IMAGE"].replace(" ", "") == "${{matrix.image}}"
+    assert '--image "$IMAGE"' in build["run"] and "--plan" not in build["run"]
+    assert set(summary["needs"]) == {"plan", "rebuild"} and "always()" in summary["if"]
+    runs = "\n".join(s.get("run", "") for s in summary["steps"])
+    assert "invoke promote --auto" in runs and "invoke history" in runs
+    assert "GITHUB_STEP_SUMMARY" in runs
+    uploads = [s for s in summary["steps"] if str(s.get("uses", "")).startswith(
+        "actions/upload-artifact@")]
+    assert uploads and "build/manifest.json" in uploads[-1]["with"]["path"]
+    downloads = [s for s in summary["steps"] if str(s.get("uses", "")).startswith(
+        "actions/download-artifact@")]
+    names = [s["with"]["name"] for job in (plan, matrix) for s in job["steps"]
+             if str(s.get("uses", "")).startswith("actions/upload-artifact@")]
+    pattern = downloads[0]["with"]["pattern"].replace("${{ github.run_id }}", "1")
+    assert all(fnmatch.fnmatch(n.replace("${{ matrix.image }}", "img")
+                               .replace("${{ github.run_id }}", "1"), pattern) for n in names)
 
 
 def test_tests_workflow_runs_the_readme_command_on_pull_requests() -> None:

@@ -23,6 +23,8 @@ class Verification:
     tool_version: str
     os_id: str | None = None
     os_version: str | None = None
+    kubelet_version: str | None = None       # v1.31.2-eks-...; None when unknown
+    warnings: tuple[str, ...] = ()           # check ids that warned (hygiene, runtime)
 
     @property
     def ok(self) -> bool:
@@ -60,6 +62,9 @@ class BuildRecord:
         ver = data.pop("verification", None)
         known = set(cls.__dataclass_fields__)
         rec = cls(**{k: v for k, v in data.items() if k in known})
+        if ver:
+            ver = {k: v for k, v in ver.items() if k in Verification.__dataclass_fields__}
+            ver["warnings"] = tuple(ver.get("warnings") or ())
         rec.verification = Verification(**ver) if ver else None
         return rec
 

@@ -15,6 +15,7 @@ __all__ = [
     "PREFIX", "BUILD_ID", "IMAGE_NAME", "METHOD", "SOURCE_SHA256", "SOURCE_FILE", "BASE_AMI",
     "INPUTS_SHA256", "TOOL_VERSION", "GIT_COMMIT", "PACKER_VERSION", "CREATED_AT",
     "VERIFY_VERDICT", "VERIFY_MECHANISM", "VERIFY_TIME", "VERIFY_TOOL_VERSION", "MANAGED_BY",
+    "VERIFY_KUBELET_VERSION", "VERIFY_WARNINGS",
     "BLOCKED",
     "new_build_id", "to_tag_list", "from_tag_list", "tag_specifications", "utc_now",
 ]
@@ -36,6 +37,8 @@ VERIFY_VERDICT = PREFIX + "verify:verdict"
 VERIFY_MECHANISM = PREFIX + "verify:mechanism"
 VERIFY_TIME = PREFIX + "verify:time"
 VERIFY_TOOL_VERSION = PREFIX + "verify:tool-version"
+VERIFY_KUBELET_VERSION = PREFIX + "verify:kubelet-version"   # v1.31.2-eks-... | unknown
+VERIFY_WARNINGS = PREFIX + "verify:warnings"   # space-separated check ids | none
 #: On an AMI and its snapshots: ``<UTC time> <channel>: <reason>``; never promoted or
 #: published again (``invoke rollback --block``).
 BLOCKED = PREFIX + "blocked"

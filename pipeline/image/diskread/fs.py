@@ -116,6 +116,13 @@ class RootFs:
         entry = listing.get(name)
         return None if entry is None else self._node(entry)
 
+    def listdir(self, node: Node) -> list[str]:
+        """The names in directory ``node`` (without ``.`` and ``..``), sorted."""
+        if node.kind != "dir":
+            return []
+        self.child(node, ".")  # lists and caches the directory once
+        return sorted(n for n in self._dirs[node.raw.inum] if n not in (".", ".."))
+
     def _iterdir(self, raw: Any) -> Iterator[Any]:
         if self.kind.startswith("ext"):
             from dissect.extfs.c_ext import c_ext

@@ -50,7 +50,8 @@ log = logging.getLogger(__name__)
 
 #: Resource kinds, in the order :func:`remove` acts on them (dependencies first).
 KINDS = ("import-task", "instance", "image", "snapshot", "volume", "security-group",
-         "key-pair", "launch-template", "parameter", "s3-object", "multipart-upload")
+         "security-group-name", "key-pair", "launch-template", "parameter", "s3-object",
+         "multipart-upload")
 
 #: How long the termination wait and the DependencyViolation retry keep trying.
 SETTLE_SECONDS = 120.0
@@ -106,7 +107,7 @@ class Removal:
 
 def _refuse_empty(what: str, ids: Sequence[str]) -> list[str]:
     out = list(dict.fromkeys(i for i in ids if i))
-    if not out or len(out) != len([i for i in ids]):
+    if not out or any(not i or not str(i).strip() for i in ids):
         raise UnsafeSelection(f"{what}: refused an empty or blank selection {list(ids)!r} "
                               "(an empty id list means every resource); nothing was deleted")
     return out
@@ -704,15 +705,34 @@ def abort_multipart_uploads(clients: Clients, owner: Owner, urls: Sequence[str])
 
 
 def remove(clients: Clients, owner: Owner, resources: Iterable[Resource], *,
-           settle: float | None = None) -> list[Removal]:
+           settle: float | None = None, protect: Iterable[str] = ()) -> list[Removal]:
     """Remove ``resources`` of ``owner`` in dependency order (import tasks and instances
     first, security groups after the instances, uploads last).
 
     Ownership is checked per kind and region before that kind's calls; a refusal
     (:class:`UnsafeSelection`) of one group is reported as ``failed`` for its members and
-    the other groups still run.
+    the other groups still run. A ``security-group-name`` (the name Packer prints for its
+    temporary group) is resolved to the group's id by a filtered describe and that id
+    counts as journaled. Ids in ``protect`` are never acted on.
     """
     groups: dict[tuple[str, str], list[str]] = {}
+    keep = set(protect)
+    resources = [r for r in resources if r.id not in keep]
+    named = [r for r in resources if r.kind == "security-group-name"]
+    if named:
+        extra: set[tuple[str, str]] = set()
+        for region in sorted({r.region for r in named}):
+            names = [r.id for r in named if r.region == region]
+            try:
+                found = security_group_ids(clients, region or None, names)
+            except (ClientError, BotoCoreError) as err:
+                log.warning("could not look up security groups %s: %s", names, err)
+                continue
+            for gid in found.values():
+                extra.add(("security-group", gid))
+                resources.append(Resource("security-group", gid, region))
+        owner = Owner(owner.build_id, owner.journal | frozenset(extra))
+        resources = [r for r in resources if r.kind != "security-group-name"]
     for r in resources:
         if r.kind not in KINDS:
             raise UnsafeSelection(f"removing {r.kind} {r.id}: unknown kind; nothing was deleted")
@@ -729,7 +749,7 @@ def remove(clients: Clients, owner: Owner, resources: Iterable[Resource], *,
                 if kind == "instance":
                     out += terminate_instances(clients, reg, owner, ids, settle=settle)
                 elif kind == "image":
-                    out += deregister_images(clients, reg, owner, ids)
+                    out += deregister_images(clients, reg, owner, ids, with_snapshots=True)
                 elif kind == "snapshot":
                     out += delete_snapshots(clients, reg, owner, ids)
                 elif kind == "volume":

@@ -41,14 +41,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from pipeline import __version__
+from pipeline.aws import cleanup
+from pipeline.aws.journal import Journal, memory_journal
 from pipeline.bake import packer as P
 from pipeline.core import tags as T
 from pipeline.aws.clients import Clients, call, error_code
 from pipeline.core.config import BaseImage, ImageSettings, Settings
-from pipeline.core.errors import AwsCallError, InputError, PackerBuildFailed, VerificationFailed
+from pipeline.core.errors import (AwsCallError, InputError, PackerBuildFailed, PipelineError,
+                                  UnsafeSelection, VerificationFailed)
 from pipeline.core.progress import NO_PROGRESS, Progress
 from pipeline.core.records import BuildRecord
 
@@ -127,20 +130,6 @@ class BakePlan:
         lines += [f"  {k} = {json.dumps(v)}" for k, v in sorted(self.variables.items())]
         lines.append(f"inputs sha256 {self.inputs_sha256}")
         return "\n".join(lines)
-
-
-@dataclass(slots=True)
-class SweepReport:
-    """What a clean-up by build id found and removed, by resource kind."""
-
-    removed: dict[str, list[str]] = field(default_factory=dict)
-    failed: list[str] = field(default_factory=list)
-
-    def add(self, kind: str, rid: str) -> None:
-        self.removed.setdefault(kind, []).append(rid)
-
-    def count(self) -> int:
-        return sum(len(v) for v in self.removed.values())
 
 
 @dataclass(slots=True)
@@ -441,39 +430,50 @@ def run_plan(settings: Settings, clients: Clients, plan: BakePlan,
 
     progress.status("packer build")
     imds = _BuildInstanceImds(clients, plan)
+    journal = _open_journal(settings, clients, plan)
+    recorder = _Recorder(clients, plan, journal)
+
+    def on_event(ev: P.PackerEvent) -> None:
+        imds.on_event(ev)
+        recorder.on_event(ev)
+
     warm = _warm_verify(clients, plan.region)
     try:
         run = P.run_build(inv.build_cmd, cwd=inv.workdir, env=_packer_aws_env(settings),
-                          progress=progress, on_event=imds.on_event)
+                          progress=progress, on_event=on_event)
     except KeyboardInterrupt as err:
         warm.join()
         partial: P.PackerRun | None = getattr(err, "packer_run", None)
         sweep = sweep_build(clients, plan.build_id, region=plan.region, run=partial,
-                            protect=frozenset({plan.base_ami}))
+                            protect=frozenset({plan.base_ami}), journal=journal)
+        _close_after_sweep(clients, journal, sweep)
         lines = (partial.errors if partial else []) or ["interrupted before Packer reported "
                                                         "an error"]
         raise PackerBuildFailed(
             f"bake {plan.image.name}: interrupted (Ctrl-C); Packer cleaned up and "
-            f"{sweep.count()} leftover resource(s) of build {plan.build_id} were removed: "
-            + " | ".join(lines[:5]),
+            f"{sweep.sentence(plan.build_id)}: " + " | ".join(lines[:5]),
             details={"packer_errors": lines, "swept": sweep.removed,
-                     "sweep_failed": sweep.failed, "build_id": plan.build_id}) from None
+                     "sweep_failed": sweep.failed, "build_id": plan.build_id,
+                     "journal": journal.name if sweep.failed else None}) from None
     warm.join()
     lap("packer_build")
     if not run.ok:
         sweep = sweep_build(clients, plan.build_id, region=plan.region, run=run,
-                            protect=frozenset({plan.base_ami}))
+                            protect=frozenset({plan.base_ami}), journal=journal)
+        _close_after_sweep(clients, journal, sweep)
         lines = run.errors or [f"packer build exited {run.exit_code}"]
         raise PackerBuildFailed(
             f"bake {plan.image.name}: packer build failed: " + " | ".join(_unique(lines)[:5])
-            + f" (removed {sweep.count()} leftover resource(s) of build {plan.build_id})",
+            + f" ({sweep.sentence(plan.build_id)})",
             details={"packer_errors": lines, "swept": sweep.removed,
-                     "sweep_failed": sweep.failed, "build_id": plan.build_id})
+                     "sweep_failed": sweep.failed, "build_id": plan.build_id,
+                     "journal": journal.name if sweep.failed else None})
 
     checks += imds.done
-    with _SweepOnError(clients, plan):
+    with _SweepOnError(clients, plan, journal):
         manifest = P.parse_manifest(Path(plan.variables["manifest_output"]))
         image_ids = manifest.image_ids
+        journal.record_many([("image", ami, r) for r, ami in image_ids.items()])
         if plan.variables.get("communicator") == "none":
             skipped += [f"in-instance provisioners/{p} (communicator none: nothing can run "
                         "inside the build instance on the emulator)" for p in _PROVISIONERS]
@@ -483,6 +483,8 @@ def run_plan(settings: Settings, clients: Clients, plan: BakePlan,
                  for r, ami in image_ids.items()}
         snapshots = {r: f[0] for r, f in facts.items()}
         imds_values = {r: f[1] for r, f in facts.items()}
+        journal.record_many([("snapshot", s, r) for r, snaps in snapshots.items()
+                             for s in snaps])
     lap("image")
 
     reports = {}
@@ -490,14 +492,14 @@ def run_plan(settings: Settings, clients: Clients, plan: BakePlan,
         progress.status(f"offline check of {ami} in {region}")
         from pipeline.lineage.verify_ami import verify_ami
 
-        with _SweepOnError(clients, plan):
+        with _SweepOnError(clients, plan, journal):
             report = verify_ami(clients, ami, require=plan.image.require, tag=True,
                                 region=region)
         reports[region] = report
         checks.append(f"offline verify {ami} ({region}): verdict {report.verdict}"
                       + (f", mechanism {report.mechanism}" if report.mechanism else ""))
         if not report.ok:
-            removed = _remove_amis(clients, image_ids, snapshots)
+            removed = _remove_amis(clients, journal, image_ids)
             raise VerificationFailed(
                 f"bake {plan.image.name}: AMI {ami} failed the offline check: verdict "
                 f"{report.verdict} (require {plan.image.require}); removed "
@@ -516,6 +518,8 @@ def run_plan(settings: Settings, clients: Clients, plan: BakePlan,
     record.extra = {"packer_run_uuid": manifest.run_uuid, "checks_run": checks,
                     "base_ami_name": plan.base_ami_name}
     recorded = _record_lineage(settings, clients, record)
+    journal.close("succeeded", keep=[("image", a, r) for r, a in image_ids.items()]
+                  + [("snapshot", sn, r) for r, snaps in snapshots.items() for sn in snaps])
     lap("record")
     return BakeResult(
         image_name=plan.image.name, build_id=plan.build_id, base_ami=plan.base_ami,
@@ -620,18 +624,24 @@ def _record_lineage(settings: Settings, clients: Clients, record: BuildRecord) -
 
 
 class _SweepOnError:
-    """Remove everything of the build when a step after a successful Packer run fails."""
+    """Remove everything of the build when a step after a successful Packer run fails
+    (or is interrupted); the error then names what was removed and what stays."""
 
-    def __init__(self, clients: Clients, plan: BakePlan) -> None:
-        self.clients, self.plan = clients, plan
+    def __init__(self, clients: Clients, plan: BakePlan, journal: Journal) -> None:
+        self.clients, self.plan, self.journal = clients, plan, journal
 
     def __enter__(self) -> "_SweepOnError":
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc_type is not None and not issubclass(exc_type, VerificationFailed):
-            sweep_build(self.clients, self.plan.build_id, region=self.plan.region,
-                        protect=frozenset({self.plan.base_ami}))
+        if exc_type is None or issubclass(exc_type, VerificationFailed):
+            return
+        rep = sweep_build(self.clients, self.plan.build_id, region=self.plan.region,
+                          protect=frozenset({self.plan.base_ami}), journal=self.journal)
+        _close_after_sweep(self.clients, self.journal, rep)
+        if isinstance(exc, PipelineError):
+            exc.message = f"{exc.message}; {rep.sentence(self.plan.build_id)}"
+            exc.args = (exc.message,)
 
 
 def _unique(items: list[str]) -> list[str]:
@@ -654,8 +664,7 @@ def _new_image(clients: Clients, region: str, ami: str,
             log.warning("could not set ImdsSupport v2.0 on %s: %s", ami, err)
     images = call(ec2.describe_images, what=f"describing the new AMI {ami}",
                   ImageIds=[ami])["Images"]
-    snapshots = [m["Ebs"]["SnapshotId"] for img in images
-                 for m in img.get("BlockDeviceMappings", []) if m.get("Ebs", {}).get("SnapshotId")]
+    snapshots = cleanup.snapshots_of(images[0]) if images else []
     value = images[0].get("ImdsSupport") if images else None
     if value != "v2.0":
         log.warning("AMI %s reports ImdsSupport %r (the local emulator does not keep it)",
@@ -663,173 +672,216 @@ def _new_image(clients: Clients, region: str, ami: str,
     return snapshots, value
 
 
-def _remove_amis(clients: Clients, image_ids: dict[str, str],
-                 snapshots: dict[str, list[str]]) -> list[str]:
+def _remove_amis(clients: Clients, journal: Journal, image_ids: dict[str, str]) -> list[str]:
+    """Deregister the build's AMIs and their snapshots (a failed verification)."""
+    owner = journal.owner()
     removed: list[str] = []
+    failed: list[str] = []
     for region, ami in image_ids.items():
-        ec2 = clients.client("ec2", region=region)
-        call(ec2.deregister_image, what=f"deregistering the failed AMI {ami}", ImageId=ami)
-        removed.append(ami)
-        for snap in snapshots.get(region, []):
-            call(ec2.delete_snapshot, what=f"deleting snapshot {snap} of {ami}", SnapshotId=snap)
-            removed.append(snap)
+        for r in cleanup.deregister_images(clients, region, owner, [ami], with_snapshots=True):
+            (removed if r.outcome == "removed" else failed if not r.ok else []).append(r.id)
+    rep = SweepReport()
+    rep.failed = failed
+    _close_after_sweep(clients, journal, rep)
     return removed
+
+
+# --------------------------------------------------------------------------- journal
+
+
+class _Recorder:
+    """Journal every resource Packer names, from its stream, as soon as it is named.
+
+    The key pair name is fixed by the template (``packer_<build id>``) and recorded when
+    the journal opens; the temporary security group by the name Packer prints (resolved
+    to its id when it exists); the instance by its id, and with it (one DescribeInstances
+    by id) its volumes, security groups and key pair; every AMI id Packer prints.
+    """
+
+    def __init__(self, clients: Clients, plan: BakePlan, journal: Journal) -> None:
+        self.clients, self.plan, self.journal = clients, plan, journal
+        self.region = plan.region
+
+    def on_event(self, ev: P.PackerEvent) -> None:
+        if ev.type != "ui":
+            return
+        text = ev.message
+        for attr, rx in P.SEEN:
+            for m in rx.finditer(text):
+                self._note(attr, m[1])
+
+    def _note(self, attr: str, value: str) -> None:
+        j = self.journal
+        if attr == "key_pairs":
+            j.record("key-pair", value, self.region)
+        elif attr == "security_groups":
+            j.record("security-group-name", value, self.region)
+        elif attr == "amis" and value != self.plan.base_ami:
+            j.record("image", value, self.region)
+        elif attr == "instance_ids":
+            j.record("instance", value, self.region)
+            self._attached(value)
+
+    def _attached(self, instance_id: str) -> None:
+        try:
+            resp = self.clients.client("ec2", region=self.region).describe_instances(
+                InstanceIds=[instance_id])
+        except (ClientError, BotoCoreError) as err:
+            log.warning("could not describe build instance %s for the journal: %s",
+                        instance_id, err)
+            return
+        items: list[tuple[str, str, str | None]] = []
+        for res in resp.get("Reservations", []):
+            for inst in res.get("Instances", []):
+                for g in inst.get("SecurityGroups", []):
+                    if g.get("GroupName", "").startswith("packer_"):
+                        items.append(("security-group", g["GroupId"], self.region))
+                if inst.get("KeyName", "").startswith("packer_"):
+                    items.append(("key-pair", inst["KeyName"], self.region))
+                for m in inst.get("BlockDeviceMappings", []):
+                    vol = (m.get("Ebs") or {}).get("VolumeId")
+                    if vol:
+                        items.append(("volume", vol, self.region))
+        self.journal.record_many(items)
+
+
+def _open_journal(settings: Settings, clients: Clients, plan: BakePlan) -> Journal:
+    journal = Journal.open(clients, settings.ssm_prefix, plan.image.name, plan.build_id,
+                           region=settings.aws.region)
+    journal.record("key-pair", f"packer_{plan.build_id}", plan.region)
+    return journal
+
+
+def _close_after_sweep(clients: Clients, journal: Journal, rep: "SweepReport") -> None:
+    """All removed: the journal goes too; otherwise it stays ``failed`` for reap."""
+    if rep.failed or journal.clients is None:
+        journal.close("failed")
+        return
+    try:
+        cleanup.delete_parameters(clients, journal.region, cleanup.Owner(journal.build_id),
+                                  [journal.name])
+    except (ClientError, BotoCoreError) as err:
+        log.warning("could not delete the journal %s: %s", journal.name, err)
 
 
 # --------------------------------------------------------------------------- sweep
 
 
-def _all(ec2: Any, op: str, key: str, **kw: Any) -> list[dict[str, Any]]:
-    """Every item of a paginated Describe call."""
-    return [item for page in ec2.get_paginator(op).paginate(**kw) for item in page[key]]
+@dataclass(slots=True)
+class SweepReport:
+    """What a clean-up of one build removed, found already gone, or could not remove."""
+
+    removed: dict[str, list[str]] = field(default_factory=dict)
+    failed: list[str] = field(default_factory=list)
+    gone: list[str] = field(default_factory=list)
+
+    def add(self, kind: str, rid: str) -> None:
+        self.removed.setdefault(kind, []).append(rid)
+
+    def count(self) -> int:
+        return sum(len(v) for v in self.removed.values())
+
+    def sentence(self, build_id: str, journal: str = "") -> str:
+        """One clause for the error line: removed N; or what stays and where it is recorded."""
+        text = f"removed {self.count()} leftover resource(s) of build {build_id}"
+        if self.failed:
+            text += (f"; {len(self.failed)} could not be removed and stay recorded in the "
+                     f"creation journal for `invoke reap --apply`: " + ", ".join(self.failed[:6]))
+        return text
+
+
+_KIND_KEYS = {"instance": "instances", "image": "images", "snapshot": "snapshots",
+              "volume": "volumes", "security-group": "security_groups",
+              "key-pair": "key_pairs"}
 
 
 def _tagged(build_id: str) -> list[dict[str, Any]]:
     return [{"Name": f"tag:{T.BUILD_ID}", "Values": [build_id]}]
 
 
+def _all(ec2: Any, op: str, key: str, **kw: Any) -> list[dict[str, Any]]:
+    """Every item of a paginated, filtered Describe call."""
+    return [item for page in ec2.get_paginator(op).paginate(**kw) for item in page[key]]
+
+
+def tagged_resources(clients: Clients, build_id: str,
+                     region: str | None = None) -> list[cleanup.Resource]:
+    """Everything in ``region`` tagged with ``build_id`` (filtered describes only)."""
+    if not build_id:
+        raise UnsafeSelection("listing a build's resources: no build id")
+    ec2 = clients.client("ec2", region=region)
+    reg = region or clients.region
+    flt = _tagged(build_id)
+    out = [cleanup.Resource("instance", i["InstanceId"], reg)
+           for r in _all(ec2, "describe_instances", "Reservations", Filters=flt)
+           for i in r["Instances"] if i["State"]["Name"] != "terminated"]
+    out += [cleanup.Resource("image", i["ImageId"], reg)
+            for i in _all(ec2, "describe_images", "Images", Owners=["self"], Filters=flt)]
+    out += [cleanup.Resource("snapshot", s["SnapshotId"], reg)
+            for s in _all(ec2, "describe_snapshots", "Snapshots", OwnerIds=["self"],
+                          Filters=flt)]
+    out += [cleanup.Resource("volume", v["VolumeId"], reg)
+            for v in _all(ec2, "describe_volumes", "Volumes", Filters=flt)]
+    out += [cleanup.Resource("security-group", g["GroupId"], reg)
+            for g in _all(ec2, "describe_security_groups", "SecurityGroups", Filters=flt)]
+    out += [cleanup.Resource("key-pair", k["KeyName"], reg)
+            for k in ec2.describe_key_pairs(Filters=flt)["KeyPairs"]]
+    return out
+
+
 def sweep_build(clients: Clients, build_id: str, *, region: str | None = None,
                 run: P.PackerRun | None = None, protect: frozenset[str] = frozenset(),
-                settle_seconds: float = 120) -> SweepReport:
+                settle_seconds: float = 120, journal: Journal | None = None) -> SweepReport:
     """Remove everything of ``build_id``: instances, AMIs, snapshots, volumes, groups, keys.
 
-    Found by the build-id tag, plus (for Packer 1.6.x, which does not tag them) the
-    temporary key pair and security group names Packer printed, the key pair
-    ``packer_<build id>`` and the ``packer_*`` groups of the build's instances.
-    AMIs in ``protect`` (the base AMI) and their snapshots are never touched.
+    What: the resources tagged with the build id (filtered describes), everything the
+    build's journal recorded (Packer 1.6.x does not tag its key pair and security
+    group), the names Packer printed in ``run``, and the key pair ``packer_<build id>``
+    the template names. How: :func:`pipeline.aws.cleanup.remove`, which re-checks each
+    one's ownership with a describe by id just before its call. AMIs in ``protect``
+    (the base AMI) and their snapshots are never touched.
     """
-    ec2 = clients.client("ec2", region=region)
-    rep = SweepReport()
-
-    def attempt(kind: str, rid: str, fn: Any, **kw: Any) -> None:
-        try:
-            fn(**kw)
-            rep.add(kind, rid)
-        except ClientError as err:
-            code = error_code(err)
-            if "NotFound" in code or code.endswith(".Malformed"):
-                return
-            rep.failed.append(f"{kind} {rid}: {code}")
-            log.warning("sweep of build %s: could not remove %s %s: %s", build_id, kind, rid, err)
-
-    groups: set[str] = set()
-    keys: set[str] = {f"packer_{build_id}"}
+    reg = region or clients.region
+    journal = journal or memory_journal(build_id, region=reg)
+    journal.record("key-pair", f"packer_{build_id}", reg)
     if run is not None:
-        keys.update(run.key_pairs)
-    instances = []
-    for page in ec2.get_paginator("describe_instances").paginate(Filters=_tagged(build_id)):
-        for res in page["Reservations"]:
-            for inst in res["Instances"]:
-                instances.append(inst)
-    known = {i["InstanceId"] for i in instances}
-    if run is not None and run.instance_ids:
-        try:
-            extra = ec2.describe_instances(InstanceIds=[i for i in run.instance_ids
-                                                        if i not in known])
-            instances += [i for r in extra["Reservations"] for i in r["Instances"]]
-        except ClientError:
-            pass
-    live = []
-    for inst in instances:
-        for g in inst.get("SecurityGroups", []):
-            if g.get("GroupName", "").startswith("packer_"):
-                groups.add(g["GroupId"])
-        if inst.get("KeyName", "").startswith("packer_"):
-            keys.add(inst["KeyName"])
-        if inst["State"]["Name"] not in ("terminated", "shutting-down"):
-            live.append(inst["InstanceId"])
-    if live:
-        attempt("instances", ",".join(live), ec2.terminate_instances, InstanceIds=live)
-        try:
-            _wait_terminated(ec2, live, settle_seconds)
-        except Exception as err:  # noqa: BLE001 - report, keep sweeping
-            rep.failed.append(f"waiting for {live} to terminate: {err}")
-
-    images = _all(ec2, "describe_images", "Images", Owners=["self"], Filters=_tagged(build_id))
-    if run is not None and run.amis:
-        try:
-            images += [i for i in ec2.describe_images(ImageIds=run.amis)["Images"]
-                       if i["ImageId"] not in {x["ImageId"] for x in images}]
-        except ClientError:
-            pass
-    keep = [i for i in images if i["ImageId"] in protect]
-    images = [i for i in images if i["ImageId"] not in protect]
-    protected_snaps = {m["Ebs"]["SnapshotId"] for i in keep
-                       for m in i.get("BlockDeviceMappings", [])
-                       if m.get("Ebs", {}).get("SnapshotId")}
-    image_snaps: set[str] = set()
-    for img in images:
-        image_snaps.update(m["Ebs"]["SnapshotId"] for m in img.get("BlockDeviceMappings", [])
-                           if m.get("Ebs", {}).get("SnapshotId"))
-        attempt("images", img["ImageId"], ec2.deregister_image, ImageId=img["ImageId"])
-    snaps = {s["SnapshotId"] for s in _all(ec2, "describe_snapshots", "Snapshots",
-                                           OwnerIds=["self"], Filters=_tagged(build_id))}
-    for snap in sorted((snaps | image_snaps) - protected_snaps):
-        attempt("snapshots", snap, ec2.delete_snapshot, SnapshotId=snap)
-    for vol in _all(ec2, "describe_volumes", "Volumes", Filters=_tagged(build_id)):
-        attempt("volumes", vol["VolumeId"], ec2.delete_volume, VolumeId=vol["VolumeId"])
-    for sg in _all(ec2, "describe_security_groups", "SecurityGroups", Filters=_tagged(build_id)):
-        groups.add(sg["GroupId"])
-    if run is not None and run.security_groups:
-        found = ec2.describe_security_groups(
-            Filters=[{"Name": "group-name", "Values": run.security_groups}])["SecurityGroups"]
-        groups.update(g["GroupId"] for g in found)
-    for gid in sorted(groups):
-        _retry_dependency(lambda gid=gid: attempt("security_groups", gid,
-                                                  ec2.delete_security_group, GroupId=gid),
-                          rep, settle_seconds)
-    for kp in ec2.describe_key_pairs(Filters=_tagged(build_id))["KeyPairs"]:
-        keys.add(kp["KeyName"])
-    existing = {k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"]}
-    for key in sorted(keys & existing):
-        attempt("key_pairs", key, ec2.delete_key_pair, KeyName=key)
+        journal.record_many([("instance", i, reg) for i in run.instance_ids]
+                            + [("key-pair", k, reg) for k in run.key_pairs]
+                            + [("security-group-name", g, reg) for g in run.security_groups]
+                            + [("image", a, reg) for a in run.amis])
+    found = tagged_resources(clients, build_id, region)
+    resources = [r for r in journal.resources() + found if r.id not in protect]
+    protected = _protected_snapshots(clients, reg, protect)
+    resources = [r for r in dict.fromkeys(resources) if r.id not in protected]
+    rep = SweepReport()
+    if not resources:
+        return rep
+    owner = journal.owner()
+    for r in cleanup.remove(clients, owner, resources, settle=settle_seconds,
+                            protect=protect | protected):
+        if r.outcome == "removed":
+            rep.add(_KIND_KEYS.get(r.kind, r.kind), r.id)
+        elif r.outcome == "gone":
+            rep.gone.append(f"{r.kind} {r.id}")
+        else:
+            rep.failed.append(f"{r.kind} {r.id}: {r.error}")
     if rep.count():
         log.info("sweep of build %s removed %s", build_id,
                  {k: len(v) for k, v in rep.removed.items()})
     return rep
 
 
-#: Poll delays after the first look: short first (the emulator and a quick AWS state
-#: change answer at once), doubling to a cap (a waiter's fixed 15 s overshoots by 7.5 s
-#: on average).
-_FIRST_POLL, _MAX_POLL = 0.25, 5.0
-
-
-def _delays() -> Any:
-    delay = _FIRST_POLL
-    while True:
-        yield delay
-        delay = min(delay * 2, _MAX_POLL)
+def _protected_snapshots(clients: Clients, region: str, protect: frozenset[str]) -> set[str]:
+    amis = sorted(a for a in protect if a.startswith("ami-"))
+    if not amis:
+        return set()
+    try:
+        images = clients.client("ec2", region=region).describe_images(ImageIds=amis)["Images"]
+    except ClientError:
+        return set()
+    return {s for img in images for s in cleanup.snapshots_of(img)}
 
 
 def _wait_terminated(ec2: Any, ids: list[str], timeout: float) -> None:
-    """Until every instance in ``ids`` is ``terminated`` (or gone); polls with backoff."""
-    deadline = time.monotonic() + timeout
-    for delay in _delays():
-        try:
-            resp = ec2.describe_instances(InstanceIds=ids)
-        except ClientError as err:
-            if error_code(err) == "InvalidInstanceID.NotFound":
-                return
-            raise
-        states = {i["InstanceId"]: i["State"]["Name"]
-                  for r in resp["Reservations"] for i in r["Instances"]}
-        waiting = [i for i in ids if states.get(i, "terminated") != "terminated"]
-        if not waiting:
-            return
-        if time.monotonic() + delay > deadline:
-            raise TimeoutError(f"{', '.join(waiting)} not terminated after {timeout:.0f} s")
-        time.sleep(delay)
-
-
-def _retry_dependency(fn: Any, rep: SweepReport, settle_seconds: float) -> None:
-    """A group stays in use for a while after its instance terminated (DependencyViolation)."""
-    deadline = time.monotonic() + settle_seconds
-    for delay in _delays():
-        before = len(rep.failed)
-        fn()
-        if len(rep.failed) == before or "DependencyViolation" not in rep.failed[-1] \
-                or time.monotonic() > deadline:
-            return
-        rep.failed.pop()
-        time.sleep(delay)
+    """Until every instance in ``ids`` is ``terminated`` (or gone): the one waiter."""
+    cleanup.wait_terminated(ec2, ids, timeout)

@@ -356,7 +356,8 @@ class PackerRun:
         return self.exit_code == 0 and not self.interrupted
 
 
-_SEEN = [
+#: What the stream names: (PackerRun attribute, pattern); the journal reads it too.
+SEEN = [
     ("instance_ids", re.compile(r"Instance ID: (i-[0-9a-f]+)")),
     ("key_pairs", re.compile(r"Creating temporary keypair: (\S+)")),
     ("security_groups", re.compile(r"temporary security group for this instance: (\S+)")),
@@ -378,7 +379,7 @@ def _note(run: PackerRun, ev: PackerEvent, progress: Progress) -> None:
         if not text.strip():
             return
         run.ui.append(text)
-        for attr, rx in _SEEN:
+        for attr, rx in SEEN:
             for m in rx.finditer(text):
                 if m[1] not in getattr(run, attr):
                     getattr(run, attr).append(m[1])

@@ -116,7 +116,7 @@ def test_rebuild_workflow_schedule_dispatch_oidc_concurrency_summary_artifact() 
     summary = [s for s in steps if "GITHUB_STEP_SUMMARY" in (s.get("run") or "")]
     assert summary and "invoke history" in summary[0]["run"]
     upload = [s for s in steps if str(s.get("uses", "")).startswith("actions/upload-artifact@")]
-    assert "build/manifest.json" in upload[0]["with"]["path"]
+    assert "build/manifest.json" in upload[-1]["with"]["path"]
     run = next(s["run"] for s in steps if "invoke rebuild" in (s.get("run") or ""))
     assert "inputs.image" in str(next(s for s in steps if s.get("run") == run).get("env"))
 

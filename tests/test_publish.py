@@ -182,7 +182,8 @@ def test_rollback_without_an_earlier_different_ami_is_refused(emulator, clients,
 
 
 def test_api_call_budget(emulator, clients, settings):
-    """At most 5 EC2 calls for one publish (plus one SSM PutParameter for the channel)."""
+    """At most 5 EC2 calls for one publish, plus SSM GetParameter (the pointer's undo) and
+    PutParameter for the channel."""
     ami = verified_ami(emulator, clients)
     publish(settings, clients, PublishRequest(ami_id=ami, create=True))
     ami2 = verified_ami(emulator, clients)
@@ -194,14 +195,14 @@ def test_api_call_budget(emulator, clients, settings):
     clients = counted
     res = publish(settings, clients, PublishRequest(ami_id=ami2))
     assert res.created and res.default_version == 2
-    ec2_calls = [c for c in calls if c != "PutParameter"]
+    ec2_calls = [c for c in calls if c not in ("GetParameter", "PutParameter")]
     assert ec2_calls == ["DescribeImages", "DescribeLaunchTemplateVersions",
                          "DescribeSecurityGroups", "CreateLaunchTemplateVersion",
                          "ModifyLaunchTemplate"]
-    assert calls.count("PutParameter") == 1 and len(calls) == 6
+    assert calls[-2:] == ["GetParameter", "PutParameter"] and len(calls) == 7
     calls.clear()
     publish(settings, clients, PublishRequest(ami_id=ami2))     # the rerun is cheaper
-    assert "CreateLaunchTemplateVersion" not in calls and len(calls) <= 5
+    assert "CreateLaunchTemplateVersion" not in calls and len(calls) <= 6
 
 
 def test_unverified_needs_the_flag_and_then_uses_the_configured_mechanism(emulator, clients, settings):
@@ -266,9 +267,11 @@ def test_a_failure_after_creating_undoes_the_version_and_the_default(emulator, c
     ami1 = verified_ami(emulator, clients)
     publish(ok, clients, PublishRequest(ami_id=ami1, create=True))
     raw["build"]["ssm_prefix"] = "/aws/reserved"
+    raw["launch_templates"].append(dict(raw["launch_templates"][0], name="other-nodes"))
     denied = settings_for(raw, tmp_path)
     with pytest.raises(Exception) as exc:
-        publish(denied, clients, PublishRequest(ami_id=verified_ami(emulator, clients)))
+        publish(denied, clients, PublishRequest(ami_id=verified_ami(emulator, clients),
+                                                template=TEMPLATE))
     assert getattr(exc.value, "exit_code", None) == 1 and "SSM pointer" in str(exc.value)
     assert [v.version for v in list_versions(clients.client("ec2"), TEMPLATE)] == [1]
     assert _default(clients) == 1

@@ -44,6 +44,7 @@ __all__ = [
     "abort_multipart_uploads", "cancel_import_tasks", "remove", "wait_terminated",
     "release_s3_lock", "release_ssm_lock", "delete_lock_parameter", "snapshots_of",
     "security_group_ids", "open_uploads",
+    "delete_new_template_versions", "delete_new_template", "delete_pointer_if_ours",
 ]
 
 log = logging.getLogger(__name__)
@@ -780,3 +781,97 @@ def remove(clients: Clients, owner: Owner, resources: Iterable[Resource], *,
 # =========================================================================== publish
 # Section owned by the publish-safety work (launch template versions, parameter
 # restore/delete for publish/promote/rollback). Functions below are appended there.
+
+
+# --- publish transaction undo
+# (publish, promote and rollback undo only what their own transaction created, re-read
+# just before the destructive call; see pipeline/publish/transaction.py)
+
+
+def delete_new_template_versions(clients: Clients, region: str | None, template_name: str,
+                                 after_version: int, description: str) -> list[int]:
+    """Delete the versions of ``template_name`` numbered above ``after_version`` whose
+    description is exactly ``description`` (the version a publish transaction created:
+    its description names the AMI, build and user-data hash) and that are not the
+    default. Re-read just before the delete; [] when there is none (the create never
+    reached AWS). Raises when AWS refuses the delete."""
+    if not template_name or not description or after_version < 0:
+        raise UnsafeSelection("undoing a publish: no template, description or version "
+                              "bound; nothing was deleted")
+    ec2 = clients.client("ec2", region=region)
+    try:
+        resp = ec2.describe_launch_template_versions(
+            LaunchTemplateName=template_name, MinVersion=str(after_version + 1))
+    except ClientError as err:
+        if _not_found(err) or "NotFound" in error_code(err):
+            return []
+        raise
+    ours = [v for v in resp.get("LaunchTemplateVersions", [])
+            if int(v["VersionNumber"]) > after_version and not v.get("DefaultVersion")
+            and (v.get("VersionDescription") or "") == description]
+    if not ours:
+        return []
+    tid = ours[0]["LaunchTemplateId"]
+    numbers = sorted(int(v["VersionNumber"]) for v in ours)
+    r = ec2.delete_launch_template_versions(LaunchTemplateId=tid,
+                                            Versions=[str(n) for n in numbers])
+    bad = r.get("UnsuccessfullyDeletedLaunchTemplateVersions") or []
+    if bad:
+        info = bad[0].get("ResponseError", {})
+        raise UnsafeSelection(f"deleting version {bad[0].get('VersionNumber')} of "
+                              f"{template_name}: {info.get('Code')}: {info.get('Message')}")
+    return numbers
+
+
+def delete_new_template(clients: Clients, region: str | None, template_name: str,
+                        description: str, managed_by: str) -> str | None:
+    """Delete launch template ``template_name`` that a publish transaction created: a
+    fresh describe shows it tagged ``managed_by``, with one version whose description is
+    ``description``. None when it does not exist; raises (nothing deleted) otherwise."""
+    if not template_name or not description:
+        raise UnsafeSelection("undoing a publish: no template name or description; "
+                              "nothing was deleted")
+    ec2 = clients.client("ec2", region=region)
+    try:
+        lt = ec2.describe_launch_templates(LaunchTemplateNames=[template_name])[
+            "LaunchTemplates"][0]
+    except ClientError as err:
+        if "NotFound" in error_code(err) or _not_found(err):
+            return None
+        raise
+    except IndexError:
+        return None
+    tags = {t["Key"]: t["Value"] for t in lt.get("Tags") or []}
+    versions = ec2.describe_launch_template_versions(
+        LaunchTemplateId=lt["LaunchTemplateId"]).get("LaunchTemplateVersions", [])
+    if tags.get(T.MANAGED_BY) != managed_by or len(versions) != 1 \
+            or (versions[0].get("VersionDescription") or "") != description:
+        raise UnsafeSelection(f"undoing a publish: launch template {template_name} is not the "
+                              "one this run created; it was left alone")
+    ec2.delete_launch_template(LaunchTemplateId=lt["LaunchTemplateId"])
+    return str(lt["LaunchTemplateId"])
+
+
+def delete_pointer_if_ours(clients: Clients, name: str, value: str, *,
+                           region: str | None = None) -> bool:
+    """Delete the channel pointer ``name`` that a publish transaction created, only while
+    a fresh read shows it still names ``value`` (our AMI). False when it is gone or
+    names another AMI (nothing deleted)."""
+    if not name or not value:
+        raise UnsafeSelection("undoing a pointer move: no name or value; nothing deleted")
+    ssm = clients.client("ssm", region=region)
+    try:
+        current = ssm.get_parameter(Name=name)["Parameter"]["Value"]
+    except ClientError as err:
+        if _not_found(err):
+            return False
+        raise
+    if current != value:
+        return False
+    try:
+        ssm.delete_parameter(Name=name)
+    except ClientError as err:
+        if _not_found(err):
+            return False
+        raise
+    return True

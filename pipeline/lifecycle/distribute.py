@@ -29,6 +29,8 @@ from pipeline.core.errors import AwsCallError, ConfigError, InputError, Operatio
 from pipeline.lineage.store import lineage_tags, record_build, tag_build
 from pipeline.core.progress import NO_PROGRESS, Progress
 from pipeline.core.records import BuildRecord
+from pipeline.aws.limits import (QUOTA_CODES, Limits, backoff_call, first_error, limits_for,
+                                 per_region, region_slot)
 from pipeline.publish.gate import (WAIT_DELAY, WAIT_TIMEOUT, GateResult,
                                    PublicationGated, find_build_image, gate_publication,
                                    image_regions, move_pointers, point_channel)
@@ -323,27 +325,15 @@ def distribute(settings: Settings, clients: Clients, record: BuildRecord, *,
                       {r: list(s) for r, s in record.snapshot_ids.items()})
         source = _describe(clients, plan.home_region, plan.source_image_id)
         _check_keys_and_sharing(clients, plan, source)
-        for region in plan.target_regions:
-            ec2 = clients.client("ec2", region=region)
-            existing = call(find_build_image, ec2=ec2, build_id=record.build_id,
-                            what=f"looking for build {record.build_id} in {region}")
-            if existing is not None:
-                record.image_ids[region] = existing["ImageId"]
-                progress.status(f"{region}: already holds {existing['ImageId']}")
-                continue
-            image_id = _copy(clients, plan, record, region, source)
-            undo.callback(_delete_copy, clients, region, image_id)
-            _tag_copy(clients, plan, record, region, image_id)
-            record.image_ids[region] = image_id
-            progress.status(f"{region}: copying as {image_id}")
-        for region in regions:
-            _wait_available(clients, region, record.image_ids[region], delay=wait_delay,
-                            timeout=timeout)
-            progress.advance(1)
-            progress.status(f"{region}: {record.image_ids[region]} available")
-        for region in plan.target_regions:
-            extra = {COPIED_FROM: f"{plan.home_region}/{plan.source_image_id}"}
-            tag_build(clients, record, region=region, extra_tags=extra)  # + the snapshots
+        limits = limits_for(settings.limits)
+        _start_copies(clients, plan, record, source, undo, progress, limits)
+        _in_every_region(lambda r: _wait_available(clients, r, record.image_ids[r],
+                                                   delay=wait_delay, timeout=timeout),
+                         regions, limits, progress=progress,
+                         done=lambda r: f"{r}: {record.image_ids[r]} available")
+        extra = {COPIED_FROM: f"{plan.home_region}/{plan.source_image_id}"}
+        _in_every_region(lambda r: tag_build(clients, record, region=r, extra_tags=extra),
+                         plan.target_regions, limits)  # + the snapshots
         if plan.share_with:
             for region in regions:
                 ami = record.image_ids[region]
@@ -357,6 +347,54 @@ def distribute(settings: Settings, clients: Clients, record: BuildRecord, *,
         undo.pop_all()
     progress.done()
     return record
+
+
+def _start_copies(clients: Clients, plan: DistributionPlan, record: BuildRecord,
+                  source: dict[str, Any], undo: ExitStack, progress: Progress,
+                  limits: Limits) -> None:
+    """Start the copy into every target region at once (at most ``region_workers``
+    threads, each CopyImage holding one of the destination's concurrent-copy slots and
+    backing off on the quota error), then register the undo of every copy started
+    before raising the first failure, and tag the copies (again in parallel)."""
+
+    def start(region: str) -> tuple[str, bool]:
+        ec2 = clients.client("ec2", region=region)
+        existing = call(find_build_image, ec2=ec2, build_id=record.build_id,
+                        what=f"looking for build {record.build_id} in {region}")
+        if existing is not None:
+            return str(existing["ImageId"]), False
+        with region_slot("CopyImage", region, limits.copy_image_per_region):
+            return backoff_call(lambda: _copy(clients, plan, record, region, source),
+                                codes=QUOTA_CODES, what=f"copying into {region}"), True
+
+    outcomes = per_region(start, plan.target_regions, workers=limits.region_workers)
+    created = []
+    for o in outcomes:
+        if o.error is None:
+            image_id, new = o.value  # type: ignore[misc]
+            record.image_ids[o.region] = image_id
+            if new:
+                undo.callback(_delete_copy, clients, o.region, image_id)
+                created.append(o.region)
+            progress.status(f"{o.region}: {'copying as' if new else 'already holds'} {image_id}")
+    err = first_error(outcomes)
+    if err is not None:
+        raise err
+    _in_every_region(lambda r: _tag_copy(clients, plan, record, r, record.image_ids[r]),
+                     created, limits)
+
+
+def _in_every_region(fn: Any, regions: Any, limits: Limits, *, progress: Progress = NO_PROGRESS,
+                     done: Any = None) -> None:
+    """``fn(region)`` in every region in parallel (bounded); raise the first failure."""
+    outcomes = per_region(fn, list(regions), workers=limits.region_workers)
+    for o in outcomes:
+        if o.error is None and done is not None:
+            progress.advance(1)
+            progress.status(done(o.region))
+    err = first_error(outcomes)
+    if err is not None:
+        raise err
 
 
 def _restore_record(record: BuildRecord, image_ids: dict[str, str],

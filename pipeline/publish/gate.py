@@ -8,9 +8,9 @@ pointers all or nothing.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import time
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -23,6 +23,7 @@ from pipeline.core.config import ImageSettings, Settings
 from pipeline.core.errors import AwsCallError, InputError, OperationFailed
 from pipeline.core.progress import NO_PROGRESS, Progress
 from pipeline.core.records import BuildRecord
+from pipeline.publish.transaction import Transaction
 
 __all__ = ["GateResult", "PublicationGated", "gate_publication", "move_pointers",
            "point_channel", "image_regions", "find_build_image"]
@@ -179,57 +180,71 @@ def gate_publication(settings: Settings, clients: Clients, target: str | BuildRe
 
 
 def move_pointers(settings: Settings, clients: Clients, gate: GateResult, channel: str, *,
-                  image_name: str | None = None) -> list[Pointer]:
+                  image_name: str | None = None, tx: Transaction | None = None) -> list[Pointer]:
     """Point ``<ssm_prefix>/<image>/<channel>`` at the build's AMI in every region the gate
     checked (each region's pointer names that region's copy).
 
-    All or nothing: if one PutParameter fails, the pointers already moved are put back
-    (or deleted when they did not exist), so no region serves a different release. One
-    region costs one PutParameter; more regions also read each pointer first (to restore).
+    All or nothing: each region's pointer is read first and its undo registered before
+    it moves (put back, or deleted when it did not exist and still names our AMI). With
+    ``tx`` the undos join the caller's :class:`~pipeline.publish.transaction.Transaction`
+    (publish, promote, rollback: a later step's failure puts the pointers back too);
+    without, a failure here puts back the pointers already moved. One region costs one
+    GetParameter and one PutParameter.
     """
     name = image_name or gate.image_name
     if not name:
         raise InputError(f"channel {channel}: the pointer needs an image name; configure the "
                          "launch template's image or tag the AMI with its image name")
+    if tx is None:
+        with Transaction(f"moving pointer {name}/{channel}") as own:
+            return move_pointers(settings, clients, gate, channel, image_name=name, tx=own)
     moved: list[Pointer] = []
-    with ExitStack() as undo:
-        for region in gate.regions:
-            if len(gate.regions) > 1:
-                before = get_pointer(clients, settings.ssm_prefix, name, channel, region=region)
-                undo.callback(_restore_pointer, settings, clients, name, channel, region, before)
-            moved.append(put_pointer(clients, settings.ssm_prefix, name, channel,
-                                     gate.image_for(region), region=region))
-        undo.pop_all()
+    for region in gate.regions:
+        ami = gate.image_for(region)
+        tx.step(f"channel pointer in {region}")
+        before = get_pointer(clients, settings.ssm_prefix, name, channel, region=region)
+        tx.on_undo(f"put back pointer {name}/{channel} in {region}",
+                   functools.partial(_restore_pointer, settings, clients, name, channel, region,
+                                     before, ami))
+        moved.append(put_pointer(clients, settings.ssm_prefix, name, channel, ami,
+                                 region=region))
     return moved
 
 
 def _restore_pointer(settings: Settings, clients: Clients, image_name: str, channel: str,
-                     region: str, before: Pointer | None) -> None:
-    try:
-        if before is None:
-            clients.client("ssm", region=region).delete_parameter(
-                Name=pointer_name(settings.ssm_prefix, image_name, channel))
-        else:
-            put_pointer(clients, settings.ssm_prefix, image_name, channel, before.ami_id,
-                        region=region)
-    except (ClientError, OperationFailed) as err:
-        log.warning("could not restore pointer %s/%s in %s: %s", image_name, channel, region, err)
+                     region: str, before: Pointer | None, ours: str) -> str | None:
+    """Undo one pointer move: the value it had, or no pointer when it had none (deleted
+    only while it still names ``ours``, re-read just before). Raises when it cannot."""
+    pname = pointer_name(settings.ssm_prefix, image_name, channel)
+    if before is None:
+        from pipeline.aws.cleanup import delete_pointer_if_ours
+
+        if delete_pointer_if_ours(clients, pname, ours, region=region):
+            return f"removed pointer {pname} in {region} (it did not exist)"
+        return None
+    now = get_pointer(clients, settings.ssm_prefix, image_name, channel, region=region)
+    if now is not None and now.ami_id == before.ami_id:
+        return None
+    put_pointer(clients, settings.ssm_prefix, image_name, channel, before.ami_id, region=region)
+    return f"pointer {pname} in {region} back to {before.ami_id}"
 
 
 def point_channel(settings: Settings, clients: Clients, ami_id: str, channel: str, *,
-                  image_name: str, region: str | None = None) -> list[Pointer]:
+                  image_name: str, region: str | None = None,
+                  tx: Transaction | None = None) -> list[Pointer]:
     """Move ``<ssm_prefix>/<image_name>/<channel>`` to the build behind ``ami_id`` in every
     region of the image (promote and rollback call this).
 
-    A single-region image costs one PutParameter. For more regions the build's copy is
-    looked up in each (without waiting: the release was gated when it was published)
-    and :func:`move_pointers` moves them all or none.
+    For a single-region image the pointer moves in ``region``. For more regions the
+    build's copy is looked up in each (without waiting: the release was gated when it
+    was published) and :func:`move_pointers` moves them all or none (joining ``tx``).
     """
     region = region or clients.region
     configured = next((i for i in settings.images if i.name == image_name), None)
     if configured is None or image_regions(configured, region) == [region]:
-        return [put_pointer(clients, settings.ssm_prefix, image_name, channel, ami_id,
-                            region=region)]
-    gate = gate_publication(settings, clients, ami_id, image_name=image_name, region=region,
-                            wait=False)
-    return move_pointers(settings, clients, gate, channel, image_name=image_name)
+        gate = GateResult(build_id=None, image_name=image_name, image_ids={region: ami_id},
+                          regions=[region])
+    else:
+        gate = gate_publication(settings, clients, ami_id, image_name=image_name,
+                                region=region, wait=False)
+    return move_pointers(settings, clients, gate, channel, image_name=image_name, tx=tx)

@@ -16,10 +16,12 @@ break (exactly one of ``role``/``instanceProfile``; an ``id`` term alone) are ch
 from __future__ import annotations
 
 import functools
+import os
+import secrets
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jsonschema
 import yaml
@@ -28,7 +30,8 @@ from pipeline.publish import user_data as ud
 from pipeline.core.config import ClusterSettings, LaunchTemplateSettings, Settings
 from pipeline.core.errors import InputError, LintError
 
-__all__ = ["VERSIONS", "Manifest", "render_manifests", "validate", "write_manifests", "crd_schema"]
+__all__ = ["VERSIONS", "Manifest", "StagedManifests", "render_manifests", "validate",
+           "stage_manifests", "write_manifests", "crd_schema"]
 
 VERSIONS = ("v1", "v1alpha5")
 _CRD_DIR = Path(__file__).resolve().parents[1] / "data" / "karpenter-crds"
@@ -116,17 +119,85 @@ def render_manifests(settings: Settings, version: str, *, template: LaunchTempla
     return manifests
 
 
+@dataclass(slots=True)
+class StagedManifests:
+    """Manifests written to temporary files beside their final paths (same directory,
+    so the rename into place is atomic), not yet installed."""
+
+    pairs: list[tuple[Path, Path]]                  # (temporary file, final path)
+
+    @property
+    def paths(self) -> list[Path]:
+        return [final for _, final in self.pairs]
+
+    def install(self, on_undo: Callable[[str, Callable[[], str | None]], None]) -> list[Path]:
+        """Rename each into place; before each rename register (``on_undo``) how to put
+        back what was there (the previous file's bytes, or no file)."""
+        for tmp, final in self.pairs:
+            old = final.read_bytes() if final.is_file() else None
+            on_undo(f"put back {final}", functools.partial(_put_back, final, old))
+            os.replace(tmp, final)
+        return self.paths
+
+    def discard(self) -> None:
+        """Remove the temporary files still there (after install: none)."""
+        for tmp, _ in self.pairs:
+            tmp.unlink(missing_ok=True)
+
+
+def _put_back(final: Path, old: bytes | None) -> str | None:
+    if old is None:
+        if not final.is_file():
+            return None              # never renamed (or something else is there): not ours
+        final.unlink()
+        return f"removed {final}"
+    if final.is_file() and final.read_bytes() == old:
+        return None
+    tmp = final.with_name(f".{final.name}.{secrets.token_hex(4)}.restore")
+    tmp.write_bytes(old)
+    os.replace(tmp, final)
+    return f"restored the previous {final.name}"
+
+
+def stage_manifests(manifests: list[Manifest], output_dir: Path) -> StagedManifests:
+    """Write every manifest to a temporary file in ``output_dir`` (created if missing).
+
+    Everything that can go wrong with the directory goes wrong here, before publish
+    touches AWS: ``output_dir`` is a file, cannot be created or written, or a manifest's
+    path is a directory. Raises :class:`InputError` naming ``karpenter.output_dir``.
+    """
+    where = f"karpenter.output_dir {output_dir}"
+    if output_dir.exists() and not output_dir.is_dir():
+        raise InputError(f"{where} is a file, not a directory; remove it or point "
+                         "karpenter.output_dir elsewhere")
+    staged = StagedManifests([])
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        for m in manifests:
+            final = output_dir / m.filename
+            if final.is_dir():
+                raise InputError(f"{where}: {final} is a directory; remove it so the "
+                                 f"{m.kind} manifest can be written")
+            tmp = output_dir / f".{m.filename}.{secrets.token_hex(4)}.tmp"
+            staged.pairs.append((tmp, final))
+            tmp.write_text("---\n" + m.to_yaml(), encoding="utf-8")
+    except OSError as err:
+        staged.discard()
+        raise InputError(f"{where}: cannot write the Karpenter manifests there "
+                         f"({err.strerror or err}); fix the directory or the setting") from err
+    except InputError:
+        staged.discard()
+        raise
+    return staged
+
+
 def write_manifests(manifests: list[Manifest], output_dir: Path) -> list[Path]:
     """Write each manifest to ``output_dir/<filename>``; return the paths."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for m in manifests:
-        path = output_dir / m.filename
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("---\n" + m.to_yaml(), encoding="utf-8")
-        tmp.replace(path)
-        paths.append(path)
-    return paths
+    staged = stage_manifests(manifests, output_dir)
+    try:
+        return staged.install(lambda what, fn: None)
+    finally:
+        staged.discard()
 
 
 # --------------------------------------------------------------------------- builders

@@ -5,15 +5,23 @@ the AMI is ``available`` and carries a passing verification (tags written by
 :func:`pipeline.lineage.verify_ami.verify_ami`); the user data, rendered for the AMI's bootstrap mechanism
 or read from ``--user-data-file``, passes :func:`pipeline.publish.user_data.lint`; the resulting
 version obeys the template rules (:mod:`pipeline.aws.templates`; refused for Karpenter
-templates, warned otherwise); Karpenter manifests validate against the CRD schemas. Then it
-creates one version (``ClientToken`` from template + AMI + user data, so a rerun returns the same
-version), switches the default unless ``--no-default``, moves the SSM channel pointer, and writes
-the Karpenter manifests. A failure after a creation undoes it (ExitStack).
+templates, warned otherwise); Karpenter manifests validate against the CRD schemas and are
+written to temporary files in ``karpenter.output_dir`` (a bad directory is refused here).
+
+Then one :class:`~pipeline.publish.transaction.Transaction`, in this fixed order, each step
+registering its undo before it runs: the new version (``ClientToken`` from template + AMI +
+user data, so a rerun returns the same version), the default version (unless
+``--no-default``), the SSM channel pointer in every region of the build, the manifests
+renamed into place. A failure or Ctrl-C at any step puts back the previous default
+version, every region's pointer value (or removes a pointer that did not exist) and the
+previous manifests, and deletes the new version; the error says which step failed and
+what was rolled back (or could not be).
 
 AWS calls for one publish to one region: DescribeImages, DescribeLaunchTemplateVersions,
 DescribeSecurityGroups (when the version has groups), CreateLaunchTemplateVersion (or
 CreateLaunchTemplate), ModifyLaunchTemplate (when switching the default): at most 5 for the
-template; moving a channel pointer adds one SSM PutParameter.
+template; moving a channel pointer adds one GetParameter (its undo) and one PutParameter
+per region.
 
 :func:`promote` switches the default, :func:`rollback` goes back to the newest earlier version
 that launches a different AMI, :func:`template_diff` compares two versions (AMI, decoded user
@@ -22,10 +30,10 @@ data as a unified diff, other changed keys).
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import logging
 import re
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +50,9 @@ from pipeline.publish.gate import gate_publication, move_pointers, point_channel
 from pipeline.core.errors import AwsCallError, ImageReadError, InputError, LintError
 from pipeline.aws.templates import TemplateVersion
 from pipeline.aws.ssm import Pointer, get_pointer, pointer_name
+from pipeline.aws.cleanup import delete_new_template, delete_new_template_versions
+from pipeline.core.progress import NO_PROGRESS, Progress
+from pipeline.publish.transaction import Transaction
 
 __all__ = [
     "PublishRequest",
@@ -59,6 +70,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+MANAGED_BY = "eks-ami-pipeline"
 _AMI_RE = re.compile(r"^ami-[0-9a-f]{8}([0-9a-f]{9})?$")
 
 
@@ -305,7 +317,7 @@ def _family_warning(lt: LaunchTemplateSettings, image: ImageInfo) -> str | None:
 
 
 def publish(settings: Settings, clients: Clients, req: PublishRequest, *,
-            region: str | None = None) -> PublishResult:
+            region: str | None = None, progress: Progress = NO_PROGRESS) -> PublishResult:
     """Publish ``req.ami_id`` as a new version of the launch template; see the module docstring."""
     lt = settings.launch_template(req.template)
     name = lt.name
@@ -382,38 +394,56 @@ def publish(settings: Settings, clients: Clients, req: PublishRequest, *,
     # Gating (issue 8): nothing that names the AMI is written until its build is available
     # in every configured region; no AWS call for a single-region image (added by lineage).
     gate = gate_publication(settings, clients, image.image_id, region=region, home_image=image)
-
-    with ExitStack() as undo:
-        template_created = created = False
-        if found is None:
-            version = lt_mod.create_template(                                   # call 4
-                ec2, name, new, description=description, token=token,
-                tags={T.MANAGED_BY: "eks-ami-pipeline", T.IMAGE_NAME: image_name or ""})
-            template_created = created = True
-            undo.callback(_delete_template, ec2, version.template_id)
-        elif src is not None and src.default and _same_content(src, new):
-            version = src    # the default already serves exactly this: nothing to create
-        else:
-            version, warning = lt_mod.create_version(                          # call 4
-                ec2, src.template_id if src else "", source_version=src.version if src else None,
-                data=new, description=description, token=token)
-            created = version.version > latest
-            if warning:
-                warnings.append(f"EC2: {warning}")
-            if created:
-                undo.callback(_delete_version, ec2, version.template_id, version.version)
-        default_version = previous_default or version.version
-        if req.set_default and not version.default and default_version != version.version:
-            lt_mod.set_default_version(ec2, version.template_id, version.version)  # call 5
-            undo.callback(_restore_default, ec2, version.template_id, default_version)
-            default_version = version.version
-        pointer = None
-        if channel and image_name:
-            # The channel pointer in every region of the build, each naming that region's
-            # copy (one PutParameter for a single-region image; added by lineage).
-            pointer = move_pointers(settings, clients, gate, channel, image_name=image_name)[0].name
-        paths = kp.write_manifests(manifests, settings.karpenter.output_dir) if manifests else []
-        undo.pop_all()
+    # Everything that can fail without touching AWS is done: the manifests go to
+    # temporary files now (a bad output_dir is refused here, exit 2, nothing created).
+    staged = kp.stage_manifests(manifests, settings.karpenter.output_dir) if manifests else None
+    template_created = created = False
+    default_version = previous_default or 0
+    pointer = None
+    try:
+        with Transaction(f"publishing {image.image_id} to {name} in {region}", progress) as tx:
+            if found is None:
+                tx.step("new launch template")
+                tx.on_undo(f"delete launch template {name}", functools.partial(
+                    _undo_new_template, clients, region, name, description))
+                version = lt_mod.create_template(                              # call 4
+                    ec2, name, new, description=description, token=token,
+                    tags={T.MANAGED_BY: MANAGED_BY, T.IMAGE_NAME: image_name or ""})
+                template_created = created = True
+            elif src is not None and src.default and _same_content(src, new):
+                version = src    # the default already serves exactly this: nothing to create
+            else:
+                tx.step("new template version")
+                tx.on_undo(f"delete the new version of {name}", functools.partial(
+                    _undo_new_versions, clients, region, name, latest, description))
+                version, warning = lt_mod.create_version(                      # call 4
+                    ec2, src.template_id if src else "",
+                    source_version=src.version if src else None,
+                    data=new, description=description, token=token)
+                created = version.version > latest
+                if warning:
+                    warnings.append(f"EC2: {warning}")
+            default_version = previous_default or version.version
+            if req.set_default and not version.default and default_version != version.version:
+                tx.step("default version")
+                tx.on_undo(f"put back default version {default_version} of {name}",
+                           functools.partial(_restore_default, ec2, version.template_id,
+                                             default_version))
+                lt_mod.set_default_version(ec2, version.template_id, version.version)  # 5
+                default_version = version.version
+            if channel and image_name:
+                # The channel pointer in every region of the build, each naming that
+                # region's copy; each region's undo joins this transaction.
+                pointer = move_pointers(settings, clients, gate, channel,
+                                        image_name=image_name, tx=tx)[0].name
+            paths: list[Path] = []
+            if staged is not None:
+                tx.step("Karpenter manifests")
+                paths = staged.install(tx.on_undo)
+            tx.commit()
+    finally:
+        if staged is not None:
+            staged.discard()
     log.info("published %s as %s version %s", image.image_id, name, version.version)
     return PublishResult(
         template_id=version.template_id, template_name=name, version=version.version,
@@ -456,30 +486,33 @@ def _refused(err: Exception, what: str) -> AwsCallError:
     return AwsCallError(f"AWS call failed {what}: {err}")
 
 
-def _delete_version(ec2: Any, template_id: str, version: int) -> None:
-    """Undo: remove a version this run created (best effort, logged)."""
+def _undo_new_versions(clients: Clients, region: str, name: str, latest: int,
+                       description: str) -> str | None:
+    """Undo of the version step: delete what this run created (found by its description
+    above the latest version seen before; nothing when the create never happened)."""
+    deleted = delete_new_template_versions(clients, region, name, latest, description)
+    if not deleted:
+        return None
+    return f"deleted {name} version {', '.join(map(str, deleted))}"
+
+
+def _undo_new_template(clients: Clients, region: str, name: str,
+                       description: str) -> str | None:
+    deleted = delete_new_template(clients, region, name, description, MANAGED_BY)
+    return f"deleted launch template {name} ({deleted})" if deleted else None
+
+
+def _restore_default(ec2: Any, template_id: str, version: int) -> str | None:
+    """Undo of the default step (idempotent: re-read first). Raises when it cannot."""
     try:
-        resp = ec2.delete_launch_template_versions(LaunchTemplateId=template_id,
-                                                   Versions=[str(version)])
-        if resp.get("UnsuccessfullyDeletedLaunchTemplateVersions"):
-            log.warning("could not delete %s version %s: %s", template_id, version,
-                        resp["UnsuccessfullyDeletedLaunchTemplateVersions"])
-    except (ClientError, BotoCoreError) as err:
-        log.warning("could not delete %s version %s: %s", template_id, version, err)
-
-
-def _delete_template(ec2: Any, template_id: str) -> None:
-    try:
-        ec2.delete_launch_template(LaunchTemplateId=template_id)
-    except (ClientError, BotoCoreError) as err:
-        log.warning("could not delete launch template %s: %s", template_id, err)
-
-
-def _restore_default(ec2: Any, template_id: str, version: int) -> None:
-    try:
-        ec2.modify_launch_template(LaunchTemplateId=template_id, DefaultVersion=str(version))
-    except (ClientError, BotoCoreError) as err:
-        log.warning("could not restore default version %s of %s: %s", version, template_id, err)
+        current = ec2.describe_launch_templates(LaunchTemplateIds=[template_id])[
+            "LaunchTemplates"][0]["DefaultVersionNumber"]
+    except (ClientError, BotoCoreError, IndexError, KeyError) as err:
+        raise _refused(err, f"reading the default version of {template_id}") from err
+    if int(current) == int(version):
+        return None
+    lt_mod.set_default_version(ec2, template_id, version)
+    return f"default version back to {version}"
 
 
 # --------------------------------------------------------------------------- promote / rollback
@@ -498,7 +531,8 @@ def _channel_target(settings: Settings, template: str, channel: str | None,
 
 
 def promote(settings: Settings, clients: Clients, template: str, version: int | str,
-            channel: str | None = None, *, region: str | None = None) -> PromoteResult:
+            channel: str | None = None, *, region: str | None = None,
+            progress: Progress = NO_PROGRESS) -> PromoteResult:
     """Make ``version`` the default and move the channel pointer to its AMI."""
     if not str(version).isdigit():
         raise InputError(f"promote --version {version!r}: expected a version number")
@@ -519,15 +553,18 @@ def promote(settings: Settings, clients: Clients, template: str, version: int | 
                              f"{target.image_id}, which is blocked ({blocked}); a blocked AMI "
                              "is never promoted again")
     changed = target.version != current.version
-    with ExitStack() as undo:
+    pointer = None
+    with Transaction(f"promoting {template} version {target.version}", progress) as tx:
         if changed:
+            tx.step("default version")
+            tx.on_undo(f"put back default version {current.version} of {template}",
+                       functools.partial(_restore_default, ec2, target.template_id,
+                                         current.version))
             lt_mod.set_default_version(ec2, target.template_id, target.version)
-            undo.callback(_restore_default, ec2, target.template_id, current.version)
-        pointer = None
         if ch and image_name and target.image_id and _AMI_RE.match(target.image_id):
             pointer = point_channel(settings, clients, target.image_id, ch,  # every region
-                                    image_name=image_name, region=region)[0].name
-        undo.pop_all()
+                                    image_name=image_name, region=region, tx=tx)[0].name
+        tx.commit()
     return PromoteResult(template_id=target.template_id, template_name=template,
                          version=target.version, image_id=target.image_id,
                          previous_default_version=current.version,
@@ -535,7 +572,7 @@ def promote(settings: Settings, clients: Clients, template: str, version: int | 
 
 
 def rollback(settings: Settings, clients: Clients, template: str, channel: str | None = None,
-             *, region: str | None = None) -> RollbackResult:
+             *, region: str | None = None, progress: Progress = NO_PROGRESS) -> RollbackResult:
     """Make the newest version before the default whose AMI differs the default."""
     region = region or clients.region
     ec2 = clients.client("ec2", region=region)
@@ -551,15 +588,18 @@ def rollback(settings: Settings, clients: Clients, template: str, channel: str |
                          f"launches an AMI other than {current.image_id}; nothing to roll back to")
     target = max(earlier, key=lambda v: v.version)
     previous_ptr: Pointer | None = None
-    with ExitStack() as undo:
+    pointer = None
+    with Transaction(f"rolling {template} back to version {target.version}", progress) as tx:
+        tx.step("default version")
+        tx.on_undo(f"put back default version {current.version} of {template}",
+                   functools.partial(_restore_default, ec2, target.template_id,
+                                     current.version))
         lt_mod.set_default_version(ec2, target.template_id, target.version)
-        undo.callback(_restore_default, ec2, target.template_id, current.version)
-        pointer = None
         if ch and image_name and target.image_id and _AMI_RE.match(target.image_id):
             previous_ptr = get_pointer(clients, settings.ssm_prefix, image_name, ch, region=region)
             pointer = point_channel(settings, clients, target.image_id, ch,  # every region
-                                    image_name=image_name, region=region)[0].name
-        undo.pop_all()
+                                    image_name=image_name, region=region, tx=tx)[0].name
+        tx.commit()
     return RollbackResult(template_id=target.template_id, template_name=template,
                           from_version=current.version, to_version=target.version,
                           from_image_id=current.image_id, to_image_id=target.image_id,

@@ -168,7 +168,42 @@ def _check_name(ec2: Any, name: str | None) -> str:
     return name
 
 
-def _normalise_mappings(ec2: Any, raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
+#: botocore model EbsBlockDevice.Iops / .VolumeSize / .Throughput (supported ranges)
+_IOPS = {"gp3": (3000, 80000), "io1": (100, 64000), "io2": (100, 256000)}
+_SIZES = {"gp2": (1, 16384), "gp3": (1, 65536), "io1": (4, 16384), "io2": (4, 65536),
+          "st1": (125, 16384), "sc1": (125, 16384), "standard": (1, 1024)}
+_THROUGHPUT = (125, 2000)
+
+
+def _check_performance(vtype: str, size: int | None, iops: int | None,
+                       throughput: int | None) -> None:
+    """Volume size, IOPS and throughput within the model's ranges for the volume type."""
+    low, high = _SIZES[vtype]
+    if size is not None and not low <= size <= high:
+        raise _err("InvalidParameterValue", f"Volume of {size}GiB is outside the {low}-{high} "
+                   f"GiB supported for volume type {vtype}.")
+    if iops is not None:
+        if vtype not in _IOPS:
+            raise _err("InvalidParameterCombination",
+                       f"The parameter iops is not supported for {vtype} volumes.")
+        low, high = _IOPS[vtype]
+        if not low <= iops <= high:
+            raise _err("InvalidParameterValue", f"Volume iops of {iops} is outside the "
+                       f"{low}-{high} supported for volume type {vtype}.")
+    elif vtype in ("io1", "io2"):
+        raise _err("InvalidParameterCombination",
+                   f"The parameter iops must be specified for {vtype} volumes.")
+    if throughput is not None:
+        if vtype != "gp3":
+            raise _err("InvalidParameterCombination",
+                       f"The parameter throughput is not supported for {vtype} volumes.")
+        if not _THROUGHPUT[0] <= throughput <= _THROUGHPUT[1]:
+            raise _err("InvalidParameterValue", f"Throughput of {throughput} MiB/s is outside "
+                       f"the {_THROUGHPUT[0]}-{_THROUGHPUT[1]} supported for gp3.")
+
+
+def _normalise_mappings(ec2: Any, raw: list[dict[str, Any]], *,
+                        require_completed: bool = False) -> list[dict[str, Any]]:
     """Request mappings → stored mappings, checking snapshots and sizes like EC2 does."""
     out: list[dict[str, Any]] = []
     for m in raw:
@@ -184,10 +219,18 @@ def _normalise_mappings(ec2: Any, raw: list[dict[str, Any]]) -> list[dict[str, A
         ebs = dict(m.get("Ebs") or {})
         snap_id = ebs.get("SnapshotId")
         size = _int(ebs.get("VolumeSize"))
+        if snap_id and ebs.get("Encrypted") is not None:
+            # botocore model EbsBlockDevice.Encrypted: "If you are creating a block device
+            # mapping from an existing encrypted or unencrypted snapshot, you must omit this
+            # parameter"; the text is AWS's (hashicorp/terraform#1862).
+            raise _err("InvalidParameter", "Parameter encrypted is invalid. You cannot specify "
+                       "the encrypted flag if specifying a snapshot id in a block device mapping.")
         if snap_id:
             snap = ec2.snapshots.get(snap_id)
             if snap is None:
                 raise _err("InvalidSnapshot.NotFound", f"The snapshot '{snap_id}' does not exist.")
+            if require_completed and snap.status != "completed":
+                raise _err("IncorrectState", f"Snapshot '{snap_id}' is not 'completed'.")
             if size is None:
                 size = snap.volume_size
             elif size < snap.volume_size:
@@ -196,11 +239,12 @@ def _normalise_mappings(ec2: Any, raw: list[dict[str, Any]]) -> list[dict[str, A
                            f"expect size >= {snap.volume_size}GB")
         elif size is None:
             raise _err("InvalidBlockDeviceMapping",
-                       f"The device {dev} needs a SnapshotId or a VolumeSize.")
+                       f"Either snapshot ID or volume size must be provided for: {dev}")
         vtype = ebs.get("VolumeType") or "gp2"
         if vtype not in _VOLUME_TYPES:
             raise _err("InvalidParameterValue", f"Value ({vtype}) for parameter volumeType "
                        "is invalid.")
+        _check_performance(vtype, size, _int(ebs.get("Iops")), _int(ebs.get("Throughput")))
         entry: dict[str, Any] = {
             "DeleteOnTermination": _bool(ebs.get("DeleteOnTermination")) is not False,
             "VolumeSize": size, "VolumeType": vtype,
@@ -484,6 +528,24 @@ def _parse_block_device_mapping(self: Any) -> list[dict[str, Any]]:
 
 
 
+def _check_root(root: str, mappings: list[dict[str, Any]]) -> None:
+    """The root device must be an EBS mapping with a snapshot (its disk, for /dev/sda1).
+
+    An EBS-backed AMI boots from the snapshot of its root device (RegisterImage API page,
+    "Register a snapshot of a root device volume"). AWS tolerates a root device that names
+    a partition of a mapped disk (``/dev/sda1`` with ``/dev/sda`` mapped: the note in
+    hashicorp/terraform#2271), so that is accepted too. The error texts are ours.
+    """
+    by_name = {m["DeviceName"]: m for m in mappings}
+    entry = by_name.get(root) or by_name.get(re.sub(r"(?<=[a-z])\d+$", "", root))
+    if entry is None:
+        raise _err("InvalidBlockDeviceMapping",
+                   f"The root device name {root} is not in the block device mapping.")
+    if not (entry.get("Ebs") or {}).get("SnapshotId"):
+        raise _err("InvalidBlockDeviceMapping",
+                   f"The root device {root} must map an EBS snapshot (SnapshotId).")
+
+
 def register_image(self: Any) -> ActionResult:
     self.error_on_dryrun()
     ec2 = self.ec2_backend
@@ -504,8 +566,10 @@ def register_image(self: Any) -> ActionResult:
         raise _err("InvalidParameterValue",
                    f"Value ({vtype}) for parameter virtualizationType is invalid.")
     raw_maps = self._get_param("BlockDeviceMappings") or []
-    mappings = _normalise_mappings(ec2, raw_maps)
+    mappings = _normalise_mappings(ec2, raw_maps, require_completed=True)
     root = self._get_param("RootDeviceName") or "/dev/sda1"
+    if mappings:
+        _check_root(root, mappings)
     tags = _tags_for(self._get_param("TagSpecifications"), "image", ("image",))
     if not mappings and not self._get_param("ImageLocation"):
         # Deviation (DEVIATIONS.md): AWS requires a root snapshot or an ImageLocation; we
@@ -570,13 +634,19 @@ def deregister_image(self: Any) -> ActionResult:
     ec2.deregister_image(ami_id)
     result: dict[str, Any] = {"Return": True}
     if _bool(self._get_param("DeleteAssociatedSnapshots")):
+        # botocore model DeleteSnapshotReturnCode {SnapshotId, ReturnCode}: success |
+        # skipped ("associated with other AMIs") | missing-permissions | internal-error |
+        # client-error.
         statuses = []
         for sid in snaps:
+            if _snapshot_users(ec2, sid):
+                statuses.append({"SnapshotId": sid, "ReturnCode": "skipped"})
+                continue
             try:
                 ec2.delete_snapshot(sid)
-                statuses.append({"ResourceId": sid, "ReturnCode": "success"})
+                statuses.append({"SnapshotId": sid, "ReturnCode": "success"})
             except EC2ClientError:
-                statuses.append({"ResourceId": sid, "ReturnCode": "error-generic"})
+                statuses.append({"SnapshotId": sid, "ReturnCode": "client-error"})
         result["DeleteSnapshotResults"] = statuses
     return ActionResult(result)
 

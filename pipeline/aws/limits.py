@@ -45,8 +45,12 @@ from botocore.exceptions import ClientError
 
 from pipeline.aws.clients import error_code
 from pipeline.core.config import LimitsSettings
+from pipeline.core.errors import AwsCallError
 
-__all__ = ["Quota", "QUOTAS", "Limits", "limits_for", "per_region", "Outcome", "region_slot",
+#: What EC2 answers when an account is over a resource quota such as concurrent AMI copies.
+QUOTA_CODES = frozenset({"ResourceLimitExceeded"})
+
+__all__ = ["QUOTA_CODES", "Quota", "QUOTAS", "Limits", "limits_for", "per_region", "Outcome", "region_slot",
            "backoff_call", "first_error", "DEFAULT_REGION_WORKERS"]
 
 log = logging.getLogger(__name__)
@@ -172,14 +176,17 @@ def region_slot(api: str, region: str, limit: int) -> Iterator[None]:
 def backoff_call(fn: Callable[[], T], *, codes: frozenset[str], what: str, attempts: int = 6,
                  base: float = 1.0, cap: float = 30.0) -> T:
     """``fn()``, retried with full-jitter exponential backoff while AWS answers one of
-    ``codes`` (a quota such as ``ResourceLimitExceeded`` that botocore does not retry)."""
+    ``codes`` (a quota such as ``ResourceLimitExceeded`` that botocore does not retry),
+    raised as a ``ClientError`` or as the cause of an :class:`AwsCallError`."""
     for attempt in range(attempts):
         try:
             return fn()
-        except ClientError as err:
-            if error_code(err) not in codes or attempt == attempts - 1:
+        except (ClientError, AwsCallError) as err:
+            cause = err if isinstance(err, ClientError) else err.__cause__
+            code = error_code(cause) if isinstance(cause, BaseException) else ""
+            if code not in codes or attempt == attempts - 1:
                 raise
             delay = random.uniform(0, min(cap, base * 2 ** attempt))
-            log.info("%s: %s; retrying in %.1fs", what, error_code(err), delay)
+            log.info("%s: %s; retrying in %.1fs", what, code, delay)
             time.sleep(delay)
     raise AssertionError("unreachable")

@@ -82,6 +82,19 @@ def _image_in(clients: Clients, region: str, image_id: str | None,
     return None
 
 
+def _images_in(settings: Settings, clients: Clients, regions: list[str], known: dict[str, str],
+               build_id: str | None) -> dict[str, dict[str, Any] | None]:
+    """:func:`_image_in` for every region at once (a pool bounded by ``aws.limits``)."""
+    from pipeline.aws.limits import first_error, limits_for, per_region
+
+    outcomes = per_region(lambda r: _image_in(clients, r, known.get(r), build_id), regions,
+                          workers=limits_for(settings.limits).region_workers)
+    err = first_error(outcomes)
+    if err is not None:
+        raise err
+    return {o.region: o.value for o in outcomes}  # type: ignore[misc]
+
+
 def _home_facts(image: Any) -> tuple[str, str, str | None, str | None]:
     """(image id, state, build id, image name) of a DescribeImages entry or of an object
     with those attributes (such as :class:`pipeline.publish.release.ImageInfo`)."""
@@ -143,11 +156,14 @@ def gate_publication(settings: Settings, clients: Clients, target: str | BuildRe
     while True:
         still: list[str] = []
         problems: list[str] = []
+        looked_up = _images_in(settings, clients, [
+            w for w in pending if not (first and facts is not None and w == home)],
+            known, build_id)
         for where in pending:
             if first and facts is not None and where == home:
                 img: dict[str, Any] | None = {"ImageId": facts[0], "State": facts[1]}
             else:
-                img = _image_in(clients, where, known.get(where), build_id)
+                img = looked_up[where]
             state = (img or {}).get("State")
             if img is not None and state == "available":
                 result.image_ids[where] = img["ImageId"]

@@ -8,7 +8,10 @@ target <= 200) for the same disk written as an 8 GiB EBS snapshot and for the se
 EKS AMIs. Not a test: it prints figures.
 
     .venv/bin/python benchmarks/verify_bench.py [--workdir DIR [--reuse]] [--filler-mib 300]
-                                                [--runs 3] [--no-ami]
+                                                [--runs 3] [--no-ami] [--before OLD_TREE]
+
+``--before OLD_TREE`` (a ``git archive`` of an older commit) runs both checkouts on the
+same images, alternating, and prints the after/before wall-time ratio per format.
 """
 from __future__ import annotations
 
@@ -74,6 +77,45 @@ def _build(work: Path, filler_mib: int) -> dict[str, Path]:
 def _child_cpu() -> float:
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     return ru.ru_utime + ru.ru_stime
+
+
+def _verify_once(path: Path, tree: Path | None = None) -> tuple[float, float, dict[str, object]]:
+    """One fresh ``invoke verify --image --json`` process of this checkout or of ``tree``."""
+    env = dict(os.environ)
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree)
+    c0 = _child_cpu()
+    t0 = time.perf_counter()
+    proc = subprocess.run([INVOKE, "verify", "--image", str(path), "--json"],
+                          cwd=tree or REPO, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - t0
+    if proc.returncode not in (0, 1):
+        raise SystemExit(f"verify failed on {path}: {proc.stderr.strip()}")
+    return wall, _child_cpu() - c0, json.loads(proc.stdout)
+
+
+def _compare(images: dict[str, Path], before: Path, runs: int) -> None:
+    """Same-run peer: this checkout vs ``before`` (an older tree), rotated, medians."""
+    print(f"\nthis checkout vs --before {before} (median of {runs} rounds, order rotated; "
+          f"load average {os.getloadavg()[0]:.1f})")
+    print(f"{'format':26} {'before s':>9} {'after s':>8} {'ratio':>6} {'before MiB':>10} "
+          f"{'after MiB':>9}  target (ratio <= 1.5, <= 2 MiB read)")
+    ratios = []
+    for fmt, path in images.items():
+        walls: dict[str, list[float]] = {"before": [], "after": []}
+        read: dict[str, int] = {}
+        for i in range(runs):
+            order = [("before", before), ("after", None)]
+            for label, tree in order if i % 2 == 0 else order[::-1]:
+                wall, _cpu, doc = _verify_once(path, tree)
+                walls[label].append(wall)
+                read[label] = int(doc["bytes_read"])  # type: ignore[call-overload]
+        b, a = statistics.median(walls["before"]), statistics.median(walls["after"])
+        ratios.append(a / b)
+        ok = "ok" if a / b <= 1.5 and read["after"] <= 2 * MiB else "MISSED"
+        print(f"{fmt:26} {b:>9.3f} {a:>8.3f} {a / b:>6.2f} {read['before'] / MiB:>10.2f} "
+              f"{read['after'] / MiB:>9.2f}  {ok}")
+    print(f"median ratio after/before: {statistics.median(ratios):.2f}")
 
 
 def _run_verify(path: Path, runs: int) -> tuple[float, float, dict[str, object]]:
@@ -152,11 +194,17 @@ def main() -> None:
     ap.add_argument("--no-ami", action="store_true")
     ap.add_argument("--reuse", action="store_true",
                     help="reuse the images already in --workdir instead of building them")
+    ap.add_argument("--before", type=Path, default=None,
+                    help="an older checkout (e.g. from `git archive`): time both, interleaved, "
+                         "and print after/before ratios instead of the absolute table")
     args = ap.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="verify-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
         images = (_existing(work) if args.reuse else None) or _build(work, args.filler_mib)
+        if args.before is not None:
+            _compare(images, args.before.resolve(), args.runs)
+            return
         print(f"\ninvoke verify --image (median of {args.runs} fresh processes; "
               f"targets: <= 1 s, <= 32 MiB read; load average {os.getloadavg()[0]:.1f} "
               f"on {os.cpu_count()} CPUs)")

@@ -7,7 +7,8 @@ Two things differ, both about usage errors and speed:
 - a usage error (unknown task or flag, a flag without its value, ``--keep abc``) is one
   line on stderr and exit 2; with ``--json`` also ``{"error": ..., "exit_code": 2}`` on
   stdout (``invoke`` itself prints Invoke's message and exits 1);
-- ``eks-ami verify --image PATH [--require R] [--json]`` does not load Invoke at all:
+- ``eks-ami verify --image PATH [--require R] [--cluster-version V] [--strict] [--json]``
+  does not load Invoke at all:
   :func:`_verify_fast_path` reads exactly those flags (with the same long and short names
   as the task, checked by a test) and calls the same function the task does. Any other
   argument, ``--help`` included, goes through the Program.
@@ -26,6 +27,8 @@ VERIFY_FAST_FLAGS: dict[str, tuple[str, str, bool]] = {
     "image": ("--image", "-i", True),
     "require": ("--require", "-r", True),
     "json": ("--json", "-j", False),
+    "cluster_version": ("--cluster-version", "-l", True),
+    "strict": ("--strict", "-s", False),
 }
 
 
@@ -36,7 +39,8 @@ def _verify_fast_path(args: list[str]) -> dict[str, Any] | None:
     lookup = {}
     for name, (long_, short, value) in VERIFY_FAST_FLAGS.items():
         lookup[long_] = lookup[short] = (name, value)
-    got: dict[str, Any] = {"require": "any", "json": False}
+    got: dict[str, Any] = {"require": "any", "json": False, "cluster_version": None,
+                           "strict": False}
     seen: set[str] = set()
     rest = args[1:]
     i = 0
@@ -177,7 +181,8 @@ def main(argv: list[str] | None = None) -> None:
     if fast is not None:
         from pipeline.cli import run_verify_image
 
-        run_verify_image(fast["image"], require=fast["require"], as_json=fast["json"])
+        run_verify_image(fast["image"], require=fast["require"], as_json=fast["json"],
+                         cluster_version=fast["cluster_version"], strict=fast["strict"])
         return
     _make_program().run(_init_positional(argv))
 

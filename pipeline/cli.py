@@ -104,13 +104,15 @@ def write_error_document(out: TextIO, message: str, exit_code: int, *,
     out.flush()
 
 
-def run_verify_image(image: str, *, require: str = "any", as_json: bool = False) -> Any:
+def run_verify_image(image: str, *, require: str = "any", as_json: bool = False,
+                     cluster_version: str | None = None, strict: bool = False) -> Any:
     """``verify --image``: the task and the console command's fast path both call this."""
 
     def go() -> Any:
         from pipeline.image import verify as v
 
-        return v.verify_image(image, require=require)
+        return v.verify_image(image, require=require, cluster_version=cluster_version,
+                              strict=strict)
 
     setup_logging()
     return run_task(go, as_json=as_json)

@@ -124,15 +124,19 @@ def demo(c, workdir=None, json=False):
             "require": "Bootstrap mechanism to require: any (default), bootstrap.sh or nodeadm",
             "no_tag": "With --ami: do not record the result as tags on the AMI",
             "region": "With --ami: the AMI's region (default: the configured region)",
+            "cluster_version": "Kubernetes minor version of the cluster (1.31): a kubelet newer "
+                               "than it or more than 3 minors older fails (version-skew)",
+            "strict": "Runtime and image-hygiene findings fail instead of warning",
             "config": CONFIG_HELP, "json": JSON_HELP})
 def verify(c, image=None, ami=None, require="any", no_tag=False, region=None, config=None,
-           json=False):
-    """Prove offline that a disk image or AMI can bootstrap as an EKS node."""
+           json=False, cluster_version=None, strict=False):
+    """Prove offline that a disk image or AMI can join an EKS cluster as a node."""
 
     if image and not (ami or no_tag or region or config):
         from pipeline.cli import run_verify_image   # the same call as `eks-ami verify --image`
 
-        run_verify_image(image, require=require, as_json=json)
+        run_verify_image(image, require=require, as_json=json,
+                         cluster_version=cluster_version, strict=strict)
         return
 
     def go() -> Any:
@@ -143,12 +147,13 @@ def verify(c, image=None, ami=None, require="any", no_tag=False, region=None, co
         if image:
             from pipeline.image import verify as v
 
-            return v.verify_image(image, require=require)
+            return v.verify_image(image, require=require, cluster_version=cluster_version,
+                                  strict=strict)
         settings = _settings(config, required=False)
         from pipeline.lineage.verify_ami import verify_ami
 
         return verify_ami(_clients(settings), ami, require=require, tag=not no_tag,
-                            region=region)
+                            region=region, cluster_version=cluster_version, strict=strict)
 
     _run(go, json)
 

@@ -494,7 +494,9 @@ def run_plan(settings: Settings, clients: Clients, plan: BakePlan,
 
         with _SweepOnError(clients, plan, journal):
             report = verify_ami(clients, ami, require=plan.image.require, tag=True,
-                                region=region)
+                                region=region, cluster_version=(
+                                    settings.cluster.kubernetes_version
+                                    if settings.cluster is not None else None))
         reports[region] = report
         checks.append(f"offline verify {ami} ({region}): verdict {report.verdict}"
                       + (f", mechanism {report.mechanism}" if report.mechanism else ""))

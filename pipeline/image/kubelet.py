@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pipeline.core.errors import InputError
 from pipeline.image.diskread.fs import Node, RootFs
 
-__all__ = ["KubeletVersion", "kubelet_version", "parse_cluster_version", "skew",
+__all__ = ["KubeletVersion", "kubelet_version", "parse_cluster_version", "skew", "skew_of",
            "VERSION_FILE", "MAX_OLDER_MINORS", "SCAN_SMALL", "READ_BUDGET"]
 
 VERSION_FILE = "/etc/eks/kubelet-version.txt"
@@ -94,6 +94,17 @@ def skew(kubelet: KubeletVersion, cluster: tuple[int, int]) -> str | None:
         return (f"kubelet {kubelet.version} is more than {MAX_OLDER_MINORS} minor versions "
                 f"older than the cluster's Kubernetes {cv}")
     return None
+
+
+def skew_of(kubelet: str | None, cluster: str | None) -> str | None:
+    """:func:`skew` for a recorded version string (an AMI tag); None when either is unknown."""
+    if not kubelet or cluster is None:
+        return None
+    parsed = _parse(kubelet.encode())
+    major_minor = parse_cluster_version(cluster)
+    if parsed is None or major_minor is None:
+        return None
+    return skew(KubeletVersion(parsed[0], parsed[1], parsed[2]), major_minor)
 
 
 class _Budget:

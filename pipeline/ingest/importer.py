@@ -291,10 +291,16 @@ def disk_layout(path: Path) -> DiskLayout:
         return DiskLayout("mbr", len(used_types), 0xEF in used_types, False)
 
 
-def _bootstrap(path: Path, require: str) -> tuple[str, str | None]:
+def _cluster_version(settings: Settings) -> str | None:
+    """The configured cluster's Kubernetes version (verify's kubelet skew check), if any."""
+    return settings.cluster.kubernetes_version if settings.cluster is not None else None
+
+
+def _bootstrap(path: Path, require: str,
+               cluster_version: str | None = None) -> tuple[str, str | None]:
     from pipeline.image import verify
 
-    report = verify.verify_image(str(path), require=require)
+    report = verify.verify_image(str(path), require=require, cluster_version=cluster_version)
     if getattr(report, "exit_code", 0):
         verdict = getattr(report, "verdict", "failed")
         raise PreflightError(
@@ -327,7 +333,7 @@ def preflight(settings: Settings, clients: Clients, req: ImportRequest,
     if not path.is_file() or path.stat().st_size == 0:
         raise PreflightError(f"{path}: not a non-empty regular file; give a disk image")
     qfmt, vmi_fmt, vsize = _container(path, method)
-    verdict, mechanism = _bootstrap(path, image.require)
+    verdict, mechanism = _bootstrap(path, image.require, _cluster_version(settings))
     layout = disk_layout(path)
     if layout.table == "none":
         raise PreflightError(f"{path}: no MBR or GPT partition table (a bare filesystem?); EC2 "
@@ -489,10 +495,12 @@ def _tag(ec2: Any, ids: list[str], lineage: dict[str, str]) -> None:
          Tags=tags.to_tag_list(lineage))
 
 
-def _verify_ami(clients: Clients, image_id: str, require: str) -> Verification:
+def _verify_ami(clients: Clients, image_id: str, require: str,
+                cluster_version: str | None = None) -> Verification:
     from pipeline.lineage.verify_ami import verify_ami
 
-    report = verify_ami(clients, image_id, require=require, tag=True)
+    report = verify_ami(clients, image_id, require=require, tag=True,
+                        cluster_version=cluster_version)
     verdict = report.verdict
     ver: Verification = report.to_verification()
     if report.exit_code:
@@ -525,7 +533,8 @@ def import_image(settings: Settings, clients: Clients, req: ImportRequest,
                                                         progress)
         _tag(ec2, [image_id, *snaps], lineage)
         progress.status(f"verifying {image_id} offline (verify --ami)")
-        verification = _verify_ami(clients, image_id, pf.image.require)
+        verification = _verify_ami(clients, image_id, pf.image.require,
+                                   _cluster_version(settings))
         record.status = "succeeded"
         record.finished_at = BuildRecord.now()
         record.image_ids = {clients.region: image_id}

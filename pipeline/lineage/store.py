@@ -184,6 +184,11 @@ class HistoryRow:
             return "unverified"
         return f"{v.verdict} ({v.mechanism})" if v.mechanism else v.verdict
 
+    @property
+    def kubelet_label(self) -> str:
+        v = self.verification
+        return (v.kubelet_version or "unknown") if v is not None else "-"
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "build_id": self.build_id, "image_name": self.image_name, "method": self.method,
@@ -217,8 +222,8 @@ class HistoryResult:
         if not self.rows:
             what = f" of image {self.image}" if self.image else ""
             return f"no builds{what} recorded under this configuration"
-        head = ("BUILD", "TIME", "IMAGE", "SOURCE", "REGION", "AMI", "VERIFY", "TEMPLATE VERSIONS",
-                "POINTERS")
+        head = ("BUILD", "TIME", "IMAGE", "SOURCE", "REGION", "AMI", "VERIFY", "KUBELET",
+                "TEMPLATE VERSIONS", "POINTERS")
         lines: list[tuple[str, ...]] = []
         for r in self.rows:
             regions = sorted(r.image_ids) or ["-"]
@@ -237,6 +242,7 @@ class HistoryResult:
                               r.source if first else "",
                               region, ami,
                               r.verification_label if first else "",
+                              r.kubelet_label if first else "",
                               versions, pointers))
         widths = [max(len(row[i]) for row in [head, *lines]) for i in range(len(head) - 1)]
         out = []
@@ -276,9 +282,15 @@ def lineage_tags(record: BuildRecord) -> dict[str, str]:
     v = record.verification
     if v is not None:
         optional.update({T.VERIFY_VERDICT: v.verdict, T.VERIFY_MECHANISM: v.mechanism,
-                         T.VERIFY_TIME: v.checked_at, T.VERIFY_TOOL_VERSION: v.tool_version})
+                         T.VERIFY_TIME: v.checked_at, T.VERIFY_TOOL_VERSION: v.tool_version,
+                         T.VERIFY_KUBELET_VERSION: v.kubelet_version or "unknown",
+                         T.VERIFY_WARNINGS: " ".join(v.warnings) or "none"})
     out.update({k: val for k, val in optional.items() if val})
     return {k[:128]: str(val)[:256] for k, val in out.items() if val is not None and val != ""}
+
+
+def _known(value: str | None) -> str | None:
+    return None if value in (None, "", "unknown") else value
 
 
 def record_from_tags(tags: dict[str, str], *, region: str, image_id: str,
@@ -292,7 +304,10 @@ def record_from_tags(tags: dict[str, str], *, region: str, image_id: str,
         verification = Verification(verdict=tags[T.VERIFY_VERDICT],
                                     mechanism=tags.get(T.VERIFY_MECHANISM) or None,
                                     checked_at=tags.get(T.VERIFY_TIME, ""),
-                                    tool_version=tags.get(T.VERIFY_TOOL_VERSION, ""))
+                                    tool_version=tags.get(T.VERIFY_TOOL_VERSION, ""),
+                                    kubelet_version=_known(tags.get(T.VERIFY_KUBELET_VERSION)),
+                                    warnings=tuple(w for w in tags.get(
+                                        T.VERIFY_WARNINGS, "").split() if w != "none"))
     return BuildRecord(
         build_id=build_id, image_name=tags.get(T.IMAGE_NAME, ""),
         method=tags.get(T.METHOD, ""), status="unknown",

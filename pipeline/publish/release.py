@@ -47,7 +47,8 @@ from pipeline.publish import user_data as ud
 from pipeline.aws.clients import Clients, error_code
 from pipeline.core.config import LaunchTemplateSettings, Settings
 from pipeline.publish.gate import gate_publication, move_pointers, point_channel
-from pipeline.core.errors import AwsCallError, ImageReadError, InputError, LintError
+from pipeline.core.errors import (AwsCallError, ImageReadError, InputError, LintError,
+                                  VerificationFailed)
 from pipeline.aws.templates import TemplateVersion
 from pipeline.aws.ssm import Pointer, get_pointer, pointer_name
 from pipeline.aws.cleanup import delete_new_template, delete_new_template_versions
@@ -105,6 +106,8 @@ class ImageInfo:
     verdict: str | None
     mechanism: str | None
     blocked: str | None = None       # the blocklist tag (rollback --block), if any
+    kubelet_version: str | None = None            # verify's kubelet version tag
+    verify_warnings: tuple[str, ...] = ()         # verify's warning check ids
 
     @classmethod
     def from_api(cls, image: dict[str, Any]) -> "ImageInfo":
@@ -115,7 +118,10 @@ class ImageInfo:
                    build_id=tags.get(T.BUILD_ID), image_name=tags.get(T.IMAGE_NAME),
                    verdict=tags.get(T.VERIFY_VERDICT),
                    mechanism=mech if mech in ud.MECHANISMS else None,
-                   blocked=tags.get(T.BLOCKED) or None)
+                   blocked=tags.get(T.BLOCKED) or None,
+                   kubelet_version=(tags.get(T.VERIFY_KUBELET_VERSION) or None),
+                   verify_warnings=tuple(w for w in tags.get(T.VERIFY_WARNINGS, "").split()
+                                         if w != "none"))
 
 
 @dataclass(slots=True)
@@ -267,6 +273,24 @@ def _check_image(image: ImageInfo, allow_unverified: bool) -> None:
                          "fix the image and verify it again; it cannot join a cluster")
 
 
+def _verify_notes(settings: Settings, image: ImageInfo) -> list[str]:
+    """Refuse a kubelet/cluster version skew; repeat verify's warnings (hygiene, runtime)."""
+    from pipeline.image.kubelet import skew_of
+
+    cluster = settings.cluster.kubernetes_version if settings.cluster is not None else None
+    kubelet = image.kubelet_version if image.kubelet_version != "unknown" else None
+    why = skew_of(kubelet, cluster)
+    if why:
+        raise VerificationFailed(f"AMI {image.image_id}: verdict version-skew: {why}; publish "
+                                 f"an AMI built for Kubernetes {cluster}")
+    notes = [f"verify warned: {w} (run `invoke verify --ami {image.image_id}` for the paths)"
+             for w in image.verify_warnings]
+    if cluster and image.kubelet_version == "unknown":
+        notes.append(f"AMI {image.image_id}: kubelet version unknown; cannot check it against "
+                     f"the cluster's Kubernetes {cluster}")
+    return notes
+
+
 def _mechanism(settings: Settings, lt: LaunchTemplateSettings, image: ImageInfo,
                user_data_text: str | None) -> str:
     """The AMI's mechanism: verified, else the image's configured ``require``, else the file's."""
@@ -335,6 +359,7 @@ def publish(settings: Settings, clients: Clients, req: PublishRequest, *,
     mechanism = _mechanism(settings, lt, image, file_text)
     _check_require(settings, lt, image)
     family_warning = _family_warning(lt, image)
+    verify_notes = _verify_notes(settings, image)
     cluster = settings.cluster
     if file_text is None:
         text = ud.render_for(settings.require_cluster(), lt.user_data, mechanism).text
@@ -376,6 +401,7 @@ def publish(settings: Settings, clients: Clients, req: PublishRequest, *,
     groups = lt_mod.describe_security_groups(ec2, sg_ids) if sg_ids else {}   # call 3
     problems = lt_mod.rule_problems(resulting, root_device=image.root_device, groups=groups)
     warnings: list[str] = [family_warning] if family_warning else []
+    warnings += verify_notes
     if problems:
         lines = [f"launch template {name}: {p}" for p in problems]
         if lt.karpenter:

@@ -223,7 +223,8 @@ def test_bootstrap_sh_image_gets_bootstrap_user_data_and_al2_nodeclass(emulator,
     docs = [yaml.safe_load(Path(p).read_text()) for p in res.karpenter_manifests]
     nodeclass = next(d for d in docs if d["kind"] == "EC2NodeClass")
     assert nodeclass["spec"]["amiFamily"] == "AL2"
-    assert nodeclass["spec"]["amiSelectorTerms"] == [{"id": ami}]
+    assert nodeclass["spec"]["amiSelectorTerms"] == [   # follows the channel's pointer
+        {"ssmParameter": "/eks-ami-pipeline/eks-node-al2023/candidate"}]
     assert "bootstrap.sh" not in nodeclass["spec"]["userData"].replace("# eks-ami", "")  \
         or "appends the /etc/eks/bootstrap.sh" in nodeclass["spec"]["userData"]
     res2 = publish(settings, clients, PublishRequest(ami_id=ami, karpenter="v1alpha5"))

@@ -55,6 +55,7 @@ from pipeline.core.config import ImageSettings, ImportSettings, Settings
 from pipeline.core.errors import (ConfigError, InputError, OperationFailed, PreflightError,
     VerificationFailed)
 from pipeline.lineage.store import record_build
+from pipeline.core.inputs import check_file
 from pipeline.core.progress import NO_PROGRESS, Progress
 from pipeline.core.records import BuildRecord, Verification
 
@@ -328,10 +329,10 @@ def preflight(settings: Settings, clients: Clients, req: ImportRequest,
               progress: Progress = NO_PROGRESS) -> Preflight:
     """All checks that must pass before anything is uploaded or created; see module doc."""
     image, path, method, bucket, kms = _resolve(settings, req)
-    if not path.exists():
-        raise PreflightError(f"{path}: no such file; give the path of a disk image with --image")
-    if not path.is_file() or path.stat().st_size == 0:
-        raise PreflightError(f"{path}: not a non-empty regular file; give a disk image")
+    try:
+        check_file(path, what="", hint="give the path of a disk image with --image")
+    except InputError as err:
+        raise PreflightError(err.message) from err
     qfmt, vmi_fmt, vsize = _container(path, method)
     verdict, mechanism = _bootstrap(path, image.require, _cluster_version(settings))
     layout = disk_layout(path)

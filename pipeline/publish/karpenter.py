@@ -3,15 +3,21 @@
 - ``v1alpha5``: the seed's ``Provisioner`` (``karpenter.sh/v1alpha5``) whose
   ``spec.provider.launchTemplate`` names the launch template (Karpenter ≤ v0.31 uses the
   template's default version, so publish/promote/rollback steer it).
-- ``v1``: an ``EC2NodeClass`` (``karpenter.k8s.aws/v1``) whose ``amiSelectorTerms`` pin the AMI
-  id, with ``userData`` for its family (``AL2023``: a NodeConfig MIME that Karpenter merges with
-  its own; ``AL2``: a MIME shell part that runs before the ``bootstrap.sh`` call Karpenter
-  appends), plus a ``NodePool`` (``karpenter.sh/v1``) referencing it.
+- ``v1``: an ``EC2NodeClass`` (``karpenter.k8s.aws/v1``) with ``userData`` for its family
+  (``AL2023``: a NodeConfig MIME that Karpenter merges with its own; ``AL2``: a MIME shell part
+  that runs before the ``bootstrap.sh`` call Karpenter appends), plus a ``NodePool``
+  (``karpenter.sh/v1``) referencing it. ``amiSelectorTerms`` follow ``karpenter.ami_selector``:
+  ``ssm`` (default) selects ``[{ssmParameter: <the template's channel pointer>}]``, so ``publish``,
+  ``promote`` and ``rollback``, which move that pointer, move Karpenter's nodes too (Karpenter
+  >= v1.4; it caches custom SSM parameters for 5 minutes and re-resolves AMIs every
+  ``--ami-refresh-interval``, then drift replaces the nodes); ``id`` pins the published AMI;
+  ``tags`` selects the newest AMI of this account tagged with the image name.
 
-Each manifest is checked with :mod:`jsonschema` against the ``openAPIV3Schema`` of the served
-version in the vendored CRDs (``pipeline/data/karpenter-crds``, see PROVENANCE.md there). CEL
-rules (``x-kubernetes-validations``) are not evaluated by jsonschema; the ones our manifests can
-break (exactly one of ``role``/``instanceProfile``; an ``id`` term alone) are checked by hand.
+Each manifest is validated as the API server would create it (:mod:`crd_schema`): the
+``openAPIV3Schema`` of the served version in the vendored CRDs (``pipeline/data/karpenter-crds``,
+see PROVENANCE.md there) with defaults applied and unknown fields refused, and every
+``x-kubernetes-validations`` CEL rule evaluated with cel-python (transition rules, which only run
+on update, excepted).
 """
 from __future__ import annotations
 
@@ -23,12 +29,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import jsonschema
 import yaml
 
 from pipeline.publish import user_data as ud
 from pipeline.core.config import ClusterSettings, LaunchTemplateSettings, Settings
+from pipeline.aws.ssm import pointer_name
+from pipeline.core import tags as T
 from pipeline.core.errors import InputError, LintError
+from pipeline.publish import crd_schema as _crd
 
 __all__ = ["VERSIONS", "Manifest", "StagedManifests", "render_manifests", "validate",
            "stage_manifests", "write_manifests", "crd_schema"]
@@ -42,6 +50,11 @@ _CRDS = {
     ("karpenter.sh/v1", "NodePool"): "v1.14.1/karpenter.sh_nodepools.yaml",
 }
 _AMI_FAMILY = {ud.NODEADM: "AL2023", ud.BOOTSTRAP_SH: "AL2"}
+AMI_SELECTORS = ("ssm", "id", "tags")
+#: What a reader of the manifest (and of publish's output) must know about ``ssmParameter``.
+SSM_FOLLOW_NOTE = ("Karpenter (>= v1.4) follows the SSM parameter: it caches custom parameters "
+                   "for 5 minutes and re-resolves AMIs every --ami-refresh-interval, so nodes move "
+                   "(by drift) within minutes of publish/promote/rollback, not at once")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,9 +65,11 @@ class Manifest:
     name: str
     filename: str
     body: dict[str, Any] = field(compare=False)
+    note: str = field(default="", compare=False)
 
     def to_yaml(self) -> str:
-        return str(yaml.safe_dump(self.body, sort_keys=False, width=10_000))
+        text = str(yaml.safe_dump(self.body, sort_keys=False, width=10_000))
+        return "".join(f"# {line}\n" for line in self.note.splitlines()) + text
 
 
 @functools.cache
@@ -72,38 +87,22 @@ def crd_schema(api_version: str, kind: str) -> dict[str, Any]:
 
 
 def validate(body: dict[str, Any]) -> list[str]:
-    """Schema problems of one manifest, one line each (``kind/name: path: message``)."""
+    """Problems the API server would report creating this manifest, one line each
+    (``kind/name: path: message``): schema, unknown fields, every CEL rule."""
     api, kind = body.get("apiVersion", ""), body.get("kind", "")
     schema = crd_schema(api, kind)
     who = f"{kind}/{(body.get('metadata') or {}).get('name', '?')}"
-    out = []
-    for err in sorted(jsonschema.Draft7Validator(schema).iter_errors(body),
-                      key=lambda e: list(map(str, e.absolute_path))):
-        path = ".".join(str(p) for p in err.absolute_path) or "(top level)"
-        out.append(f"{who}: {path}: {err.message}")
-    out += [f"{who}: {p}" for p in _cel_problems(body)]
-    return out
-
-
-def _cel_problems(body: dict[str, Any]) -> list[str]:
-    """The CEL rules of the v1 CRDs our generated manifests could break."""
-    if body.get("kind") != "EC2NodeClass":
-        return []
-    spec = body.get("spec") or {}
-    out = []
-    if ("role" in spec) == ("instanceProfile" in spec):
-        out.append("spec: expected exactly one of role or instanceProfile")
-    terms = spec.get("amiSelectorTerms") or []
-    if any("id" in t for t in terms) and any(len(t) > 1 for t in terms):
-        out.append("spec.amiSelectorTerms: 'id' is mutually exclusive with other fields")
-    if not spec.get("amiFamily") and not any("alias" in t for t in terms):
-        out.append("spec.amiFamily: required unless an alias term is used")
-    return out
+    return _crd.validate(body, schema, who=who)
 
 
 def render_manifests(settings: Settings, version: str, *, template: LaunchTemplateSettings,
-                     ami_id: str, mechanism: str) -> list[Manifest]:
-    """The manifests for ``version`` (``v1`` or ``v1alpha5``), validated; LintError if not."""
+                     ami_id: str, mechanism: str, channel: str | None = None,
+                     ami_selector: str | None = None) -> list[Manifest]:
+    """The manifests for ``version`` (``v1`` or ``v1alpha5``), validated; LintError if not.
+
+    ``channel`` is the SSM channel the v1 EC2NodeClass follows (default: the template's);
+    ``ami_selector`` overrides ``karpenter.ami_selector``.
+    """
     if version not in VERSIONS:
         raise InputError(f"--karpenter {version!r}: expected one of {', '.join(VERSIONS)}")
     cluster = settings.require_cluster()
@@ -111,7 +110,9 @@ def render_manifests(settings: Settings, version: str, *, template: LaunchTempla
     if version == "v1alpha5":
         manifests = [_provisioner(name, template)]
     else:
-        manifests = _v1(name, cluster, template, ami_id, mechanism)
+        selector = ami_selector or settings.karpenter.ami_selector
+        terms, note = ami_selector_terms(settings, template, ami_id, selector, channel)
+        manifests = _v1(name, cluster, template, ami_id, mechanism, terms=terms, note=note)
     problems = [p for m in manifests for p in validate(m.body)]
     if problems:
         raise LintError(f"Karpenter {version} manifests do not match the CRD schema: {problems[0]}",
@@ -233,8 +234,28 @@ def _provisioner(name: str, template: LaunchTemplateSettings) -> Manifest:
     return Manifest("Provisioner", name, f"{name}-provisioner.yaml", body)
 
 
+def ami_selector_terms(settings: Settings, template: LaunchTemplateSettings, ami_id: str,
+                       selector: str, channel: str | None = None) -> tuple[list[dict[str, Any]], str]:
+    """The EC2NodeClass ``amiSelectorTerms`` for ``selector``, and the note that goes with them."""
+    if selector not in AMI_SELECTORS:
+        raise InputError(f"karpenter.ami_selector {selector!r}: expected one of "
+                         f"{', '.join(AMI_SELECTORS)}")
+    if selector == "id":
+        return [{"id": ami_id}], (f"amiSelectorTerms pin {ami_id}: promote/rollback do not move "
+                                  "these nodes until the manifest is re-rendered and applied")
+    if selector == "tags":
+        return ([{"tags": {T.IMAGE_NAME: template.image}, "owner": "self"}],
+                f"amiSelectorTerms select the newest available AMI of this account tagged "
+                f"{T.IMAGE_NAME}={template.image} (the newest build, not a channel)")
+    ch = channel or template.channel
+    param = pointer_name(settings.ssm_prefix, template.image, ch)
+    return [{"ssmParameter": param}], f"amiSelectorTerms follow {param} (channel {ch}). " + \
+        SSM_FOLLOW_NOTE
+
+
 def _v1(name: str, cluster: ClusterSettings, template: LaunchTemplateSettings, ami_id: str,
-        mechanism: str) -> list[Manifest]:
+        mechanism: str, *, terms: list[dict[str, Any]] | None = None,
+        note: str = "") -> list[Manifest]:
     family = _AMI_FAMILY.get(mechanism)
     if family is None:
         raise InputError(f"Karpenter v1: no amiFamily for bootstrap mechanism {mechanism!r}")
@@ -243,7 +264,7 @@ def _v1(name: str, cluster: ClusterSettings, template: LaunchTemplateSettings, a
                 else [{"tags": discovery}])
     spec: dict[str, Any] = {
         "amiFamily": family,
-        "amiSelectorTerms": [{"id": ami_id}],
+        "amiSelectorTerms": terms or [{"id": ami_id}],
         "subnetSelectorTerms": [{"tags": discovery}],
         "securityGroupSelectorTerms": sg_terms,
         "metadataOptions": {"httpEndpoint": "enabled", "httpTokens": "required",
@@ -280,7 +301,7 @@ def _v1(name: str, cluster: ClusterSettings, template: LaunchTemplateSettings, a
         pool_template["metadata"] = tmpl_meta
     nodepool = {"apiVersion": "karpenter.sh/v1", "kind": "NodePool", "metadata": {"name": name},
                 "spec": {"template": pool_template}}
-    return [Manifest("EC2NodeClass", name, f"{name}-ec2nodeclass.yaml", nodeclass),
+    return [Manifest("EC2NodeClass", name, f"{name}-ec2nodeclass.yaml", nodeclass, note),
             Manifest("NodePool", name, f"{name}-nodepool.yaml", nodepool)]
 
 

@@ -15,12 +15,22 @@ The seed's stack had naming bugs; the fixes, each kept by a test:
 
 The launch template follows the template rules: no instance type, no network interfaces,
 IMDSv2 required, encrypted root volume.
+
+``render-stack`` renders one template (``--template NAME``) or every configured one (one
+instance profile and launch template each, logical ids suffixed with the template's name, one
+node role). The node role gets an ``AWS::EKS::AccessEntry`` of type ``EC2_LINUX`` for the
+configured cluster (without one, nodes cannot join a cluster whose authentication mode uses
+access entries; ``access_entry=False`` leaves it out for ``CONFIG_MAP``-only clusters). The
+stack names IAM resources, so ``aws cloudformation create-stack`` needs
+``--capabilities CAPABILITY_NAMED_IAM``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import re
 
 import yaml
 
@@ -47,15 +57,22 @@ class StackResult:
     mechanism: str
     body: str
     output: str | None = None
+    template_names: tuple[str, ...] = ()
 
     def summary(self) -> str:
         if self.output:
-            return f"wrote CloudFormation stack for {self.template_name} to {self.output}"
+            names = ", ".join(self.template_names or (self.template_name,))
+            return (f"wrote CloudFormation stack for {names} to {self.output}; create it with "
+                    f"aws cloudformation create-stack --stack-name NAME --template-body "
+                    f"file://{self.output} --capabilities CAPABILITY_NAMED_IAM "
+                    "--parameters ParameterKey=ImageId,ParameterValue=ami-...")
         return self.body.rstrip("\n")
 
     def to_dict(self) -> dict[str, Any]:
         return {"template_name": self.template_name, "mechanism": self.mechanism,
-                "output": self.output, "template": yaml.safe_load(self.body)}
+                "template_names": list(self.template_names or (self.template_name,)),
+                "output": self.output, "template": yaml.safe_load(self.body),
+                "capabilities": ["CAPABILITY_NAMED_IAM"]}
 
 
 def _mechanism(settings: Settings, lt: LaunchTemplateSettings) -> str:
@@ -66,89 +83,133 @@ def _mechanism(settings: Settings, lt: LaunchTemplateSettings) -> str:
     return ud.NODEADM  # current EKS AMIs (AL2023); AL2 images set require: bootstrap.sh
 
 
-def build_stack(settings: Settings, template: str | None = None) -> tuple[dict[str, Any], str]:
-    """The CloudFormation template as a dict, and the bootstrap mechanism its user data is for."""
+def _suffix(name: str) -> str:
+    """A launch template name as a logical-id suffix (CloudFormation: alphanumeric)."""
+    return "".join(p[:1].upper() + p[1:] for p in re.split(r"[^A-Za-z0-9]+", name) if p)
+
+
+def build_stack(settings: Settings, template: str | None = None, *,
+                access_entry: bool = True) -> tuple[dict[str, Any], str]:
+    """The CloudFormation template as a dict, and the bootstrap mechanism its user data is for.
+
+    ``template`` picks one configured launch template; None renders every configured one
+    (the mechanisms are then joined with ',' when they differ).
+    """
     cluster = settings.require_cluster()
     if not settings.launch_templates and template is None:
         raise ConfigError("launch_templates: configure at least one launch template to render "
                           "the stack")
-    lt = settings.launch_template(template)
-    mechanism = _mechanism(settings, lt)
-    text = ud.render_for(cluster, lt.user_data, mechanism).text
-    ud.check(text, mechanism=mechanism, cluster=cluster, what="stack user data")
-    profile_name = lt.instance_profile or f"{lt.name}-node"
+    lts = ([settings.configured_launch_template(template)] if template is not None
+           else list(settings.launch_templates))
+    single = len(lts) == 1
     policy_arns = [{"Fn::Sub": f"arn:${{AWS::Partition}}:iam::aws:policy/{p}"}
                    for p in MANAGED_POLICIES]
-    lt_data: dict[str, Any] = {
-        "ImageId": {"Ref": "ImageId"},
-        "IamInstanceProfile": {"Arn": {"Fn::GetAtt": ["NodeInstanceProfile", "Arn"]}},
-        "SecurityGroupIds": {"Ref": "SecurityGroupIds"},
-        "UserData": {"Fn::Base64": text},
-        "MetadataOptions": {"HttpTokens": "required", "HttpPutResponseHopLimit": 2,
-                            "HttpEndpoint": "enabled"},
-        "BlockDeviceMappings": [{"DeviceName": _ROOT_DEVICE,
-                                 "Ebs": {"Encrypted": True, "VolumeType": "gp3",
-                                         "VolumeSize": 20, "DeleteOnTermination": True}}],
-        "TagSpecifications": [{"ResourceType": "instance", "Tags": [
-            {"Key": f"kubernetes.io/cluster/{cluster.name}", "Value": "owned"}]}],
-    }
-    sg_param: dict[str, Any] = {
-        "Type": "List<AWS::EC2::SecurityGroup::Id>",
-        "Description": "Node security groups: egress TCP 443 and TCP/UDP 53 at least",
-    }
-    if lt.security_group_ids:
-        sg_param["Default"] = ",".join(lt.security_group_ids)
-    doc: dict[str, Any] = {
-        "AWSTemplateFormatVersion": "2010-09-09",
-        "Description": f"EKS nodes for cluster {cluster.name}: node role, instance profile and "
-                       f"launch template {lt.name} (eks-ami-pipeline)",
-        "Parameters": {
-            "ImageId": {"Type": "AWS::EC2::Image::Id",
-                        "Description": "A verified EKS node AMI (invoke verify --ami)"},
-            "SecurityGroupIds": sg_param,
-        },
-        "Resources": {
-            "NodeRole": {
-                "Type": "AWS::IAM::Role",
-                "Properties": {
-                    "AssumeRolePolicyDocument": {
-                        "Version": "2012-10-17",
-                        "Statement": [{"Effect": "Allow",
-                                       "Principal": {"Service": "ec2.amazonaws.com"},
-                                       "Action": "sts:AssumeRole"}],
-                    },
-                    "ManagedPolicyArns": policy_arns,
-                    "Path": "/",
+    parameters: dict[str, Any] = {}
+    resources: dict[str, Any] = {
+        "NodeRole": {
+            "Type": "AWS::IAM::Role",
+            "Properties": {
+                "AssumeRolePolicyDocument": {
+                    "Version": "2012-10-17",
+                    "Statement": [{"Effect": "Allow",
+                                   "Principal": {"Service": "ec2.amazonaws.com"},
+                                   "Action": "sts:AssumeRole"}],
                 },
+                "ManagedPolicyArns": policy_arns,
+                "Path": "/",
             },
-            "NodeInstanceProfile": {
+        },
+    }
+    outputs: dict[str, Any] = {
+        "NodeRoleArn": {"Value": {"Fn::GetAtt": ["NodeRole", "Arn"]},
+                        "Description": ("The node role; the stack gives it an EC2_LINUX EKS access "
+                                        "entry" if access_entry else
+                                        "Map this role in aws-auth or an EKS access entry")},
+    }
+    if access_entry:
+        resources["NodeAccessEntry"] = {
+            "Type": "AWS::EKS::AccessEntry",
+            "Properties": {"ClusterName": cluster.name,
+                           "PrincipalArn": {"Fn::GetAtt": ["NodeRole", "Arn"]},
+                           "Type": "EC2_LINUX"},
+        }
+    mechanisms: list[str] = []
+    profiles: dict[str, str] = {}          # instance profile name -> logical id
+    for lt in lts:
+        sfx = "" if single else _suffix(lt.name)
+        mechanism = _mechanism(settings, lt)
+        if mechanism not in mechanisms:
+            mechanisms.append(mechanism)
+        text = ud.render_for(cluster, lt.user_data, mechanism).text
+        ud.check(text, mechanism=mechanism, cluster=cluster,
+                 what=f"stack user data ({lt.name})" if not single else "stack user data")
+        profile_name = lt.instance_profile or f"{lt.name}-node"
+        profile_id = profiles.get(profile_name)
+        if profile_id is None:
+            profile_id = f"NodeInstanceProfile{sfx}"
+            profiles[profile_name] = profile_id
+            resources[profile_id] = {
                 "Type": "AWS::IAM::InstanceProfile",
                 "Properties": {"InstanceProfileName": profile_name, "Path": "/",
                                "Roles": [{"Ref": "NodeRole"}]},
-            },
-            "NodeLaunchTemplate": {
-                "Type": "AWS::EC2::LaunchTemplate",
-                "Properties": {"LaunchTemplateName": lt.name, "LaunchTemplateData": lt_data},
-            },
-        },
-        "Outputs": {
-            "NodeRoleArn": {"Value": {"Fn::GetAtt": ["NodeRole", "Arn"]},
-                            "Description": "Map this role in aws-auth or an EKS access entry"},
-            "NodeInstanceProfileArn": {"Value": {"Fn::GetAtt": ["NodeInstanceProfile", "Arn"]}},
-            "LaunchTemplateId": {"Value": {"Ref": "NodeLaunchTemplate"}},
-            "LaunchTemplateLatestVersion": {
-                "Value": {"Fn::GetAtt": ["NodeLaunchTemplate", "LatestVersionNumber"]}},
-        },
+            }
+            outputs[f"NodeInstanceProfileArn{sfx}"] = {
+                "Value": {"Fn::GetAtt": [profile_id, "Arn"]}}
+        image_param, sg_param_id = f"ImageId{sfx}", f"SecurityGroupIds{sfx}"
+        lt_id = f"NodeLaunchTemplate{sfx}"
+        lt_data: dict[str, Any] = {
+            "ImageId": {"Ref": image_param},
+            "IamInstanceProfile": {"Arn": {"Fn::GetAtt": [profile_id, "Arn"]}},
+            "SecurityGroupIds": {"Ref": sg_param_id},
+            "UserData": {"Fn::Base64": text},
+            "MetadataOptions": {"HttpTokens": "required", "HttpPutResponseHopLimit": 2,
+                                "HttpEndpoint": "enabled"},
+            "BlockDeviceMappings": [{"DeviceName": _ROOT_DEVICE,
+                                     "Ebs": {"Encrypted": True, "VolumeType": "gp3",
+                                             "VolumeSize": 20, "DeleteOnTermination": True}}],
+            "TagSpecifications": [{"ResourceType": "instance", "Tags": [
+                {"Key": f"kubernetes.io/cluster/{cluster.name}", "Value": "owned"}]}],
+        }
+        sg_param: dict[str, Any] = {
+            "Type": "List<AWS::EC2::SecurityGroup::Id>",
+            "Description": f"Node security groups of {lt.name}: egress TCP 443 and TCP/UDP 53 "
+                           "at least",
+        }
+        if lt.security_group_ids:
+            sg_param["Default"] = ",".join(lt.security_group_ids)
+        parameters[image_param] = {
+            "Type": "AWS::EC2::Image::Id",
+            "Description": f"A verified EKS node AMI for {lt.name} (invoke verify --ami)"}
+        parameters[sg_param_id] = sg_param
+        resources[lt_id] = {
+            "Type": "AWS::EC2::LaunchTemplate",
+            "Properties": {"LaunchTemplateName": lt.name, "LaunchTemplateData": lt_data},
+        }
+        outputs[f"LaunchTemplateId{sfx}"] = {"Value": {"Ref": lt_id}}
+        outputs[f"LaunchTemplateLatestVersion{sfx}"] = {
+            "Value": {"Fn::GetAtt": [lt_id, "LatestVersionNumber"]}}
+    names = ", ".join(lt.name for lt in lts)
+    doc: dict[str, Any] = {
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Description": f"EKS nodes for cluster {cluster.name}: node role"
+                       f"{', its EC2_LINUX access entry' if access_entry else ''}, instance "
+                       f"profile and launch template{'' if single else 's'} {names} "
+                       "(eks-ami-pipeline); needs --capabilities CAPABILITY_NAMED_IAM",
+        "Parameters": parameters,
+        "Resources": resources,
+        "Outputs": outputs,
     }
-    return doc, mechanism
+    return doc, ",".join(mechanisms)
 
 
 def render_stack(settings: Settings, output: str | None = None,
-                 template: str | None = None) -> StackResult:
-    """Render the stack as YAML; write it to ``output`` when given."""
-    doc, mechanism = build_stack(settings, template)
+                 template: str | None = None, *, access_entry: bool = True) -> StackResult:
+    """Render the stack as YAML (one template, or all); write it to ``output`` when given."""
+    doc, mechanism = build_stack(settings, template, access_entry=access_entry)
     body = yaml.safe_dump(doc, sort_keys=False, width=10_000, default_flow_style=False)
-    name = doc["Resources"]["NodeLaunchTemplate"]["Properties"]["LaunchTemplateName"]
+    names = tuple(r["Properties"]["LaunchTemplateName"] for r in doc["Resources"].values()
+                  if r["Type"] == "AWS::EC2::LaunchTemplate")
+    name = names[0]
     if output:
         path = Path(output)
         try:
@@ -156,4 +217,5 @@ def render_stack(settings: Settings, output: str | None = None,
             path.write_text(body, encoding="utf-8")
         except OSError as err:
             raise InputError(f"--output {output}: cannot write ({err.strerror})") from err
-    return StackResult(template_name=name, mechanism=mechanism, body=body, output=output)
+    return StackResult(template_name=name, mechanism=mechanism, body=body, output=output,
+                       template_names=names)

@@ -144,6 +144,10 @@ def verify(c, image=None, ami=None, require="any", no_tag=False, region=None, co
 
         if bool(image) == bool(ami):
             raise InputError("verify: give exactly one of --image PATH or --ami AMI_ID")
+        idle = [f for f, given in (("--no-tag", no_tag), ("--region", region)) if given]
+        if image and idle:
+            raise InputError(f"verify --image: {', '.join(idle)} only apply to --ami (a local "
+                             "image is read offline, nothing is tagged); drop them")
         if image:
             from pipeline.image import verify as v
 
@@ -223,10 +227,12 @@ def bake(c, image=None, dry_run=False, config=None, region=None, profile=None, j
             "allow_unverified": "Publish an AMI that has no verification record",
             "karpenter": "Also write Karpenter manifests: v1 or v1alpha5",
             "channel": "SSM pointer channel to move (default: the template's channel)",
+            "ad_hoc": "Allow a --template the configuration does not list (the template "
+                      "rules are then refused, not warned)",
             "config": CONFIG_HELP, **AWS_HELP, "json": JSON_HELP})
 def publish_template(c, ami, template=None, source_version=None, no_default=False, create=False,
                      user_data_file=None, allow_unverified=False, karpenter=None, channel=None,
-                     config=None, region=None, profile=None, json=False):
+                     config=None, region=None, profile=None, json=False, ad_hoc=False):
     """Publish an AMI with rendered, linted user data as a new launch template version."""
 
     def go() -> Any:
@@ -236,7 +242,7 @@ def publish_template(c, ami, template=None, source_version=None, no_default=Fals
         req = PublishRequest(ami_id=ami, template=template, source_version=source_version,
                              set_default=not no_default, create=create,
                              user_data_file=user_data_file, allow_unverified=allow_unverified,
-                             karpenter=karpenter, channel=channel)
+                             karpenter=karpenter, channel=channel, ad_hoc=ad_hoc)
         return publish(settings, _clients(settings), req)
 
     _run(go, json)

@@ -94,11 +94,13 @@ CASES: dict[str, Case] = {
                                           *c.raw["images"][1:]]}, c.tmp_path),
         PublishRequest(ami_id=c.al2_ami()), "require is nodeadm"),
     "template missing without --create": lambda c: (
-        c.settings(), _req(c, template="other-nodes"), "pass --create"),
+        c.settings(), _req(c, template="other-nodes", ad_hoc=True), "pass --create"),
+    "template not in the configuration": lambda c: (
+        c.settings(), _req(c, template="other-nodes", create=True), "no template named"),
     "unknown source version": lambda c: (c.settings(), _req(c, source_version=9), "not found"),
     "unknown --karpenter": lambda c: (c.settings(), _req(c, karpenter="v2"), "--karpenter"),
     "missing user data file": lambda c: (
-        c.settings(), _req(c, user_data_file=str(c.tmp_path / "nope")), "cannot read"),
+        c.settings(), _req(c, user_data_file=str(c.tmp_path / "nope")), "no such file"),
     "the seed's broken example": lambda c: (
         c.settings(), PublishRequest(ami_id=c.al2_ami(), user_data_file=c.file(SEED_EXAMPLE)),
         "without a trailing backslash"),

@@ -48,6 +48,7 @@ from typing import Any
 
 from pipeline import __version__
 from pipeline.core.errors import ImageReadError, InputError
+from pipeline.core.inputs import check_file
 from pipeline.core.records import Verification
 from pipeline.image.diskread import Disk, open_disk
 from pipeline.image.diskread.fs import Resolved, RootFs, find_root
@@ -617,6 +618,8 @@ def verify_image(path: str | Path, require: str = "any", *, cluster_version: str
     """Check a local disk image (raw, VMDK, qcow2, VHD, VHDX or OVA)."""
     t0 = time.perf_counter()
     _validate(require, cluster_version)
+    check_file(path, what="--image", hint="give the path of a disk image file (raw, VMDK, "
+               "VHD/VHDX, qcow2 or OVA)")
     with open_disk(path) as disk:
         return verify_disk(disk, require, source={"image": str(path)}, started=t0,
                            cluster_version=cluster_version, strict=strict)

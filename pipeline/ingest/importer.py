@@ -202,6 +202,14 @@ def _resolve(settings: Settings, req: ImportRequest) -> tuple[ImageSettings, Pat
     method = req.method or imp.method or "vm-import"
     if method not in METHODS:
         raise PreflightError(f"--method {method!r} is not one of {', '.join(METHODS)}")
+    if method == "snapshot":
+        idle = [flag for flag, given in (("--bucket", req.bucket), ("--create-role", req.create_role),
+                                         ("--keep-upload", req.keep_upload),
+                                         ("--detach", req.detach)) if given]
+        if idle:
+            raise PreflightError(f"--method snapshot: {', '.join(idle)} only apply to --method "
+                                 "vm-import (the snapshot method writes EBS blocks directly: no "
+                                 "S3 upload, no import task); drop them or use vm-import")
     bucket = req.bucket or imp.bucket or settings.s3_bucket
     if method == "vm-import" and not bucket:
         raise PreflightError("VM Import needs an S3 bucket: pass --bucket NAME or set "

@@ -46,6 +46,7 @@ from pipeline.core import tags as T
 from pipeline.publish import user_data as ud
 from pipeline.aws.clients import Clients, error_code
 from pipeline.core.config import LaunchTemplateSettings, Settings
+from pipeline.core.inputs import MiB, read_text
 from pipeline.publish.gate import gate_publication, move_pointers, point_channel
 from pipeline.core.errors import (AwsCallError, ImageReadError, InputError, LintError,
                                   VerificationFailed)
@@ -91,6 +92,8 @@ class PublishRequest:
     allow_unverified: bool = False
     karpenter: str | None = None
     channel: str | None = None
+    #: Allow a template name that the configuration does not list (rules then refuse).
+    ad_hoc: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,7 +346,8 @@ def _family_warning(lt: LaunchTemplateSettings, image: ImageInfo) -> str | None:
 def publish(settings: Settings, clients: Clients, req: PublishRequest, *,
             region: str | None = None, progress: Progress = NO_PROGRESS) -> PublishResult:
     """Publish ``req.ami_id`` as a new version of the launch template; see the module docstring."""
-    lt = settings.launch_template(req.template)
+    lt = (settings.launch_template(req.template) if req.ad_hoc
+          else settings.configured_launch_template(req.template))
     name = lt.name
     region = region or clients.region
     ec2 = clients.client("ec2", region=region)
@@ -352,6 +356,8 @@ def publish(settings: Settings, clients: Clients, req: PublishRequest, *,
         raise InputError(f"--karpenter {req.karpenter!r}: expected v1 or v1alpha5")
     if req.source_version is not None and not str(req.source_version).isdigit():
         raise InputError(f"--source-version {req.source_version!r}: expected a version number")
+    if req.ad_hoc and any(t.name == req.template for t in settings.launch_templates):
+        raise InputError(f"--ad-hoc: template {req.template!r} is configured; drop --ad-hoc")
     file_text = _read_user_data_file(req.user_data_file) if req.user_data_file else None
 
     image = describe_image(ec2, req.ami_id)                                    # call 1
@@ -404,11 +410,12 @@ def publish(settings: Settings, clients: Clients, req: PublishRequest, *,
     warnings += verify_notes
     if problems:
         lines = [f"launch template {name}: {p}" for p in problems]
-        if lt.karpenter:
-            raise LintError(f"{lines[0]} (refused: the template is configured for Karpenter)"
+        if lt.karpenter or req.ad_hoc:
+            why = "configured for Karpenter" if lt.karpenter else "an --ad-hoc template"
+            raise LintError(f"{lines[0]} (refused: {why})"
                             if len(lines) == 1 else
                             f"launch template {name}: {len(lines)} rule problems (refused: "
-                            f"configured for Karpenter); first: {problems[0]}", lines)
+                            f"{why}); first: {problems[0]}", lines)
         warnings += problems
 
     ud_sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -481,16 +488,9 @@ def publish(settings: Settings, clients: Clients, req: PublishRequest, *,
 
 
 def _read_user_data_file(path: str) -> str:
-    p = Path(path)
-    try:
-        raw = p.read_bytes()
-    except OSError as err:
-        raise InputError(f"--user-data-file {path}: cannot read it ({err.strerror})") from err
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise InputError(f"--user-data-file {path}: not UTF-8 text (gzip or binary user data is "
-                         "not supported; give the plain text)") from err
+    return read_text(path, what="--user-data-file", max_bytes=MiB,
+                     hint="give a plain-text user data file (gzip or binary user data is not "
+                          "supported)")
 
 
 def _pick(versions: list[TemplateVersion], which: str) -> TemplateVersion | None:

@@ -338,15 +338,20 @@ def template_diff(c, template, from_version=None, to_version=None, config=None, 
     _run(go, json)
 
 
-@task(help={"output": "Write the template here (default: stdout)", "config": CONFIG_HELP, **AWS_HELP,
-            "json": JSON_HELP})
-def render_stack(c, output=None, config=None, region=None, profile=None, json=False):
-    """Emit the CloudFormation stack: node role, instance profile, launch template."""
+@task(help={"output": "Write the template here (default: stdout)",
+            "template": "Only this configured launch template (default: every configured one)",
+            "no_access_entry": "Leave out the EC2_LINUX EKS access entry (aws-auth-only clusters)",
+            "config": CONFIG_HELP, **AWS_HELP, "json": JSON_HELP})
+def render_stack(c, output=None, template=None, no_access_entry=False, config=None, region=None,
+                 profile=None, json=False):
+    """Emit the CloudFormation stack: node role and its access entry, instance profile(s),
+    launch template(s); create it with --capabilities CAPABILITY_NAMED_IAM."""
 
     def go() -> Any:
         from pipeline.publish.stack import render_stack as run
 
-        return run(_settings(config, region=region, profile=profile), output=output)
+        return run(_settings(config, region=region, profile=profile), output=output,
+                   template=template, access_entry=not no_access_entry)
 
     _run(go, json)
 

@@ -147,6 +147,7 @@ class PublishResult:
     warnings: list[str] = field(default_factory=list)
     secure_defaults: list[str] = field(default_factory=list)
     karpenter_manifests: list[str] = field(default_factory=list)
+    karpenter_notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         what = "created" if self.created else "already existed (nothing created)"
@@ -162,6 +163,7 @@ class PublishResult:
             lines.append(f"pointer {self.pointer} -> {self.image_id}")
         lines += [f"set secure default: {s}" for s in self.secure_defaults]
         lines += [f"wrote {p}" for p in self.karpenter_manifests]
+        lines += [f"note: {n}" for n in self.karpenter_notes]
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
@@ -381,7 +383,7 @@ def publish(settings: Settings, clients: Clients, req: PublishRequest, *,
         pointer_name(settings.ssm_prefix, image_name, channel)  # refuse a bad name up front
     kversion = req.karpenter or (settings.karpenter.version if lt.karpenter else None)
     manifests = (kp.render_manifests(settings, kversion, template=lt, ami_id=image.image_id,
-                                     mechanism=mechanism)
+                                     mechanism=mechanism, channel=channel)
                  if kversion and kversion != "none" else [])
 
     source = str(req.source_version) if req.source_version is not None else "$Default"
@@ -484,7 +486,8 @@ def publish(settings: Settings, clients: Clients, req: PublishRequest, *,
         created=created, template_created=template_created, mechanism=mechanism,
         description=description if created else version.description, region=region,
         previous_default_version=previous_default, pointer=pointer, warnings=warnings,
-        secure_defaults=applied, karpenter_manifests=[str(p) for p in paths])
+        secure_defaults=applied, karpenter_manifests=[str(p) for p in paths],
+        karpenter_notes=[m.note for m in manifests if m.note])
 
 
 def _read_user_data_file(path: str) -> str:

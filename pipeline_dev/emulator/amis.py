@@ -410,6 +410,9 @@ def _run_instances(self: Any, image_id: str, count: int, user_data: Any,
     reservation = _orig["run_instances"](self, image_id, count, user_data,
                                          security_group_names, **kwargs)
     if ami is not None:
+        from pipeline_dev.emulator.ami_features import record_launch
+
+        record_launch(self, ami.id)
         for inst in reservation.instances:
             inst.ena_support = getattr(ami, "ena_support", None)
             inst.boot_mode = getattr(ami, "boot_mode", None)
@@ -460,7 +463,8 @@ def _create_image_model(ec2: Any, instance_id: str, name: str, description: str 
         boot_mode=getattr(source, "boot_mode", None) if source else None,
         tpm_support=getattr(source, "tpm_support", None) if source else None,
         imds_support=getattr(source, "imds_support", None) if source else None,
-        tags=image_tags, source_instance_id=instance_id, ami_id=ami_id)
+        tags=image_tags, source_instance_id=instance_id, ami_id=ami_id,
+        source_image=(source.id, ec2.region_name) if source else None)
     return ami
 
 
@@ -631,6 +635,10 @@ def deregister_image(self: Any) -> ActionResult:
     ami = ec2.amis.get(ami_id)
     snaps = [m["Ebs"]["SnapshotId"] for m in (ami.block_device_mappings if ami else [])
              if m.get("Ebs", {}).get("SnapshotId")]
+    if ami is not None:
+        from pipeline_dev.emulator.ami_features import refuse_deregistration
+
+        refuse_deregistration(ami)
     ec2.deregister_image(ami_id)
     result: dict[str, Any] = {"Return": True}
     if _bool(self._get_param("DeleteAssociatedSnapshots")):

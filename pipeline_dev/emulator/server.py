@@ -45,7 +45,7 @@ def install_all() -> None:
             return
         from moto.moto_api._internal.models import MotoAPIBackend
 
-        from pipeline_dev.emulator import (amis, blockstore, ebs, image_references,
+        from pipeline_dev.emulator import (ami_features, amis, blockstore, ebs, image_references,
             launch_templates, s3_checksums, s3_multipart, seeds, vmimport)
 
         ebs.install()
@@ -53,6 +53,7 @@ def install_all() -> None:
         amis.install()
         launch_templates.install()
         image_references.install()  # DescribeImageReferences, image deprecation
+        ami_features.install()      # Allowed AMIs, deregistration protection, ancestry
         s3_multipart.install()      # unknown UploadId: 404 NoSuchUpload, not 500
         s3_checksums.install()      # BadDigest, part checksums, InvalidPartOrder
         _reset_hooks.extend([vmimport.reset, blockstore.STORE.clear, ebs.reset,

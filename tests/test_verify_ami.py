@@ -187,3 +187,42 @@ def test_block_failing_its_checksum_is_a_read_error(clients: Any) -> None:
     with open_snapshot(clients, snap) as disk:
         with pytest.raises(ImageReadError, match="block 1 fails its SHA-256 checksum"):
             disk.read(BLOCK, 4)
+
+
+def test_kubelet_version_skew_and_warnings_are_tagged(clients: Any, image_cache: Path) -> None:
+    """The kubelet version and verify's warnings land on the AMI and in the build record."""
+    from pipeline.core.records import BuildRecord
+    from pipeline.lineage.store import lineage_tags, record_from_tags
+
+    out = image_cache / "ami-skew-dirty.raw"
+    if not out.exists():
+        tree = root_tree(image_cache / "ami-tree-skew-dirty", "al2023",
+                         kubelet_version="v1.33.1-eks-1234567",
+                         extra={"/etc/hostname": "ip-10-0-0-1\n",
+                                "/etc/ssh/ssh_host_rsa_key": "key\n"})
+        build_image(tree, out, ImageSpec("ext4", "gpt", "raw", 64 * MiB))
+    ami = _register(clients, _upload(clients, out.read_bytes()), "verify-skew-dirty")
+    ok = verify_ami(clients, ami, cluster_version="1.33")
+    assert (ok.verdict, ok.mechanism) == ("ok", "nodeadm"), ok.summary()
+    tags = _tags(clients, ami)
+    assert tags[T.VERIFY_KUBELET_VERSION] == "v1.33.1-eks-1234567"
+    assert tags[T.VERIFY_WARNINGS] == "ssh-host-keys hostname"
+    ver = ok.to_verification()
+    assert ver.kubelet_version == "v1.33.1-eks-1234567"
+    assert ver.warnings == ("ssh-host-keys", "hostname")
+
+    skewed = verify_ami(clients, ami, cluster_version="1.31")
+    assert (skewed.verdict, skewed.exit_code) == ("version-skew", 1)
+    assert _tags(clients, ami)[T.VERIFY_VERDICT] == "version-skew"
+    strict = verify_ami(clients, ami, cluster_version="1.33", strict=True)
+    assert strict.verdict == "ssh-host-keys"
+    assert _tags(clients, ami)[T.VERIFY_WARNINGS] == "none"
+
+    record = BuildRecord(build_id="b-20260101000000-abcdef", image_name="node", method="snapshot",
+                         started_at="2026-01-01T00:00:00+00:00", verification=ver)
+    again = BuildRecord.from_dict(record.to_dict())
+    assert again.verification == ver
+    back = record_from_tags(lineage_tags(record), region="us-east-1", image_id=ami)
+    assert back is not None and back.verification is not None
+    assert back.verification.kubelet_version == "v1.33.1-eks-1234567"
+    assert back.verification.warnings == ("ssh-host-keys", "hostname")

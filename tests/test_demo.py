@@ -27,6 +27,10 @@ def test_invoke_demo_exits_0_and_tells_every_step(tmp_path: Path) -> None:
     seconds = time.monotonic() - t0
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads(proc.stdout)
+    import jsonschema  # noqa: PLC0415 - the shipped schema of the demo's document
+
+    jsonschema.validate(doc, json.loads(
+        (ROOT / "pipeline" / "data" / "schemas" / "demo.schema.json").read_text()))
     steps = doc["steps"]
     assert [s["status"] for s in steps] == ["ok"] * len(steps)
     titles = " | ".join(s["title"] for s in steps)

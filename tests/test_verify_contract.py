@@ -434,3 +434,32 @@ def test_task_flags_and_exit_codes(image_cache: Path) -> None:
     assert "--cluster-version" in bad.stderr
     dirty = _invoke("--image", str(_image(image_cache, "dirty", "al2023", m_dirty)), "--strict")
     assert dirty.returncode == 1 and "verdict ssh-host-keys" in dirty.stdout
+
+
+def test_config_key_verify_strict_reaches_import_preflight(image_cache: Path,
+                                                           tmp_path: Path) -> None:
+    """``images[].verify_strict`` makes import-image's pre-flight refuse hygiene findings,
+    and ``cluster.kubernetes_version`` a skewed kubelet."""
+    from pipeline.core.config import load_settings
+    from pipeline.core.errors import PreflightError
+    from pipeline.ingest.importer import _bootstrap, _cluster_version
+
+    cfg = tmp_path / "pipeline.yaml"
+    disk = tmp_path / "disk.vmdk"
+    disk.write_bytes(b"x")
+    cfg.write_text("cluster:\n  name: demo\n  kubernetes_version: \"1.31\"\n"
+                   "images:\n  - name: strict\n    verify_strict: true\n"
+                   f"    import:\n      source: {disk}\n"
+                   f"  - name: lax\n    import:\n      source: {disk}\n")
+    settings = load_settings(str(cfg))
+    strict, lax = settings.image("strict"), settings.image("lax")
+    assert (strict.verify_strict, lax.verify_strict) == (True, False)
+    assert _cluster_version(settings) == "1.31"
+    dirty = _image(image_cache, "dirty", "al2023", m_dirty)
+    assert _bootstrap(dirty, lax.require, "1.31", lax.verify_strict) == ("ok", "nodeadm")
+    with pytest.raises(PreflightError, match="ssh-host-keys"):
+        _bootstrap(dirty, strict.require, "1.31", strict.verify_strict)
+    skewed = _image(image_cache, "kubelet-v1.33.1-eks-1234567", "al2023",
+                    kubelet_version="v1.33.1-eks-1234567")
+    with pytest.raises(PreflightError, match="version-skew"):
+        _bootstrap(skewed, lax.require, _cluster_version(settings))

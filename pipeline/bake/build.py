@@ -496,7 +496,8 @@ def run_plan(settings: Settings, clients: Clients, plan: BakePlan,
             report = verify_ami(clients, ami, require=plan.image.require, tag=True,
                                 region=region, cluster_version=(
                                     settings.cluster.kubernetes_version
-                                    if settings.cluster is not None else None))
+                                    if settings.cluster is not None else None),
+                                strict=plan.image.verify_strict)
         reports[region] = report
         checks.append(f"offline verify {ami} ({region}): verdict {report.verdict}"
                       + (f", mechanism {report.mechanism}" if report.mechanism else ""))

@@ -193,6 +193,8 @@ class ImageSettings:
     bake: BakeSettings | None = None
     import_: ImportSettings | None = None
     channels: tuple[ChannelSettings, ...] = ()
+    #: verify's runtime and image-hygiene findings fail the image (``verify --strict``)
+    verify_strict: bool = False
 
     @property
     def method(self) -> str:
@@ -348,6 +350,7 @@ _SCHEMA: dict[str, Any] = {
                 "properties": {
                     "name": _NAME,
                     "require": {"enum": ["any", "bootstrap.sh", "nodeadm"]},
+                    "verify_strict": {"type": "boolean"},
                     "architecture": {"enum": ["x86_64", "arm64"]},
                     "boot_mode": {"enum": ["legacy-bios", "uefi"]},
                     "regions": _STRLIST,
@@ -1041,6 +1044,7 @@ def _build(raw: dict[str, Any], base_dir: Path, source: Path | None) -> Settings
             kms_key_ids=dict(img.get("kms_key_ids") or {}),
             max_age_days=img.get("max_age_days", 30), bake=bake, import_=imp,
             channels=_channels(img.get("channels")),
+            verify_strict=bool(img.get("verify_strict", False)),
         ))
     lts = []
     for lt in raw.get("launch_templates") or []:

@@ -305,11 +305,12 @@ def _cluster_version(settings: Settings) -> str | None:
     return settings.cluster.kubernetes_version if settings.cluster is not None else None
 
 
-def _bootstrap(path: Path, require: str,
-               cluster_version: str | None = None) -> tuple[str, str | None]:
+def _bootstrap(path: Path, require: str, cluster_version: str | None = None,
+               strict: bool = False) -> tuple[str, str | None]:
     from pipeline.image import verify
 
-    report = verify.verify_image(str(path), require=require, cluster_version=cluster_version)
+    report = verify.verify_image(str(path), require=require, cluster_version=cluster_version,
+                                 strict=strict)
     if getattr(report, "exit_code", 0):
         verdict = getattr(report, "verdict", "failed")
         raise PreflightError(
@@ -342,7 +343,8 @@ def preflight(settings: Settings, clients: Clients, req: ImportRequest,
     except InputError as err:
         raise PreflightError(err.message) from err
     qfmt, vmi_fmt, vsize = _container(path, method)
-    verdict, mechanism = _bootstrap(path, image.require, _cluster_version(settings))
+    verdict, mechanism = _bootstrap(path, image.require, _cluster_version(settings),
+                                    image.verify_strict)
     layout = disk_layout(path)
     if layout.table == "none":
         raise PreflightError(f"{path}: no MBR or GPT partition table (a bare filesystem?); EC2 "
@@ -505,11 +507,11 @@ def _tag(ec2: Any, ids: list[str], lineage: dict[str, str]) -> None:
 
 
 def _verify_ami(clients: Clients, image_id: str, require: str,
-                cluster_version: str | None = None) -> Verification:
+                cluster_version: str | None = None, strict: bool = False) -> Verification:
     from pipeline.lineage.verify_ami import verify_ami
 
     report = verify_ami(clients, image_id, require=require, tag=True,
-                        cluster_version=cluster_version)
+                        cluster_version=cluster_version, strict=strict)
     verdict = report.verdict
     ver: Verification = report.to_verification()
     if report.exit_code:
@@ -543,7 +545,7 @@ def import_image(settings: Settings, clients: Clients, req: ImportRequest,
         _tag(ec2, [image_id, *snaps], lineage)
         progress.status(f"verifying {image_id} offline (verify --ami)")
         verification = _verify_ami(clients, image_id, pf.image.require,
-                                   _cluster_version(settings))
+                                   _cluster_version(settings), pf.image.verify_strict)
         record.status = "succeeded"
         record.finished_at = BuildRecord.now()
         record.image_ids = {clients.region: image_id}

@@ -356,6 +356,28 @@ def render_stack(c, output=None, template=None, no_access_entry=False, config=No
     _run(go, json)
 
 
+@task(help={"template": "Launch template to read (name)",
+            "version": "Version to migrate (default: the template's default version)",
+            "output": "Folder for the manifests (default: <karpenter.output_dir>/migrated)",
+            "ami_selector": "ssm, id or tags (default: karpenter.ami_selector)",
+            "config": CONFIG_HELP, **AWS_HELP, "json": JSON_HELP})
+def migrate_template(c, template, version=None, output=None, ami_selector=None, config=None,
+                     region=None, profile=None, json=False):
+    """Write the Karpenter v1 EC2NodeClass + NodePool equivalent to a launch template version,
+    and list what cannot be carried over."""
+
+    def go() -> Any:
+        from pathlib import Path
+
+        from pipeline.publish.migrate import migrate_template as run
+
+        settings = _settings(config, region=region, profile=profile)
+        return run(settings, _clients(settings), template, version,
+                   output_dir=Path(output) if output else None, ami_selector=ami_selector)
+
+    _run(go, json)
+
+
 @task(help={"image": "Only builds of this configured image", "template": "Only this template",
             "config": CONFIG_HELP, **AWS_HELP, "json": JSON_HELP})
 def history(c, image=None, template=None, config=None, region=None, profile=None, json=False):
@@ -459,4 +481,4 @@ def init(c, directory=None, force=False, json=False):
 
 ns = Collection(init, emulator, demo, verify, import_image, bake, publish_template, promote, rollback,
                 template_diff, render_stack, history, rebuild, prune, reap, iam_policy,
-                check_config)
+                check_config, migrate_template)

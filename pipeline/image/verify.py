@@ -231,7 +231,8 @@ class VerifyReport:
         if b.detail:
             bline += f" ({b.detail})"
         n = self.nodeadm
-        nline = f"nodeadm: {n.verdict}" + (f" ({n.detail})" if n.detail else "")
+        nline = (f"nodeadm: {n.verdict}" + (f" ({n.detail})" if n.detail else "")
+                 if n.present or self.require == "nodeadm" else "nodeadm: not in the image")
         kv = self.kubelet_version
         kline = (f"kubelet {kv.version} (from {kv.source})" if kv.version
                  else f"kubelet version unknown ({kv.detail})")
@@ -249,7 +250,7 @@ class VerifyReport:
         warns = self.warnings
         if warns:
             lines.append(f"  {len(warns)} warning(s): "
-                         + "; ".join(f"{c.name} ({', '.join(c.paths[:2]) or c.verdict})"
+                         + "; ".join(f"{c.name} ({', '.join(c.paths[:2]) or c.value or c.verdict})"
                                      for c in warns[:6])
                          + (" ..." if len(warns) > 6 else ""))
         lines.append(f"  {read}")
@@ -380,7 +381,8 @@ def _check_nodeadm(fs: RootFs, strict: bool) -> tuple[NodeadmInfo, list[Check]]:
         info.binary = res.target
         info.mode = _mode(res.node.perms)
     checks.append(Check(NODEADM_PATH, "mechanism", "ok" if verdict == "ok" else "failure",
-                        verdict, paths=tuple(p for p in (NODEADM_PATH, res.target) if p),
+                        verdict, paths=tuple(dict.fromkeys(p for p in (NODEADM_PATH, res.target)
+                                                           if p)),
                         mode=info.mode, links=tuple(res.links),
                         value=res.node.size if res.node is not None else None,
                         detail=detail))
@@ -543,7 +545,7 @@ def _decide(require: str, boot: BootstrapInfo, node: NodeadmInfo) -> tuple[str, 
 def _bootstrap_check(b: BootstrapInfo, judged: bool) -> Check:
     status = "ok" if b.verdict == "ok" else ("failure" if judged else "info")
     return Check(BOOTSTRAP_PATH, "mechanism", status, b.verdict,
-                 paths=tuple(p for p in (b.path, b.resolved) if p), mode=b.mode,
+                 paths=tuple(dict.fromkeys(p for p in (b.path, b.resolved) if p)), mode=b.mode,
                  links=tuple(b.links), value=b.sha256, detail=b.detail)
 
 

@@ -118,13 +118,49 @@ def run_verify_image(image: str, *, require: str = "any", as_json: bool = False,
     return run_task(go, as_json=as_json)
 
 
+def _aws_writes() -> int:
+    """AWS calls that may have changed something so far (0 before the AWS layer loads)."""
+    clients = sys.modules.get("pipeline.aws.clients")
+    return int(clients.writes_so_far()) if clients is not None else 0
+
+
+def _setup_problem(exc: BaseException, writes_before: int) -> PipelineError | None:
+    """An AWS set-up problem (credentials, profile, region, endpoint, access denied) behind
+    ``exc``, as an exit-2 error, when nothing was changed in AWS since the task started.
+
+    The diagnosis is :func:`pipeline.aws.clients.diagnose` (the one translation); this only
+    finds the botocore exception in the cause chain. Loaded only on that error path, so
+    ``verify --image`` never imports botocore.
+    """
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if type(cause).__module__.split(".")[0] == "botocore":
+            from pipeline.aws.clients import diagnose
+
+            found = diagnose(cause)
+            if found is not None and _aws_writes() == writes_before:
+                return found
+            return None
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
 def run_task(fn: Callable[[], Any], *, as_json: bool = False,
              out: TextIO | None = None, err: TextIO | None = None) -> Any:
     """Run one library call under the exit-code rule; see the module docstring."""
     out = out or sys.stdout
     err = err or sys.stderr
+    writes_before = _aws_writes()
     try:
-        record = fn()
+        try:
+            record = fn()
+        except Exception as raw:  # noqa: BLE001 - re-raised unless it is an AWS set-up problem
+            setup = _setup_problem(raw, writes_before)
+            if setup is None:
+                raise
+            raise setup from raw
     except PipelineError as exc:
         lines = exc.problems if isinstance(exc, (ConfigError, LintError)) else [exc.message]
         for line in lines:

@@ -17,10 +17,10 @@ import botocore.session
 from botocore.exceptions import BotoCoreError, ClientError
 
 from pipeline import TOOL_NAME, __version__
-from pipeline.core.config import AwsSettings
-from pipeline.core.errors import AwsCallError
+from pipeline.core.config import AwsSettings, region_problem
+from pipeline.core.errors import AwsCallError, AwsSetupError
 
-__all__ = ["Clients", "call", "error_code", "AwsCallError"]
+__all__ = ["Clients", "call", "error_code", "AwsCallError", "diagnose", "writes_so_far"]
 
 
 class Clients:
@@ -56,6 +56,11 @@ class Clients:
         """A cached client for ``service`` in ``region`` (default: the configured one)."""
         key = (service, region or self.settings.region)
         if key not in self._cache:
+            problem = region_problem(key[1], "region" if region else
+                                     f"region (from {self.settings.region_from})")
+            if problem:
+                raise AwsSetupError(f"{problem}; give a region botocore knows (--region or "
+                                    "aws.region)")
             self._cache[key] = self._session.client(
                 service, region_name=key[1], endpoint_url=self.settings.endpoint_url,
                 config=self._config)
@@ -102,7 +107,81 @@ def _botocore_session(settings: AwsSettings) -> botocore.session.Session:
             loader._search_paths = _SearchPaths(loader.search_paths)  # noqa: SLF001
             _LOADERS[data_path] = loader
     session.register_component("data_loader", loader)
+    session.register("after-call", _count_write)
     return session
+
+
+# --------------------------------------------------------------------------- set-up problems
+
+_READ_PREFIXES = ("Describe", "Get", "List", "Head", "Lookup", "Search", "Select", "Check",
+                  "Validate", "Estimate", "Simulate")
+_WRITES = [0]
+
+
+def _count_write(http_response: Any = None, model: Any = None, **_: Any) -> None:
+    """botocore ``after-call`` hook: count answered calls that may have changed something."""
+    name = str(getattr(model, "name", ""))
+    status = getattr(http_response, "status_code", 500)
+    if status < 300 and not name.startswith(_READ_PREFIXES):
+        _WRITES[0] += 1
+
+
+def writes_so_far() -> int:
+    """How many successful AWS calls of this process may have changed something."""
+    return _WRITES[0]
+
+
+_CREDENTIAL_CODES = {"InvalidClientTokenId", "UnrecognizedClientException", "AuthFailure",
+                     "InvalidAccessKeyId", "SignatureDoesNotMatch", "IncompleteSignature",
+                     "MissingAuthenticationToken", "InvalidSignatureException"}
+_EXPIRED_CODES = {"ExpiredToken", "ExpiredTokenException", "RequestExpired", "TokenRefreshRequired"}
+_DENIED_CODES = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation",
+                 "UnauthorizedAccess", "Forbidden", "AuthorizationError"}
+_LOGIN = "set AWS_PROFILE (or --profile / aws.profile) or AWS_ACCESS_KEY_ID and " \
+         "AWS_SECRET_ACCESS_KEY, or run `aws sso login`"
+
+
+def diagnose(err: BaseException) -> AwsSetupError | None:
+    """The set-up problem behind a botocore exception, as one line with the fix; None when
+    ``err`` is not about credentials, profile, region, endpoint or permissions."""
+    from botocore import exceptions as bx
+
+    name = type(err).__name__
+    if isinstance(err, (bx.NoCredentialsError, bx.PartialCredentialsError)):
+        return AwsSetupError(f"no AWS credentials ({err}): {_LOGIN}")
+    if isinstance(err, bx.ProfileNotFound):
+        profile = getattr(err, "kwargs", {}).get("profile", "?")
+        return AwsSetupError(f"AWS profile {profile!r} not found in the AWS config files; check "
+                             "--profile, aws.profile and $AWS_PROFILE (`aws configure "
+                             "list-profiles` lists them)")
+    if name in ("SSOTokenLoadError", "UnauthorizedSSOTokenError", "TokenRetrievalError",
+                "SSOError", "PendingAuthorizationExpiredError"):
+        return AwsSetupError(f"the AWS SSO session is missing or expired ({err}); run `aws sso "
+                             "login` for the profile and retry")
+    if isinstance(err, (bx.InvalidConfigError, bx.ConfigParseError, bx.ConfigNotFound,
+                        bx.InvalidRegionError, bx.CredentialRetrievalError,
+                        bx.InvalidProxiesConfigError)):
+        return AwsSetupError(f"the AWS configuration cannot be used: {err}; fix ~/.aws/config "
+                             "(or $AWS_CONFIG_FILE) or the profile's credential_process")
+    if isinstance(err, (bx.EndpointConnectionError, bx.ConnectTimeoutError,
+                        bx.ConnectionClosedError, bx.ProxyConnectionError)):
+        url = getattr(err, "kwargs", {}).get("endpoint_url", "the endpoint")
+        return AwsSetupError(f"the AWS endpoint {url} does not answer ({name}); check "
+                             "aws.endpoint_url / $AWS_ENDPOINT_URL (is `invoke emulator` "
+                             "running?), the region and the network")
+    if isinstance(err, bx.ClientError):
+        code = error_code(err)
+        op = str(err.operation_name or "the call")
+        if code in _EXPIRED_CODES:
+            return AwsSetupError(f"the AWS credentials have expired ({code} on {op}); refresh "
+                                 "them (`aws sso login`, or new session credentials)")
+        if code in _CREDENTIAL_CODES:
+            return AwsSetupError(f"AWS rejected the credentials ({code} on {op}); check the "
+                                 f"access key or profile: {_LOGIN}")
+        if code in _DENIED_CODES:
+            return AwsSetupError(f"access denied on {op} ({code}): allow the caller {op}; "
+                                 "`invoke iam-policy` prints every action the tool needs")
+    return None
 
 
 def error_code(err: BaseException) -> str:

@@ -7,6 +7,7 @@
     │   ├── ConfigError           the YAML configuration is invalid
     │   ├── ImageReadError        a disk image or snapshot cannot be read
     │   ├── PreflightError        a pre-flight check refused the input
+    │   ├── AwsSetupError         credentials, profile, region or endpoint unusable
     │   └── LintError             user data or a launch template was refused
     └── OperationFailed           exit 1: the operation ran and failed
         ├── AwsCallError          an AWS call failed
@@ -30,6 +31,7 @@ __all__ = [
     "ConfigError",
     "ImageReadError",
     "PreflightError",
+    "AwsSetupError",
     "LintError",
     "OperationFailed",
     "AwsCallError",
@@ -80,6 +82,11 @@ class ImageReadError(InputError):
 
 class PreflightError(InputError):
     """A check before any upload or creation refused the input."""
+
+
+class AwsSetupError(InputError):
+    """The AWS set-up cannot be used (no or expired credentials, unknown profile, unknown
+    region, an endpoint that does not answer, access denied) and nothing was changed."""
 
 
 class LintError(InputError):

@@ -40,6 +40,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from pipeline.publish import allowed
 from pipeline.publish import karpenter as kp
 from pipeline.aws import templates as lt_mod
 from pipeline.core import tags as T
@@ -111,6 +112,8 @@ class ImageInfo:
     blocked: str | None = None       # the blocklist tag (rollback --block), if any
     kubelet_version: str | None = None            # verify's kubelet version tag
     verify_warnings: tuple[str, ...] = ()         # verify's warning check ids
+    #: What the Allowed AMIs check reads (ImageAllowed, owner, name, dates, product codes).
+    allowed_facts: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
     def from_api(cls, image: dict[str, Any]) -> "ImageInfo":
@@ -124,7 +127,8 @@ class ImageInfo:
                    blocked=tags.get(T.BLOCKED) or None,
                    kubelet_version=(tags.get(T.VERIFY_KUBELET_VERSION) or None),
                    verify_warnings=tuple(w for w in tags.get(T.VERIFY_WARNINGS, "").split()
-                                         if w != "none"))
+                                         if w != "none"),
+                   allowed_facts={k: image[k] for k in allowed.FACTS if k in image})
 
 
 @dataclass(slots=True)
@@ -257,7 +261,9 @@ def describe_image(ec2: Any, ami_id: str) -> ImageInfo:
                                  "aws.region") from err
         raise _refused(err, f"describing AMI {ami_id}") from err
     if not images:
-        raise ImageReadError(f"AMI {ami_id} not found in this region; check --ami and aws.region")
+        hidden = allowed.hidden_problem(ec2, ami_id, ec2.meta.region_name)
+        raise ImageReadError(hidden or f"AMI {ami_id} not found in this region; check --ami and "
+                             "aws.region")
     return ImageInfo.from_api(images[0])
 
 
@@ -363,6 +369,9 @@ def publish(settings: Settings, clients: Clients, req: PublishRequest, *,
     file_text = _read_user_data_file(req.user_data_file) if req.user_data_file else None
 
     image = describe_image(ec2, req.ami_id)                                    # call 1
+    allowed_verdict = allowed.image_problem(ec2, image.allowed_facts, region)  # no call unless blocked
+    if allowed_verdict.refusal:
+        raise InputError(allowed_verdict.refusal)
     _check_image(image, req.allow_unverified)
     mechanism = _mechanism(settings, lt, image, file_text)
     _check_require(settings, lt, image)
@@ -409,6 +418,8 @@ def publish(settings: Settings, clients: Clients, req: PublishRequest, *,
     groups = lt_mod.describe_security_groups(ec2, sg_ids) if sg_ids else {}   # call 3
     problems = lt_mod.rule_problems(resulting, root_device=image.root_device, groups=groups)
     warnings: list[str] = [family_warning] if family_warning else []
+    if allowed_verdict.warning:
+        warnings.append(allowed_verdict.warning)
     warnings += verify_notes
     if problems:
         lines = [f"launch template {name}: {p}" for p in problems]

@@ -245,6 +245,9 @@ class Settings:
     limits: LimitsSettings = field(default_factory=LimitsSettings)
     s3_bucket: str | None = None
     ssm_prefix: str = "/eks-ami-pipeline"
+    #: Deregistration protection on the AMIs behind a default template version or a channel
+    #: pointer, moved by publish, promote and rollback (``build.protect_live_amis``).
+    protect_live_amis: bool = False
     state_dir: Path = Path("build")
     source: Path | None = None
 
@@ -326,6 +329,7 @@ _SCHEMA: dict[str, Any] = {
                               "pattern": r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"},
                 "ssm_prefix": {"type": "string", "pattern": r"^/[A-Za-z0-9_.\-/]+[^/]$"},
                 "state_dir": _STR,
+                "protect_live_amis": {"type": "boolean"},
             },
         },
         "cluster": {
@@ -1069,7 +1073,8 @@ def _build(raw: dict[str, Any], base_dir: Path, source: Path | None) -> Settings
                     karpenter=karpenter, s3_bucket=b.get("s3_bucket"),
                     limits=LimitsSettings(**(raw.get("limits") or {})),
                     ssm_prefix=b.get("ssm_prefix", "/eks-ami-pipeline"),
-                    state_dir=p(b.get("state_dir", "build")), source=source)
+                    state_dir=p(b.get("state_dir", "build")), source=source,
+                    protect_live_amis=b.get("protect_live_amis", False))
 
 
 def _profile_region(profile: str | None) -> str | None:

@@ -470,7 +470,8 @@ def _create_image_model(ec2: Any, instance_id: str, name: str, description: str 
 
 def _copy_image_model(ec2: Any, source_id: str, source_region: str, name: str,
                       description: str | None, copy_tags: bool,
-                      specs: list[dict[str, Any]], encrypted: bool) -> Ami:
+                      specs: list[dict[str, Any]], encrypted: bool,
+                      kms_key_id: str | None = None) -> Ami:
     src_backend = ec2_backends[ec2.account_id][source_region]
     src = src_backend.amis.get(source_id)
     if src is None:
@@ -478,6 +479,10 @@ def _copy_image_model(ec2: Any, source_id: str, source_region: str, name: str,
     _check_name(ec2, name)  # AMI names are unique per account and Region, copies included
     image_tags = _tags_for(specs, "image", ("image", "snapshot"))
     snap_tags = _tags_for(specs, "snapshot", ("image", "snapshot"))
+    from pipeline_dev.emulator.kms_keys import default_key_arn, resolve
+
+    key = resolve(ec2.account_id, ec2.region_name, kms_key_id) if kms_key_id else None
+    bad_key = bool(kms_key_id) and key is None   # AWS checks it later: the copy fails
     ami_id = random_ami_id()
     mappings = []
     for m in src.block_device_mappings:
@@ -491,6 +496,12 @@ def _copy_image_model(ec2: Any, source_id: str, source_region: str, name: str,
                 f"Copied for DestinationAmi {ami_id} from SourceAmi {source_id} for "
                 f"SourceSnapshot {snap_id}. Task created on {int(time.time() * 1000)}.", None)
             snap.encrypted = bool(encrypted or src_snap.encrypted)
+            if snap.encrypted:
+                snap.kms_key_id = key.arn if key is not None else kms_key_id if bad_key else (
+                    getattr(src_snap, "kms_key_id", None) if src_snap.encrypted and
+                    not encrypted else default_key_arn(ec2.account_id, ec2.region_name))
+            if bad_key:
+                snap.status = "error"
             if snap_tags:
                 snap.add_tags(snap_tags)
             m["Ebs"]["SnapshotId"] = snap.id
@@ -508,6 +519,11 @@ def _copy_image_model(ec2: Any, source_id: str, source_region: str, name: str,
         boot_mode=getattr(src, "boot_mode", None), tpm_support=getattr(src, "tpm_support", None),
         imds_support=getattr(src, "imds_support", None), tags=tags, platform=src.platform,
         source_image=(source_id, source_region), ami_id=ami_id)
+    if bad_key:
+        ami.state = "failed"
+        ami.state_reason = {"Code": "Client.InvalidKMSKey.InvalidState", "Message":
+                            f"The KMS key {kms_key_id} does not exist in {ec2.region_name} "
+                            "or is not enabled."}
     return ami
 
 
@@ -618,11 +634,15 @@ def copy_image(self: Any) -> ActionResult:
             raise _err("IdempotentParameterMismatch",
                        f"The client token {token} was already used with different parameters.")
         return ActionResult({"ImageId": tokens[token][1]})
+    from pipeline_dev.emulator.kms_keys import check_copy_parameters
+
+    kms = self._get_param("KmsKeyId")
+    encrypted = check_copy_parameters(self._get_param("Encrypted"), kms)
     ami = _copy_image_model(
         self.ec2_backend, self._get_param("SourceImageId"), self._get_param("SourceRegion"),
         self._get_param("Name"), self._get_param("Description"),
         bool(_bool(self._get_param("CopyImageTags"))),
-        self._get_param("TagSpecifications") or [], bool(_bool(self._get_param("Encrypted"))))
+        self._get_param("TagSpecifications") or [], encrypted, kms)
     if token:
         tokens[token] = (fingerprint, ami.id)
     return ActionResult({"ImageId": ami.id})

@@ -143,6 +143,8 @@ def _start_result(snap: Any) -> ActionResult:
         "StartTime": snap.start_time, "VolumeSize": snap.volume_size,
         "BlockSize": BLOCK_SIZE, "Tags": _tags(snap), "Description": snap.description,
         "ParentSnapshotId": getattr(snap, "parent_snapshot_id", None),
+        "KmsKeyArn": getattr(snap, "kms_key_id", None) if snap.encrypted else None,
+        "SseType": "sse-kms" if snap.encrypted else "none",
     })
 
 
@@ -153,6 +155,7 @@ def start_snapshot(self: EBSResponse) -> ActionResult:
     parent = self._get_param("ParentSnapshotId")
     token = self._get_param("ClientToken")
     encrypted = bool(self._get_param("Encrypted"))
+    kms_arn = self._get_param("KmsKeyArn")
     timeout = self._get_param("Timeout")
     if not 1 <= size <= 65536:
         raise ValidationException(f"Volume size {size} GiB is out of range 1-65536.",
@@ -164,7 +167,19 @@ def start_snapshot(self: EBSResponse) -> ActionResult:
                                   "INVALID_DEPENDENCY_REQUEST")
     if timeout is not None and not 10 <= _int(timeout, "Timeout") <= 4320:
         raise ValidationException("Timeout must be between 10 and 4320 minutes.")
-    params = (size, json.dumps(tags, sort_keys=True), description, parent, encrypted)
+    if kms_arn is not None:
+        from pipeline_dev.emulator.kms_keys import ARN_RE, resolve
+
+        if not ARN_RE.match(str(kms_arn)):
+            raise ValidationException(
+                "1 validation error detected: Value at 'kmsKeyArn' failed to satisfy "
+                "constraint: Member must satisfy regular expression pattern: "
+                "arn:aws[a-z\\-]*:kms:.*:[0-9]{12}:key/.*", "INVALID_PARAMETER_VALUE")
+        if resolve(self.current_account, self.region, kms_arn) is None:
+            raise ValidationException(f"The KMS key {kms_arn} does not exist in "
+                                      f"{self.region} or is not enabled.",
+                                      "INVALID_CUSTOMER_KEY")
+    params = (size, json.dumps(tags, sort_keys=True), description, parent, encrypted, kms_arn)
     ec2 = _ec2(self)
     with _lock:
         if token and (self.current_account, token) in _tokens:
@@ -186,9 +201,16 @@ def start_snapshot(self: EBSResponse) -> ActionResult:
                 f"Volume size {size} GiB is smaller than the parent snapshot's "
                 f"{parent_snap.volume_size} GiB.", "INVALID_VOLUME_SIZE")
         blocks = STORE.blocks(parent)
+    parent_snap = ec2.snapshots.get(parent) if parent else None
+    encrypted = encrypted or kms_arn is not None or bool(parent_snap and parent_snap.encrypted)
     snap = new_snapshot(ec2, size, description, blocks=blocks, state="pending",
                         encrypted=encrypted)
     snap.parent_snapshot_id = parent
+    if encrypted:
+        from pipeline_dev.emulator.kms_keys import default_key_arn
+
+        snap.kms_key_id = kms_arn or getattr(parent_snap, "kms_key_id", None) or \
+            default_key_arn(self.current_account, self.region)
     if tags:
         snap.add_tags({t["Key"]: t["Value"] for t in tags})
     with _lock:

@@ -46,7 +46,7 @@ def install_all() -> None:
         from moto.moto_api._internal.models import MotoAPIBackend
 
         from pipeline_dev.emulator import (ami_features, amis, blockstore, ebs, image_references,
-            launch_templates, s3_checksums, s3_multipart, seeds, vmimport)
+            kms_keys, launch_templates, s3_checksums, s3_multipart, seeds, vmimport)
 
         ebs.install()
         vmimport.install()
@@ -54,6 +54,7 @@ def install_all() -> None:
         launch_templates.install()
         image_references.install()  # DescribeImageReferences, image deprecation
         ami_features.install()      # Allowed AMIs, deregistration protection, ancestry
+        kms_keys.install()          # CopySnapshot: Encrypted, KmsKeyId checked
         s3_multipart.install()      # unknown UploadId: 404 NoSuchUpload, not 500
         s3_checksums.install()      # BadDigest, part checksums, InvalidPartOrder
         _reset_hooks.extend([vmimport.reset, blockstore.STORE.clear, ebs.reset,

@@ -102,7 +102,7 @@ def test_root_snapshot_holds_a_real_filesystem(clients, kind, param, tmp_path):
     else:
         assert 'VERSION_ID="2"' in os_release
         assert "--apiserver-endpoint" in bootstrap and "--b64-cluster-ca" in bootstrap
-        assert "removed" not in bootstrap and len(bootstrap) > 2000
+        assert "bootstrap.sh has been removed" not in bootstrap and len(bootstrap) > 2000
 
 
 def test_reset_restores_seeds_quickly(emulator, clients):

@@ -80,7 +80,7 @@ class FaultProxy:
                                                         self.headers, body)
                 if fault is not None:            # interrupt: applied, answer late
                     signal.pthread_kill(proxy._main, signal.SIGINT)
-                    time.sleep(0.2)
+                    time.sleep(0.05)
                 try:
                     self._answer(status, headers, data)
                 except OSError:
@@ -104,6 +104,15 @@ class FaultProxy:
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def reset(self, faults: list[Fault] | tuple[Fault, ...] = ()) -> "FaultProxy":
+        """New faults, counters and call log (one proxy serves many cells)."""
+        with self._lock:
+            self.faults = list(faults)
+            self.calls.clear()
+            self.hits.clear()
+            self._count.clear()
+        return self
 
     @property
     def mutating(self) -> list[tuple[str, str]]:

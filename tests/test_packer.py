@@ -103,7 +103,7 @@ def test_fences_must_be_closed():
     with pytest.raises(InputError, match="unterminated"):
         P.strip_fenced(text)
     kept, dropped = P.strip_fenced(text + "# amazon-plugin>=1.2.2 end\nb\n")
-    assert kept == "a\nb\n" and dropped == ["1.2.2"]
+    assert kept == "a\n\n\n\nb\n" and dropped == ["1.2.2"]   # line numbers kept
 
 
 def test_template_folder_problems_are_bad_input(tmp_path):
@@ -295,5 +295,7 @@ def test_packer_validate_failure_reports_packer_lines(tmp_path):
     bad.write_text(json.dumps({"volume_type": "gp3", "volume_throughput": 5}))
     inv = P.plan_invocation(packer, P.detect_version(packer), files, [files.defaults, bad],
                             tmp_path)
-    with pytest.raises(PackerBuildFailed, match="packer validate .* failed: .*[Tt]hroughput"):
+    # bad input (exit 2): nothing was created, the message is Packer's summary
+    with pytest.raises(InputError, match="packer validate: .*[Tt]hroughput") as info:
         P.validate(inv)
+    assert info.value.exit_code == 2

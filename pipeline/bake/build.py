@@ -52,6 +52,7 @@ from pipeline.aws.clients import Clients, call, error_code
 from pipeline.core.config import BaseImage, ImageSettings, Settings
 from pipeline.core.errors import (AwsCallError, InputError, PackerBuildFailed, PipelineError,
                                   UnsafeSelection, VerificationFailed)
+from pipeline.core.inputs import check_file
 from pipeline.core.progress import NO_PROGRESS, Progress
 from pipeline.core.records import BuildRecord
 
@@ -305,8 +306,10 @@ def plan_bake(settings: Settings, clients: Clients, image_name: str | None = Non
     assert bake is not None
     files = P.template_files(Path(bake.template))
     for vf in bake.var_files:
-        if not Path(vf).is_file():
-            raise InputError(f"bake.var_files: {vf} not found; fix the path in the configuration")
+        check_file(vf, what="bake.var_files", hint="fix the path in the configuration")
+    # Packer only warns about a variable no block declares, then builds without it.
+    P.check_variables(files, ([files.defaults] if files.defaults else []) + list(bake.var_files),
+                      bake.variables)
     reserved = sorted(RESERVED_VARIABLES & set(bake.variables))
     if reserved:
         raise InputError(f"bake.variables: {', '.join(reserved)} are set by the pipeline for "
@@ -389,6 +392,7 @@ def bake(settings: Settings, clients: Clients, image_name: str | None = None,
                      packer_binary=packer_binary, stage=not dry_run,
                      defer_base_check=not dry_run)
     if dry_run:
+        _dry_validate(plan)
         return plan
     planned = time.monotonic() - t0
     try:
@@ -398,6 +402,22 @@ def bake(settings: Settings, clients: Clients, image_name: str | None = None,
     finally:
         if own_workdir:
             shutil.rmtree(plan.invocation.workdir, ignore_errors=True)
+
+
+def _dry_validate(plan: BakePlan) -> None:
+    """``bake --dry-run`` runs ``packer init``/``validate`` on a throw-away staging folder
+    (the plan itself wrote nothing); a failure is bad input (exit 2)."""
+    workdir = P.new_workdir("bake-dry-")
+    try:
+        gen = workdir / _GENERATED_VARS
+        gen.write_text(json.dumps(plan.variables, indent=2, sort_keys=True), encoding="utf-8")
+        inv = P.plan_invocation(plan.packer, plan.packer_version, plan.files,
+                                list(plan.invocation.var_files[:-1]) + [gen], workdir)
+        if inv.init_cmd:
+            P.init(inv)
+        P.validate(inv)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def run_plan(settings: Settings, clients: Clients, plan: BakePlan,

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from pipeline.core.errors import InputError, PackerBuildFailed
+from pipeline.core.inputs import read_text
 from pipeline.core.progress import NO_PROGRESS, Progress
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "plan_invocation",
     "stage_legacy", "parse_line", "decode", "run_build", "validate", "init",
     "parse_manifest", "packer_env", "strip_fenced", "new_workdir", "INTERRUPT_GRACE",
+    "declared_variables", "check_variables",
 ]
 
 log = logging.getLogger(__name__)
@@ -226,15 +228,20 @@ def strip_fenced(text: str) -> tuple[str, list[str]]:
     dropped: list[str] = []
     inside: str | None = None
     for line in text.splitlines(keepends=True):
+        blank = "\n" if line.endswith("\n") else ""
         if inside is None:
             m = _FENCE.match(line)
             if m:
                 inside = m["ver"]
                 dropped.append(inside)
+                out.append(blank)
                 continue
             out.append(line)
-        elif _FENCE_END.match(line):
-            inside = None
+        else:
+            # Dropped lines stay as blank lines: Packer's "line N" is the user's line N.
+            out.append(blank)
+            if _FENCE_END.match(line):
+                inside = None
     if inside is not None:
         raise InputError(f"unterminated '# amazon-plugin>={inside} begin' block in a template; "
                          "add the matching end comment")
@@ -271,6 +278,8 @@ class Invocation:
     build_cmd: list[str]
     workdir: Path
     dropped_fences: list[str] = field(default_factory=list)
+    #: The user's template folder (``template_dir`` is a staged copy for Packer 1.6.x).
+    source_dir: Path | None = None
 
 
 def plan_invocation(packer: str, version: PackerVersion, files: TemplateFiles,
@@ -296,7 +305,8 @@ def plan_invocation(packer: str, version: PackerVersion, files: TemplateFiles,
     build_cmd = [packer, "build", "-machine-readable", "-color=false", *args, str(target)]
     return Invocation(packer=packer, version=version, template_dir=target,
                       var_files=list(var_files), init_cmd=init_cmd, validate_cmd=validate_cmd,
-                      build_cmd=build_cmd, workdir=workdir, dropped_fences=dropped)
+                      build_cmd=build_cmd, workdir=workdir, dropped_fences=dropped,
+                      source_dir=files.root)
 
 
 # --------------------------------------------------------------------------- stream
@@ -508,8 +518,122 @@ def _run_simple(cmd: Sequence[str], cwd: Path, what: str, timeout: float = 600) 
 
 
 def validate(inv: Invocation) -> str:
-    """``packer validate`` with the build's var files; raise with Packer's own lines."""
-    return _run_simple(inv.validate_cmd, inv.workdir, f"packer validate {inv.template_dir}")
+    """``packer validate`` with the build's var files.
+
+    A template or variable error is bad input (exit 2, nothing was created): one line
+    naming the user's own file and line (never the staged copy) and Packer's summary.
+    """
+    source = inv.source_dir or inv.template_dir
+    try:
+        return _run_simple(inv.validate_cmd, inv.workdir, f"packer validate {source}")
+    except PackerBuildFailed as err:
+        output = str((err.details or {}).get("output", "")) if isinstance(err.details, dict) \
+            else ""
+        if not output:
+            raise
+        raise InputError(validation_problem(output, inv.template_dir, source),
+                         details=err.details) from err
+
+
+_PACKER_ERROR = re.compile(r"^Error: (?P<summary>.+?)\s*$", re.M)
+_PACKER_WHERE = re.compile(r"^\s*on (?P<file>.+?) line (?P<line>\d+)", re.M)
+
+
+def validation_problem(output: str, staged: Path, source: Path) -> str:
+    """One line from ``packer validate``'s output: ``FILE line N: summary (+k more)``."""
+    text = output.replace(str(staged), str(source))
+    errors = list(_PACKER_ERROR.finditer(text))
+    if not errors:
+        first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "failed")
+        return f"packer validate {source}: {first}; fix the template"
+    first = errors[0]
+    tail = text[first.end():errors[1].start() if len(errors) > 1 else len(text)]
+    where = _PACKER_WHERE.search(tail)
+    loc = source
+    if where:
+        f = Path(where["file"])
+        loc = f if f.is_absolute() else source / f
+        loc_text = f"{loc} line {where['line']}"
+    else:
+        loc_text = str(loc)
+    summary = first["summary"]
+    bullets = re.findall(r"^\* (.+?)\s*$", tail, re.M)
+    if bullets:   # "3 error(s) occurred:" then one "* ..." line each
+        summary = bullets[0] + (f" (+{len(bullets) - 1} more)" if len(bullets) > 1 else "")
+    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+    return (f"packer validate: {loc_text}: {summary}{more}; fix the template "
+            "(`packer validate` on the folder shows every error)")
+
+
+# --------------------------------------------------------------------------- variables
+
+_VARIABLE_BLOCK = re.compile(r'^\s*variable\s+"(?P<name>[^"]+)"\s*\{', re.M)
+_ASSIGNMENT = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_-]*)\s*=")
+
+
+def declared_variables(files: TemplateFiles) -> set[str]:
+    """The variable names the template's HCL ``variable "NAME" {`` blocks declare."""
+    names: set[str] = set()
+    for tpl in files.templates:
+        names |= {m["name"] for m in _VARIABLE_BLOCK.finditer(tpl.read_text(encoding="utf-8"))}
+    return names
+
+
+def _var_file_names(path: Path, what: str) -> list[tuple[str, int]]:
+    """(variable, line) set at the top level of an HCL or JSON var file."""
+    text = read_text(path, what=what, hint="give a Packer var file (NAME = VALUE lines)")
+    if path.suffix == ".json":
+        try:
+            doc = json.loads(text)
+        except ValueError as err:
+            raise InputError(f"{what} {path}: not valid JSON ({err}); fix the file") from err
+        if not isinstance(doc, dict):
+            raise InputError(f"{what} {path}: expected a JSON object of variables")
+        return [(str(k), 0) for k in doc]
+    out: list[tuple[str, int]] = []
+    depth = 0
+    for n, line in enumerate(text.splitlines(), 1):
+        code = re.sub(r'"(?:[^"\\]|\\.)*"', '""', line.split("#", 1)[0].split("//", 1)[0])
+        if depth == 0:
+            m = _ASSIGNMENT.match(code.strip())
+            if m:
+                out.append((m["name"], n))
+        depth = max(0, depth + code.count("{") + code.count("[") + code.count("(")
+                    - code.count("}") - code.count("]") - code.count(")"))
+    return out
+
+
+def check_variables(files: TemplateFiles, var_files: Sequence[Path],
+                    variables: Mapping[str, Any], *, where: str = "bake") -> None:
+    """Refuse a variable the template does not declare (Packer only warns, then builds).
+
+    ``var_files`` are the user's var files (the defaults file included); ``variables``
+    the configured ``bake.variables`` (and ``instance_type``).
+    """
+    declared = declared_variables(files)
+    if not declared:
+        return
+    problems: list[str] = []
+    for vf in var_files:
+        for name, line in _var_file_names(vf, f"{where}.var_files"):
+            if name not in declared:
+                at = f"{vf} line {line}" if line else str(vf)
+                problems.append(f"{at}: {_unknown(name, declared, files)}")
+    for name in variables:
+        if name not in declared:
+            problems.append(f"{where}.variables.{name}: {_unknown(name, declared, files)}")
+    if problems:
+        more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise InputError(problems[0] + more)
+
+
+def _unknown(name: str, declared: set[str], files: TemplateFiles) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, sorted(declared), n=1, cutoff=0.7)
+    hint = f"did you mean {close[0]!r}?" if close else f"declare it in {VARIABLES_FILE} or remove it"
+    return (f"variable {name!r} is not declared by the Packer template {files.root} ({hint}); "
+            "Packer would only warn and build without it")
 
 
 def init(inv: Invocation) -> str | None:

@@ -855,6 +855,11 @@ def history(settings: Settings, clients: Clients, image: str | None = None,
     if template is not None:
         configured = next((lt.image for lt in settings.launch_templates if lt.name == template),
                           None)
+        if configured is None and not versions:
+            known = ", ".join(lt.name for lt in settings.launch_templates) or "none"
+            raise InputError(f"--template {template!r}: not in launch_templates (configured: "
+                             f"{known}) and no such launch template in {', '.join(regions)}; "
+                             "check the name")
         used = {v.resolved_image_id for v in versions}
         builds = [b for b in builds if b.image_name == configured
                   or used & set(b.image_ids.values())]

@@ -32,14 +32,15 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from botocore.exceptions import (BotoCoreError, ClientError, ConnectionClosedError,
                                  EndpointConnectionError, ReadTimeoutError, WaiterError)
 
+from pipeline.aws import cleanup
 from pipeline.core import tags as tagkeys
 from pipeline.aws.clients import Clients, call, error_code
-from pipeline.core.errors import AwsCallError
+from pipeline.core.errors import AwsCallError, PipelineError
 from pipeline.core.progress import NO_PROGRESS, Progress
 
 __all__ = ["SnapshotWrite", "SnapshotImport", "write_snapshot", "register_root_image",
@@ -112,13 +113,24 @@ def _put_block(ebs: Any, snapshot_id: str, index: int, data: bytes, checksum: st
             time.sleep(delay)
 
 
-def _delete_snapshot(ec2: Any, snapshot_id: str) -> None:
+def _owner(tags: Mapping[str, str], kind: str, rid: str) -> cleanup.Owner:
+    """This run created ``rid`` a moment ago (and tagged it with its build id)."""
+    return cleanup.Owner(tags.get(tagkeys.BUILD_ID) or "unrecorded-run",
+                         frozenset({(kind, rid)}))
+
+
+def _delete_snapshot(clients: Clients, tags: Mapping[str, str], snapshot_id: str) -> None:
     try:
-        ec2.delete_snapshot(SnapshotId=snapshot_id)
-        log.info("deleted snapshot %s", snapshot_id)
-    except (ClientError, BotoCoreError) as err:
-        log.warning("could not delete snapshot %s (%s): delete it with `aws ec2 delete-snapshot "
-                    "--snapshot-id %s`", snapshot_id, error_code(err) or err, snapshot_id)
+        done = cleanup.delete_snapshots(clients, None, _owner(tags, "snapshot", snapshot_id),
+                                        [snapshot_id])
+    except (ClientError, BotoCoreError, PipelineError) as err:
+        done = [cleanup.Removal("snapshot", snapshot_id, "", "failed", str(err))]
+    for r in done:
+        if r.ok:
+            log.info("deleted snapshot %s", snapshot_id)
+        else:
+            log.warning("could not delete snapshot %s (%s): delete it with `aws ec2 "
+                        "delete-snapshot --snapshot-id %s`", snapshot_id, r.error, snapshot_id)
 
 
 def _blocks(disk: Any, block_size: int) -> Any:
@@ -144,7 +156,8 @@ def _blocks(disk: Any, block_size: int) -> Any:
 def write_snapshot(clients: Clients, disk: Any, *, tags: Mapping[str, str],
                    client_token: str, description: str = "", kms_key_id: str | None = None,
                    workers: int = 16, timeout_minutes: int = 60, undo: ExitStack,
-                   progress: Progress = NO_PROGRESS) -> SnapshotWrite:
+                   progress: Progress = NO_PROGRESS,
+                   on_created: Callable[[str, str], None] | None = None) -> SnapshotWrite:
     """Steps 1–5 of the module docstring for an open :class:`~pipeline.image.diskread.Disk`.
 
     Registers the snapshot's deletion on ``undo`` as soon as it exists.
@@ -159,7 +172,9 @@ def write_snapshot(clients: Clients, disk: Any, *, tags: Mapping[str, str],
         kwargs.update(Encrypted=True, KmsKeyArn=kms_key_id)
     started = call(ebs.start_snapshot, what="starting an EBS snapshot (StartSnapshot)", **kwargs)
     snap = str(started["SnapshotId"])
-    undo.callback(_delete_snapshot, ec2, snap)
+    undo.callback(_delete_snapshot, clients, tags, snap)
+    if on_created is not None:
+        on_created("snapshot", snap)
     bs = int(started.get("BlockSize") or 524288)
     total_blocks = size_gib * GiB // bs
     zero = bytes(bs)
@@ -175,7 +190,8 @@ def write_snapshot(clients: Clients, disk: Any, *, tags: Mapping[str, str],
             data = disk.read(off, min(bs, disk.size - off)) if off < disk.size else b""
             if len(data) < bs:
                 data += bytes(bs - len(data))
-            progress.advance(max(0, min(off + bs, disk.size) - max(covered, off)))
+            # Everything up to this block's end is done, holes skipped before it included.
+            progress.advance(max(0, min(off + bs, disk.size) - covered))
             covered = min(off + bs, disk.size)
             if data == zero:
                 continue
@@ -226,17 +242,22 @@ def register_root_image(ec2: Any, snapshot_id: str, *, name: str, size_gib: int,
     return str(resp["ImageId"])
 
 
-def _deregister(ec2: Any, image_id: str) -> None:
+def _deregister(clients: Clients, tags: Mapping[str, str], image_id: str) -> None:
     try:
-        ec2.deregister_image(ImageId=image_id)
-    except (ClientError, BotoCoreError) as err:
-        log.warning("could not deregister %s: %s", image_id, error_code(err) or err)
+        done = cleanup.deregister_images(clients, None, _owner(tags, "image", image_id),
+                                         [image_id])
+    except (ClientError, BotoCoreError, PipelineError) as err:
+        done = [cleanup.Removal("image", image_id, "", "failed", str(err))]
+    for r in done:
+        if not r.ok:
+            log.warning("could not deregister %s: %s", image_id, r.error)
 
 
 def import_as_snapshot(clients: Clients, path: Path, *, name: str, architecture: str,
                        boot_mode: str, tags: Mapping[str, str], kms_key_id: str | None = None,
                        workers: int = 16, undo: ExitStack,
-                       progress: Progress = NO_PROGRESS) -> SnapshotImport:
+                       progress: Progress = NO_PROGRESS,
+                       on_created: Callable[[str, str], None] | None = None) -> SnapshotImport:
     """Write ``path`` into a snapshot and register it as an AMI (undo registered)."""
     from pipeline.image.diskread import open_disk
 
@@ -246,12 +267,15 @@ def import_as_snapshot(clients: Clients, path: Path, *, name: str, architecture:
     with open_disk(path) as disk:
         written = write_snapshot(clients, disk, tags=tags, client_token=token,
                                  description=f"{name} from {path.name}", kms_key_id=kms_key_id,
-                                 workers=workers, undo=undo, progress=progress)
+                                 workers=workers, undo=undo, progress=progress,
+                                 on_created=on_created)
     image_id = register_root_image(ec2, written.snapshot_id, name=name,
                                    size_gib=written.volume_size_gib, architecture=architecture,
                                    boot_mode=boot_mode, tags=tags,
                                    description=f"{name} from {path.name}")
-    undo.callback(_deregister, ec2, image_id)
+    undo.callback(_deregister, clients, tags, image_id)
+    if on_created is not None:
+        on_created("image", image_id)
     # LIFO: on failure the image is deregistered before its snapshot is deleted.
     return SnapshotImport(image_id=image_id, snapshot_id=written.snapshot_id,
                           bytes_sent=written.bytes_sent, blocks_sent=written.blocks_sent,

@@ -24,10 +24,12 @@ from typing import Any, Callable
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from pipeline.aws import cleanup
 from pipeline.core import tags
 from pipeline.aws.clients import call, error_code
-from pipeline.core.errors import AwsCallError, ImportTaskFailed, OperationFailed, PreflightError
-from pipeline.core.progress import NO_PROGRESS, Progress
+from pipeline.core.errors import (AwsCallError, ImportTaskFailed, OperationFailed, PipelineError,
+                                  PreflightError)
+from pipeline.core.progress import NO_PROGRESS, Progress, percent_label
 
 __all__ = [
     "ImportTaskFailed",
@@ -178,11 +180,14 @@ def _describe(ec2: Any, task_id: str) -> dict[str, Any]:
     return dict(found[0])
 
 
-def cancel_import(ec2: Any, task_id: str, reason: str) -> None:
-    """CancelImportTask; a task that already ended is fine."""
+def cancel_import(ec2: Any, task_id: str, reason: str, build_id: str | None = None) -> None:
+    """CancelImportTask of the task this run started; a task that already ended is fine."""
+    owner = cleanup.Owner(build_id or "unrecorded-run", frozenset({("import-task", task_id)}))
     try:
-        ec2.cancel_import_task(ImportTaskId=task_id, CancelReason=reason[:255])
-    except ClientError as err:
+        for r in cleanup.cancel_import_tasks(ec2, None, owner, [task_id], reason=reason):
+            if not r.ok:
+                log.warning("could not cancel import task %s: %s", task_id, r.error)
+    except (ClientError, BotoCoreError, PipelineError) as err:
         log.warning("could not cancel import task %s: %s", task_id, error_code(err) or err)
 
 
@@ -199,7 +204,8 @@ def wait_import(ec2: Any, task_id: str, *, timeout: float, detach: bool = False,
     delay = poll_interval
     last = ""
     failures = 0
-    progress.start(100, f"VM Import {task_id}")
+    progress.start(100, percent_label(f"VM Import {task_id}"))
+    shown = 0                                   # percent shown on the bar so far
     try:
         while True:
             try:
@@ -212,7 +218,7 @@ def wait_import(ec2: Any, task_id: str, *, timeout: float, detach: bool = False,
                 failures += 1
                 if failures >= _MAX_DESCRIBE_FAILURES:
                     if not detach:
-                        cancel_import(ec2, task_id, "the importer lost track of the task")
+                        cancel_import(ec2, task_id, "the importer lost track of the task", build_id)
                     raise AwsCallError(f"{err.message}; gave up following import task "
                                        f"{task_id} after {failures} failed polls"
                                        + ("" if detach else " and cancelled it")) from err
@@ -228,6 +234,11 @@ def wait_import(ec2: Any, task_id: str, *, timeout: float, detach: bool = False,
             if line != last:
                 progress.status(line)
                 last = line
+            # The bar follows the task's own Progress field (a percentage) and ends at 100.
+            target = 100 if status == "completed" else (int(pct) if pct.isdigit() else shown)
+            if target > shown:
+                progress.advance(min(target, 100) - shown)
+                shown = min(target, 100)
             if status == "completed":
                 image_id = task.get("ImageId")
                 if not image_id:
@@ -246,7 +257,7 @@ def wait_import(ec2: Any, task_id: str, *, timeout: float, detach: bool = False,
             if time.monotonic() - t0 + delay > timeout:
                 what = "left running (--detach)" if detach else "cancelled it"
                 if not detach:
-                    cancel_import(ec2, task_id, f"timed out after {timeout:.0f}s")
+                    cancel_import(ec2, task_id, f"timed out after {timeout:.0f}s", build_id)
                     remove_leftovers(ec2, _describe(ec2, task_id), build_id)
                 raise OperationFailed(
                     f"import task {task_id} did not finish within {timeout:.0f}s ({status} "
@@ -258,7 +269,7 @@ def wait_import(ec2: Any, task_id: str, *, timeout: float, detach: bool = False,
             progress.status(f"detached: import task {task_id} keeps running; follow it with "
                             f"`aws ec2 describe-import-image-tasks --import-task-ids {task_id}`")
         else:
-            cancel_import(ec2, task_id, "interrupted by the user (Ctrl-C)")
+            cancel_import(ec2, task_id, "interrupted by the user (Ctrl-C)", build_id)
             try:
                 remove_leftovers(ec2, _describe(ec2, task_id), build_id)
             except AwsCallError as err:
@@ -270,9 +281,14 @@ def wait_import(ec2: Any, task_id: str, *, timeout: float, detach: bool = False,
 
 
 def remove_leftovers(ec2: Any, task: dict[str, Any], build_id: str | None) -> list[str]:
-    """Deregister/delete any AMI and snapshot of this task or tagged with ``build_id``."""
+    """Deregister/delete any AMI and snapshot of this task or tagged with ``build_id``.
+
+    The task's own AMI and snapshots are this run's (it started the task); the rest must
+    carry the build id. Both re-checked by :mod:`pipeline.aws.cleanup` before the calls.
+    """
     images = {str(task["ImageId"])} if task.get("ImageId") else set()
     snaps = set(_snapshot_ids(task))
+    journal = {("image", i) for i in images} | {("snapshot", s) for s in snaps}
     if build_id:
         flt = [{"Name": f"tag:{tags.BUILD_ID}", "Values": [build_id]}]
         try:
@@ -284,24 +300,15 @@ def remove_leftovers(ec2: Any, task: dict[str, Any], build_id: str | None) -> li
                 snaps.update(s["SnapshotId"] for s in page.get("Snapshots") or ())
         except (ClientError, BotoCoreError) as err:
             log.warning("could not list resources of build %s: %s", build_id, err)
+    owner = cleanup.Owner(build_id or "unrecorded-run", frozenset(journal))
+    resources = [cleanup.Resource("image", i) for i in sorted(images)] + \
+        [cleanup.Resource("snapshot", s) for s in sorted(snaps)]
+    if not resources:
+        return []
     removed: list[str] = []
-    for image_id in sorted(images):
-        try:
-            desc = ec2.describe_images(ImageIds=[image_id]).get("Images") or []
-            for img in desc:
-                for bdm in img.get("BlockDeviceMappings") or ():
-                    if bdm.get("Ebs", {}).get("SnapshotId"):
-                        snaps.add(bdm["Ebs"]["SnapshotId"])
-            ec2.deregister_image(ImageId=image_id)
-            removed.append(image_id)
-        except ClientError as err:
-            if "NotFound" not in error_code(err):
-                log.warning("could not deregister %s: %s", image_id, error_code(err))
-    for snap in sorted(snaps):
-        try:
-            ec2.delete_snapshot(SnapshotId=snap)
-            removed.append(snap)
-        except ClientError as err:
-            if "NotFound" not in error_code(err):
-                log.warning("could not delete %s: %s", snap, error_code(err))
+    for r in cleanup.remove(ec2, owner, resources):
+        if r.outcome == "removed":
+            removed.append(r.id)
+        elif not r.ok:
+            log.warning("could not remove %s %s: %s", r.kind, r.id, r.error)
     return removed

@@ -21,7 +21,7 @@ from pipeline.aws.ssm import Pointer, get_pointer, pointer_name, put_pointer
 from pipeline.core import tags as T
 from pipeline.core.config import ImageSettings, Settings
 from pipeline.core.errors import AwsCallError, InputError, OperationFailed
-from pipeline.core.progress import NO_PROGRESS, Progress
+from pipeline.core.progress import NO_PROGRESS, Progress, count_label
 from pipeline.core.records import BuildRecord
 from pipeline.publish.transaction import Transaction
 
@@ -151,7 +151,7 @@ def gate_publication(settings: Settings, clients: Clients, target: str | BuildRe
     deadline = started + (timeout if wait else 0.0)
     result = GateResult(build_id=build_id, image_name=image_name, image_ids={}, regions=regions)
     pending = list(regions)
-    progress.start(len(regions), "waiting for every region")
+    progress.start(len(regions), count_label("waiting for every region"))
     first, polls = True, 0
     while True:
         still: list[str] = []

@@ -129,9 +129,9 @@ CASES: dict[str, Case] = {
     "NodeConfig without cidr": lambda c: (
         c.settings(), _req(c, user_data_file=c.file(c.rendered("nodeadm").replace(
             "    cidr: 10.100.0.0/16\n", ""))), "spec.cluster.cidr is missing"),
-    "MIME without its closing boundary": lambda c: (
+    "NodeConfig with an unknown field": lambda c: (
         c.settings(), _req(c, user_data_file=c.file(c.rendered("nodeadm").replace(
-            "--//EKS-NODE-BOUNDARY//--", ""))), "closing boundary"),
+            "apiServerEndpoint", "apiserverEndpoint"))), "unknown field 'apiserverEndpoint'"),
     "more than 16 KB": lambda c: (
         c.settings(), _req(c, user_data_file=c.file(c.rendered("nodeadm").replace(
             "kind: NodeConfig\n", "kind: NodeConfig\n" + "# padding\n" * 1700))), "16 KB"),

@@ -40,7 +40,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from pipeline.publish import allowed
+from pipeline.publish import allowed, protect
 from pipeline.publish import karpenter as kp
 from pipeline.aws import templates as lt_mod
 from pipeline.core import tags as T
@@ -69,6 +69,7 @@ __all__ = [
     "promote",
     "rollback",
     "template_diff",
+    "check_publication",
 ]
 
 log = logging.getLogger(__name__)
@@ -152,6 +153,7 @@ class PublishResult:
     secure_defaults: list[str] = field(default_factory=list)
     karpenter_manifests: list[str] = field(default_factory=list)
     karpenter_notes: list[str] = field(default_factory=list)
+    protection: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         what = "created" if self.created else "already existed (nothing created)"
@@ -168,6 +170,7 @@ class PublishResult:
         lines += [f"set secure default: {s}" for s in self.secure_defaults]
         lines += [f"wrote {p}" for p in self.karpenter_manifests]
         lines += [f"note: {n}" for n in self.karpenter_notes]
+        lines += [f"protection: {p}" for p in self.protection]
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
@@ -182,6 +185,7 @@ class PromoteResult:
     previous_image_id: str | None
     changed: bool
     pointer: str | None = None
+    protection: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         if not self.changed:
@@ -189,7 +193,8 @@ class PromoteResult:
         else:
             head = (f"{self.template_name}: default version {self.previous_default_version} "
                     f"({self.previous_image_id}) -> {self.version} ({self.image_id})")
-        return head + (f"\npointer {self.pointer} -> {self.image_id}" if self.pointer else "")
+        return head + (f"\npointer {self.pointer} -> {self.image_id}" if self.pointer else "") \
+            + "".join(f"\nprotection: {p}" for p in self.protection)
 
 
 @dataclass(slots=True)
@@ -204,6 +209,7 @@ class RollbackResult:
     changed_keys: list[str]
     pointer: str | None = None
     pointer_previous: str | None = None
+    protection: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         lines = [f"{self.template_name}: default version {self.from_version} -> {self.to_version}",
@@ -214,6 +220,7 @@ class RollbackResult:
         if self.pointer:
             lines.append(f"  pointer {self.pointer}: {self.pointer_previous or '(unset)'} -> "
                          f"{self.to_image_id}")
+        lines += [f"  protection: {p}" for p in self.protection]
         return "\n".join(lines)
 
 
@@ -382,8 +389,8 @@ def publish(settings: Settings, clients: Clients, req: PublishRequest, *,
         text = ud.render_for(settings.require_cluster(), lt.user_data, mechanism).text
     else:
         text = file_text
-    ud.check(text, mechanism=mechanism, cluster=cluster,
-             what=f"user data ({req.user_data_file or 'rendered from config'})")
+    ud_warnings = ud.check(text, mechanism=mechanism, cluster=cluster,
+                           what=f"user data ({req.user_data_file or 'rendered from config'})")
     image_name = lt.image or image.image_name
     if channel and not image_name:
         raise InputError(f"--channel {channel}: the SSM pointer needs an image name; configure "
@@ -420,6 +427,7 @@ def publish(settings: Settings, clients: Clients, req: PublishRequest, *,
     warnings: list[str] = [family_warning] if family_warning else []
     if allowed_verdict.warning:
         warnings.append(allowed_verdict.warning)
+    warnings += ud_warnings            # e.g. a MIME document without its closing boundary
     warnings += verify_notes
     if problems:
         lines = [f"launch template {name}: {p}" for p in problems]
@@ -491,6 +499,7 @@ def publish(settings: Settings, clients: Clients, req: PublishRequest, *,
         if staged is not None:
             staged.discard()
     log.info("published %s as %s version %s", image.image_id, name, version.version)
+    protection = _move_protection(settings, clients, lt.image or image_name, region, warnings)
     return PublishResult(
         template_id=version.template_id, template_name=name, version=version.version,
         default_version=default_version, image_id=image.image_id, user_data_sha256=ud_sha,
@@ -498,7 +507,7 @@ def publish(settings: Settings, clients: Clients, req: PublishRequest, *,
         description=description if created else version.description, region=region,
         previous_default_version=previous_default, pointer=pointer, warnings=warnings,
         secure_defaults=applied, karpenter_manifests=[str(p) for p in paths],
-        karpenter_notes=[m.note for m in manifests if m.note])
+        karpenter_notes=[m.note for m in manifests if m.note], protection=protection)
 
 
 def _read_user_data_file(path: str) -> str:
@@ -605,10 +614,13 @@ def promote(settings: Settings, clients: Clients, template: str, version: int | 
             pointer = point_channel(settings, clients, target.image_id, ch,  # every region
                                     image_name=image_name, region=region, tx=tx)[0].name
         tx.commit()
+    warned: list[str] = []
+    protection = _move_protection(settings, clients, image_name, region, warned)
     return PromoteResult(template_id=target.template_id, template_name=template,
                          version=target.version, image_id=target.image_id,
                          previous_default_version=current.version,
-                         previous_image_id=current.image_id, changed=changed, pointer=pointer)
+                         previous_image_id=current.image_id, changed=changed, pointer=pointer,
+                         protection=protection + [f"warning: {w}" for w in warned])
 
 
 def rollback(settings: Settings, clients: Clients, template: str, channel: str | None = None,
@@ -640,13 +652,30 @@ def rollback(settings: Settings, clients: Clients, template: str, channel: str |
             pointer = point_channel(settings, clients, target.image_id, ch,  # every region
                                     image_name=image_name, region=region, tx=tx)[0].name
         tx.commit()
+    warned: list[str] = []
+    protection = _move_protection(settings, clients, image_name, region, warned)
+    protection += [f"warning: {w}" for w in warned]
     return RollbackResult(template_id=target.template_id, template_name=template,
                           from_version=current.version, to_version=target.version,
                           from_image_id=current.image_id, to_image_id=target.image_id,
                           user_data_changed=current.user_data != target.user_data,
                           changed_keys=_changed_keys(current.data, target.data),
                           pointer=pointer,
-                          pointer_previous=previous_ptr.ami_id if previous_ptr else None)
+                          pointer_previous=previous_ptr.ami_id if previous_ptr else None,
+                          protection=protection)
+
+
+def _move_protection(settings: Settings, clients: Clients, image_name: str | None, region: str,
+                     warnings: list[str]) -> list[str]:
+    """With ``build.protect_live_amis``: protection follows the live AMIs (:mod:`protect`)."""
+    if not settings.protect_live_amis:
+        return []
+    regions = [region]
+    if image_name and any(i.name == image_name for i in settings.images):
+        regions += list(settings.image(image_name).regions)
+    changes, warned = protect.reconcile(settings, clients, regions, templates_region=region)
+    warnings += warned
+    return changes
 
 
 # --------------------------------------------------------------------------- diff
@@ -680,3 +709,56 @@ def template_diff(clients: Clients, template: str, from_version: str | int | Non
     return DiffResult(template_name=template, from_version=a.version, to_version=b.version,
                       from_image_id=a.image_id, to_image_id=b.image_id, user_data_diff=diff,
                       changed_keys=_changed_keys(a.data, b.data))
+
+
+# --------------------------------------------------------------------------- before a build
+
+
+def check_publication(settings: Settings, clients: Clients, template: str, *,
+                      image_name: str, region: str | None = None) -> list[str]:
+    """Every check :func:`publish` runs that does not need the AMI, for a build of
+    ``image_name`` about to be made (rebuild calls this before baking): the user data
+    for the image's required mechanism renders and lints, the channel pointer name is
+    valid, the version the template would get obeys the template rules (refused for a
+    Karpenter template, else returned as warnings), the Karpenter manifests render,
+    validate and can be written to ``karpenter.output_dir``. Read-only in AWS
+    (DescribeLaunchTemplateVersions, DescribeSecurityGroups); raises
+    :class:`InputError`/:class:`LintError`, nothing created."""
+    lt = settings.launch_template(template)
+    ec2 = clients.client("ec2", region=region)
+    try:
+        require = settings.image(image_name).require
+    except InputError:
+        require = "any"
+    mechanisms = [require] if require in ud.MECHANISMS else []
+    for mechanism in mechanisms:
+        text = ud.render_for(settings.require_cluster(), lt.user_data, mechanism).text
+        ud.check(text, mechanism=mechanism, cluster=settings.cluster,
+                 what=f"launch_templates[{lt.name}].user_data (rendered for {mechanism})")
+    channel = lt.channel or None
+    if channel:
+        pointer_name(settings.ssm_prefix, lt.image or image_name, channel)
+    kversion = settings.karpenter.version if lt.karpenter else None
+    if kversion and kversion != "none":
+        for mechanism in mechanisms or list(ud.MECHANISMS):
+            manifests = kp.render_manifests(settings, kversion, template=lt,
+                                            ami_id="ami-00000000000000000", mechanism=mechanism)
+            kp.stage_manifests(manifests, settings.karpenter.output_dir).discard()
+    found = lt_mod.describe_versions(ec2, lt.name, ["$Default"])
+    src = _pick(found or [], "$Default")
+    new: dict[str, Any] = {"ImageId": "ami-00000000000000000", "UserData": "e30="}
+    if lt.instance_profile:
+        new["IamInstanceProfile"] = {"Name": lt.instance_profile}
+    if lt.security_group_ids:
+        new["SecurityGroupIds"] = list(lt.security_group_ids)
+    resulting = lt_mod.overlay(src.data if src else {}, new)
+    root = "/dev/xvda"
+    resulting = lt_mod.overlay(resulting, lt_mod.apply_secure_defaults(resulting, root)[0])
+    sg_ids = list(resulting.get("SecurityGroupIds") or [])
+    groups = lt_mod.describe_security_groups(ec2, sg_ids) if sg_ids else {}
+    problems = lt_mod.rule_problems(resulting, root_device=root, groups=groups)
+    if problems and lt.karpenter:
+        raise LintError(f"launch template {lt.name}: {problems[0]} (refused: the template is "
+                        "configured for Karpenter)", [f"launch template {lt.name}: {p}"
+                                                      for p in problems])
+    return [f"launch template {lt.name}: {p}" for p in problems]

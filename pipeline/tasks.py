@@ -53,8 +53,8 @@ class _Number:
         return hash(self._shown)
 
 
-#: One short option per meaning in every task that has the flag; other flags of that task
-#: never take the letter. The rest get Invoke's automatic letters (the first free one).
+#: One short option per meaning in every task that has the flag; no other flag of any task
+#: takes the letter. The rest get Invoke's automatic letters (the first free one).
 SHORT_FLAGS = {"config": "c", "json": "j", "region": "e", "profile": "p"}
 
 
@@ -63,9 +63,7 @@ class PipelineTask(Task):  # type: ignore[type-arg]
     are checked while parsing, so ``--keep abc`` is a usage error, not a traceback)."""
 
     def arg_opts(self, name: str, default: Any, taken_names: set[str]) -> dict[str, Any]:
-        params = self.argspec(self.body).parameters
-        reserved = {short for long_, short in SHORT_FLAGS.items()
-                    if long_ in params and long_ != name}
+        reserved = {short for long_, short in SHORT_FLAGS.items() if long_ != name}
         opts: dict[str, Any] = super().arg_opts(name, default, set(taken_names) | reserved)
         if name in SHORT_FLAGS:
             opts["names"] = [opts["names"][0], SHORT_FLAGS[name]]

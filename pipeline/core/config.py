@@ -538,10 +538,7 @@ def load_settings(explicit: str | os.PathLike[str] | None = None, *,
             f"no configuration found: pass --config PATH, set {CONFIG_ENV}, or copy "
             f"pipeline.example.yaml to ./{DEFAULT_CONFIG_NAME}"
         )
-    settings = parse_settings(read_yaml(path), source=path)
-    if region or profile:
-        settings = _apply_env(settings, region=region, profile=profile)
-    return settings
+    return parse_settings(read_yaml(path), source=path, region=region, profile=profile)
 
 
 def read_yaml(path: Path) -> Any:
@@ -614,8 +611,10 @@ _Validator = jsonschema.validators.extend(
     type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_int))
 
 
-def parse_settings(raw: Any, *, source: Path | None = None) -> Settings:
-    """Validate a parsed YAML document and build :class:`Settings`."""
+def parse_settings(raw: Any, *, source: Path | None = None, region: str | None = None,
+                   profile: str | None = None) -> Settings:
+    """Validate a parsed YAML document and build :class:`Settings` (``region`` and
+    ``profile``: the command line's, which beat the file; see :class:`AwsSettings`)."""
     where = str(source) if source else "configuration"
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: (top level): expected a mapping of settings (aws:, cluster:, "
@@ -625,7 +624,7 @@ def parse_settings(raw: Any, *, source: Path | None = None) -> Settings:
     if problems:
         raise ConfigError(problems[0] if len(problems) == 1 else
                           f"{where}: {len(problems)} problems", problems)
-    return _apply_env(_build(raw, base_dir, source))
+    return _apply_env(_build(raw, base_dir, source), region=region, profile=profile)
 
 
 def config_problems(raw: dict[str, Any], base_dir: Path | None = None) -> list[str]:

@@ -171,10 +171,18 @@ def run_task(fn: Callable[[], Any], *, as_json: bool = False,
                                  details=exc.details)
         out.flush()
         raise TaskExit(exc.exit_code) from None
-    except KeyboardInterrupt:
-        err.write("interrupted: clean-up done, nothing left half-created\n")
+    except KeyboardInterrupt as exc:
+        # What the run keeps on purpose (an upload left open for a resume, a detached
+        # import task) is attached by the library as ``kept_for_resume``; say so last.
+        kept = [str(k) for k in getattr(exc, "kept_for_resume", None) or []]
+        if kept:
+            for line in kept:
+                err.write(f"interrupted: clean-up done; kept {line}\n")
+        else:
+            err.write("interrupted: clean-up done, nothing left half-created\n")
         if as_json:
-            write_error_document(out, "interrupted", 130, kind="interrupted")
+            write_error_document(out, "interrupted", 130, kind="interrupted",
+                                 details={"kept": kept} if kept else None)
         raise TaskExit(130) from None
     except Exception as exc:  # noqa: BLE001 - the one place that catches everything
         if os.environ.get("PIPELINE_DEBUG"):

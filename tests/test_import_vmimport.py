@@ -114,7 +114,10 @@ def test_rerun_skips_the_upload_and_keep_upload_keeps_it(
     second = import_image(settings, clients, ImportRequest(**FAST))
     assert second.upload_skipped and second.bytes_sent == 0
     assert second.upload == first.upload and second.image_id != first.image_id
-    assert _inventory(clients)["objects"] == []
+    # The object is the first build's (kept on purpose): the second run reused it and
+    # leaves it, saying so; it never deletes what another build uploaded.
+    assert second.upload_kept
+    assert _inventory(clients)["objects"] == [first.upload[len(f"s3://{BUCKET}/"):]]
 
 
 def test_failed_task_exits_1_quotes_aws_and_leaves_nothing(

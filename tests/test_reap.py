@@ -14,6 +14,7 @@ from pipeline.core.config import parse_settings
 from pipeline_dev.emulator.image_references import install
 from pipeline.lifecycle.prune import reap
 from pipeline.core.records import BuildRecord
+from tests.neighbours import add_bucket
 
 BUCKET = "imports-bucket"
 ACCOUNT = "123456789012"
@@ -88,8 +89,9 @@ def _emulator_extensions() -> None:
 
 
 @pytest.fixture
-def world(tmp_path: Path, endpoint: str, clients: Any) -> dict[str, Any]:
+def world(tmp_path: Path, endpoint: str, clients: Any, neighbours: Any) -> dict[str, Any]:
     clients.client("s3").create_bucket(Bucket=BUCKET)
+    add_bucket(clients, neighbours, BUCKET)
     settings = _settings(tmp_path, endpoint)
     failed, ok = _build_id(1, "aaaaaa"), _build_id(2, "bbbbbb")
     running, orphan = _build_id(0.1, "cccccc"), _build_id(30, "dddddd")
@@ -131,8 +133,84 @@ def test_apply_leaves_nothing_tagged_by_a_failed_build(clients: Any,
     # Succeeded and still-running builds keep everything.
     assert len(_tagged(clients, world["ok"])) == len(world["made"][world["ok"]])
     assert len(_tagged(clients, world["running"])) == len(world["made"][world["running"]])
+    # Open uploads nobody's journal records are not proven ours: reported, never aborted.
     uploads = clients.client("s3").list_multipart_uploads(Bucket=BUCKET).get("Uploads", [])
-    assert [u["UploadId"] for u in uploads] == [world["fresh_upload"]]
+    assert {world["old_upload"], world["fresh_upload"]} <= {u["UploadId"] for u in uploads}
+    assert any(world["old_upload"] in u for u in result.unowned)
+    assert not any(world["fresh_upload"] in u for u in result.unowned)
+    assert "abort-multipart-upload" in result.summary()
     # A second run finds nothing more to do.
     again = reap(world["settings"], clients, apply=True)
     assert again.items == []
+
+
+def _killed_run(clients: Any, settings: Any, build_id: str) -> tuple[Any, dict[str, str]]:
+    """What a SIGKILLed bake leaves: an open journal and Packer's untagged temporaries
+    (key pair, security group), a tagged instance with its volume, an untagged AMI, and a
+    journaled open upload."""
+    from pipeline.aws.journal import Journal
+
+    ec2, s3 = clients.client("ec2"), clients.client("s3")
+    journal = Journal.open(clients, settings.ssm_prefix, "node", build_id)
+    key = ec2.create_key_pair(KeyName=f"packer_{build_id}")["KeyName"]
+    journal.record("key-pair", key)
+    sg_name = "packer_68f1c0de-0000-4000-8000-" + build_id[-6:] * 2
+    sg = ec2.create_security_group(GroupName=sg_name, Description="Temporary group")["GroupId"]
+    journal.record("security-group-name", sg_name)
+    base = ec2.describe_images(Filters=[{"Name": "state", "Values": ["available"]}])["Images"][0]
+    inst = ec2.run_instances(ImageId=base["ImageId"], MinCount=1, MaxCount=1, KeyName=key,
+                             SecurityGroupIds=[sg], TagSpecifications=[{
+                                 "ResourceType": "instance", "Tags": tags.to_tag_list(
+                                     {tags.BUILD_ID: build_id})}])["Instances"][0]
+    journal.record("instance", inst["InstanceId"])
+    ami = ec2.create_image(InstanceId=inst["InstanceId"], Name=f"node-{build_id}")["ImageId"]
+    journal.record("image", ami)
+    up = s3.create_multipart_upload(Bucket=BUCKET, Key=f"imports/{build_id}/disk.raw")
+    url = f"s3://{BUCKET}/imports/{build_id}/disk.raw#{up['UploadId']}"
+    journal.record("multipart-upload", url, "s3")
+    return journal, {"key-pair": key, "security-group": sg, "instance": inst["InstanceId"],
+                     "image": ami, "multipart-upload": url}
+
+
+def test_a_killed_run_waits_out_the_grace_then_its_journal_is_reaped(
+        clients: Any, endpoint: str, tmp_path: Path, neighbours: Any) -> None:
+    clients.client("s3").create_bucket(Bucket=BUCKET)
+    add_bucket(clients, neighbours, BUCKET)
+    settings = _settings(tmp_path, endpoint)
+    build_id = _build_id(0, "eeeeee")
+    journal, made = _killed_run(clients, settings, build_id)
+
+    early = reap(settings, clients, apply=True)
+    assert early.items == []
+    [waiting] = [w for w in early.waiting if w.build_id == build_id]
+    text = early.summary()
+    assert f"resource(s) of build {build_id} kept until" in text
+    assert "nothing left behind" not in text
+    for rid in (made["instance"], made["key-pair"], made["image"], made["security-group"]):
+        assert rid in text
+
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=7)
+    done = reap(settings, clients, apply=True, now=later)
+    assert done.exit_code == 0, done.summary()
+    gone = {(i.kind, i.resource_id) for i in done.items if i.done}
+    assert set(made.items()) <= gone, done.summary()
+    ec2 = clients.client("ec2")
+    assert made["key-pair"] not in {k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"]}
+    assert made["security-group"] not in {
+        g["GroupId"] for g in ec2.describe_security_groups()["SecurityGroups"]}
+    assert journal.name in done.journals_done
+    # Converged: the journal is gone and nothing of the run is left to report.
+    again = reap(settings, clients, apply=True, now=later)
+    assert [i for i in again.items if i.build_id == build_id] == []
+    assert not [w for w in again.waiting if w.build_id == build_id]
+    from pipeline.aws.journal import load_journals
+    assert [j.build_id for j in load_journals(clients, settings.ssm_prefix)] == []
+
+
+def test_the_clock_moves_by_environment_too(clients: Any, endpoint: str, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.lifecycle.prune import NOW_ENV, reap_now
+
+    monkeypatch.setenv(NOW_ENV, "2030-01-02T03:04:05Z")
+    assert reap_now() == dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+    assert reap_now("2031-01-01T00:00:00+00:00").year == 2031

@@ -143,10 +143,15 @@ def test_file_changed_during_upload_aborts_it(s3, tmp_path) -> None:
 
 def test_kms_encryption_and_delete_upload(s3, tmp_path) -> None:
     src = _random_file(tmp_path / "disk.raw", 3 * MiB)
-    result = upload_file(s3, src, BUCKET, kms_key_id="alias/imports")
+    result = upload_file(s3, src, BUCKET, kms_key_id="alias/imports",
+                         metadata={"build-id": "b-20260101000000-aaaaaa"})
     head = s3.head_object(Bucket=BUCKET, Key=result.key)
     assert head["ServerSideEncryption"] == "aws:kms"
-    s3_upload.delete_upload(s3, BUCKET, result.key)
+    # Another build's clean-up leaves the object alone (same content, same key).
+    kept = s3_upload.delete_upload(s3, BUCKET, result.key, build_id="b-20260101000000-bbbbbb")
+    assert [r.outcome for r in kept] == ["failed"] and "kept" in (kept[0].error or "")
+    assert s3.list_objects_v2(Bucket=BUCKET).get("KeyCount") == 1
+    s3_upload.delete_upload(s3, BUCKET, result.key, build_id="b-20260101000000-aaaaaa")
     assert s3.list_objects_v2(Bucket=BUCKET).get("KeyCount") == 0
 
 

@@ -62,10 +62,11 @@ import zlib
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from pipeline.aws import cleanup
 from pipeline.aws.clients import call, error_code
 from pipeline.core.errors import AwsCallError, InputError
 from pipeline.core.progress import NO_PROGRESS, Progress
@@ -298,12 +299,27 @@ def head_object(s3: Any, bucket: str, key: str) -> ObjectInfo | None:
                       sha256=meta.get(META_SHA256), metadata=meta)
 
 
-def delete_upload(s3: Any, bucket: str, key: str) -> None:
-    """Delete the object and abort any open multipart upload on ``key``."""
-    for upload in _open_uploads(s3, bucket, key):
-        call(s3.abort_multipart_upload, what=f"aborting the upload of s3://{bucket}/{key}",
-             Bucket=bucket, Key=key, UploadId=upload["UploadId"])
-    call(s3.delete_object, what=f"deleting s3://{bucket}/{key}", Bucket=bucket, Key=key)
+def delete_upload(s3: Any, bucket: str, key: str, *, build_id: str,
+                  upload_ids: Sequence[str] = ()) -> list[cleanup.Removal]:
+    """Abort this run's multipart uploads ``upload_ids`` on ``key`` and delete the object
+    if it carries ``build_id`` (``build-id`` metadata): through :mod:`pipeline.aws.cleanup`,
+    so another run's object or upload on the same (content-addressed) key is refused and
+    reported, never removed."""
+    url = f"s3://{bucket}/{key}"
+    mine = [f"{url}#{u}" for u in upload_ids if u]
+    owner = cleanup.Owner(build_id, frozenset(("multipart-upload", m) for m in mine))
+    out: list[cleanup.Removal] = []
+    if mine:
+        out += cleanup.abort_multipart_uploads(s3, owner, mine)
+    exists, owner_build = cleanup.object_build(s3, bucket, key)
+    if not exists:
+        return out + [cleanup.Removal("s3-object", url, "s3", "gone")]
+    if owner_build != build_id:
+        log.info("%s belongs to build %s, not %s: left for it (or reap)", url,
+                 owner_build or "(none recorded)", build_id)
+        return out + [cleanup.Removal("s3-object", url, "s3", "failed",
+                                      f"kept: uploaded by build {owner_build or '?'}")]
+    return out + cleanup.delete_s3_objects(s3, owner, [url])
 
 
 # --------------------------------------------------------------------------- upload
@@ -441,7 +457,8 @@ def upload_file(s3: Any, path: Path | str, bucket: str, *, key: str | None = Non
                 sse: str | None = "AES256", kms_key_id: str | None = None,
                 workers: int = 10, part_size: int | None = None,
                 checksum: str = PART_CHECKSUM,
-                progress: Progress = NO_PROGRESS) -> UploadResult:
+                progress: Progress = NO_PROGRESS,
+                on_upload: Callable[[str], None] | None = None) -> UploadResult:
     """Upload ``path`` to ``bucket`` (key from its SHA-256 unless given); see module doc.
 
     Skips the upload when the object is already there with the same ``sha256`` metadata
@@ -450,6 +467,8 @@ def upload_file(s3: Any, path: Path | str, bucket: str, *, key: str | None = Non
     ``digest`` made with another one is used as it is. ``progress`` gets the byte count
     of each part as it is acknowledged (kept parts count at once). An exception leaves
     the upload resumable, except :class:`FileChangedError` which aborts it.
+    ``on_upload(upload_id)`` is called as soon as the multipart upload is created or
+    adopted for a resume (the run's creation journal records it there).
     """
     t0 = time.monotonic()
     path = Path(path)
@@ -480,7 +499,7 @@ def upload_file(s3: Any, path: Path | str, bucket: str, *, key: str | None = Non
         for attempt in (1, 2):
             try:
                 return _upload(s3, reader, bucket, key, url, metadata or {}, sse, kms_key_id,
-                               workers, progress, t0)
+                               workers, progress, t0, on_upload)
             except (_UploadVanished, AwsCallError) as err:
                 # Another run of the same file may have resumed this upload and completed
                 # it first (S3 then answers NoSuchUpload): if the object under the
@@ -531,7 +550,8 @@ def _resume_point(s3: Any, reader: _PartReader, bucket: str, key: str, url: str
 
 def _upload(s3: Any, reader: _PartReader, bucket: str, key: str, url: str,
             metadata: dict[str, str], sse: str | None, kms_key_id: str | None, workers: int,
-            progress: Progress, t0: float) -> UploadResult:
+            progress: Progress, t0: float,
+            on_upload: Callable[[str], None] | None = None) -> UploadResult:
     digest = reader.digest
     upload_id, algorithm, done = _resume_point(s3, reader, bucket, key, url)
     resumed = upload_id is not None
@@ -542,6 +562,8 @@ def _upload(s3: Any, reader: _PartReader, bucket: str, key: str, url: str,
                     Bucket=bucket, Key=key, Metadata=meta, ChecksumAlgorithm=algorithm,
                     ContentType="application/octet-stream", **_sse_args(sse, kms_key_id))
         upload_id = resp["UploadId"]
+    if on_upload is not None:
+        on_upload(upload_id)
 
     todo = [n for n in range(1, digest.parts + 1) if n not in done]
     sent_bytes = 0
@@ -584,6 +606,14 @@ def _upload(s3: Any, reader: _PartReader, bucket: str, key: str, url: str,
                 f"`aws s3api abort-multipart-upload --bucket {bucket} --key {key} "
                 f"--upload-id {upload_id}`")
         log.warning("%s", hint)
+        if isinstance(err, KeyboardInterrupt):
+            # The last line of the task says what is kept (pipeline.cli reads this).
+            kept = list(getattr(err, "kept_for_resume", None) or [])
+            kept.append(f"the upload {url} (upload id {upload_id}, {len(done)} of "
+                        f"{digest.parts} parts sent) so that a re-run resumes it; abort it "
+                        f"with `aws s3api abort-multipart-upload --bucket {bucket} --key "
+                        f"{key} --upload-id {upload_id}`")
+            err.kept_for_resume = kept  # type: ignore[attr-defined]
         if isinstance(err, (ClientError, BotoCoreError)):
             raise AwsCallError(f"{hint} ({error_code(err) or err})") from err
         raise
@@ -613,9 +643,15 @@ def _upload(s3: Any, reader: _PartReader, bucket: str, key: str, url: str,
 
 
 def _abort(s3: Any, bucket: str, key: str, upload_id: str) -> None:
+    """Abort the upload this call started or adopted (through the cleanup door)."""
+    url = f"s3://{bucket}/{key}#{upload_id}"
     try:
-        s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
-    except (ClientError, BotoCoreError) as err:  # best effort: the original error matters
+        done = cleanup.abort_multipart_uploads(
+            s3, cleanup.Owner("this-upload", frozenset({("multipart-upload", url)})), [url])
+        err: Any = next((r.error for r in done if not r.ok), None)
+    except (ClientError, BotoCoreError) as exc:  # best effort: the original error matters
+        err = exc
+    if err:
         log.warning("could not abort the upload of s3://%s/%s (%s): abort it with "
                     "`aws s3api abort-multipart-upload --bucket %s --key %s --upload-id %s`",
                     bucket, key, err, bucket, key, upload_id)

@@ -49,6 +49,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pipeline import __version__
 from pipeline.core import tags
 from pipeline.aws import s3 as s3_upload
+from pipeline.aws.journal import Journal
 from pipeline.ingest import vm_import
 from pipeline.aws.clients import Clients, call, error_code
 from pipeline.core.config import ImageSettings, ImportSettings, Settings
@@ -414,8 +415,8 @@ def _image_snapshots(ec2: Any, image_id: str) -> list[str]:
 
 
 def _via_vm_import(clients: Clients, pf: Preflight, req: ImportRequest, digest: Any,
-                   lineage: dict[str, str], undo: ExitStack, progress: Progress
-                   ) -> tuple[str, list[str], int, dict[str, Any]]:
+                   lineage: dict[str, str], undo: ExitStack, progress: Progress,
+                   journal: Journal) -> tuple[str, list[str], int, dict[str, Any]]:
     s3, ec2 = clients.client("s3"), clients.client("ec2")
     bucket = pf.bucket
     assert bucket is not None
@@ -424,6 +425,9 @@ def _via_vm_import(clients: Clients, pf: Preflight, req: ImportRequest, digest: 
     info: dict[str, Any] = {}
     key = pf.upload_key
     assert key is not None
+
+    def on_upload(upload_id: str) -> None:
+        journal.record("multipart-upload", f"s3://{bucket}/{key}#{upload_id}", "s3")
     if pf.needs_conversion:
         existing = s3_upload.head_object(s3, bucket, key)
         if existing and existing.metadata.get("source-sha256") == digest.sha256:
@@ -436,20 +440,24 @@ def _via_vm_import(clients: Clients, pf: Preflight, req: ImportRequest, digest: 
             try:
                 converted = _convert(pf.path, pf.qemu_format, tmp, progress)
                 upload = s3_upload.upload_file(s3, converted, bucket, key=key, metadata=meta,
-                                               workers=req.workers, progress=progress)
+                                               workers=req.workers, progress=progress,
+                                               on_upload=on_upload)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
         info["converted_from"] = pf.qemu_format
         disk_format = "VMDK"
     else:
         upload = s3_upload.upload_file(s3, pf.path, bucket, key=key, digest=digest,
-                                       metadata=meta, workers=req.workers, progress=progress)
+                                       metadata=meta, workers=req.workers, progress=progress,
+                                       on_upload=on_upload)
         disk_format = pf.vmimport_format or "RAW"
     info.update(upload=upload.url, upload_skipped=upload.skipped)
+    if not upload.skipped:
+        journal.record("s3-object", upload.url, "s3")
     keep = [req.keep_upload]
     # The upload goes once the import is over, whatever the outcome (unless kept);
     # with --detach on Ctrl-C the running task still needs it.
-    undo.callback(lambda: None if keep[0] else _delete_upload(s3, bucket, upload.key))
+    undo.callback(lambda: None if keep[0] else _delete_upload(s3, bucket, upload.key, journal))
 
     image = pf.image
     spec = vm_import.ImportTaskSpec(
@@ -462,6 +470,7 @@ def _via_vm_import(clients: Clients, pf: Preflight, req: ImportRequest, digest: 
         tags=lineage, encrypted=image.boot_mode != "uefi", kms_key_id=pf.kms_key_id)
     fresh_role = bool(pf.role and (pf.role.created or pf.role.policy_added))
     task_id = vm_import.start_import(ec2, spec, role_grace=req.role_grace if fresh_role else 0)
+    journal.record("import-task", task_id)
     info["import_task_id"] = task_id
     try:
         outcome = vm_import.wait_import(ec2, task_id, timeout=req.timeout, detach=req.detach,
@@ -469,34 +478,57 @@ def _via_vm_import(clients: Clients, pf: Preflight, req: ImportRequest, digest: 
                                         build_id=lineage[tags.BUILD_ID], progress=progress)
     except vm_import.ImportTaskFailed:
         raise                        # the task is over: its upload goes
-    except (KeyboardInterrupt, OperationFailed):
+    except (KeyboardInterrupt, OperationFailed) as err:
         if req.detach:               # timeout / lost track / Ctrl-C: the task still runs
             keep[0] = True
+            if isinstance(err, KeyboardInterrupt):
+                err.kept_for_resume = [  # type: ignore[attr-defined]
+                    f"import task {task_id} keeps running (--detach) and its upload "
+                    f"{upload.url} stays for it; follow it with `aws ec2 "
+                    f"describe-import-image-tasks --import-task-ids {task_id}`"]
         raise
+    journal.record_many([("image", outcome.image_id, None)]
+                        + [("snapshot", sn, None) for sn in outcome.snapshot_ids])
     undo.callback(vm_import.remove_leftovers, ec2, {"ImageId": outcome.image_id,
-                                                    "SnapshotDetails": []}, None)
+                                                    "SnapshotDetails": []},
+                  lineage[tags.BUILD_ID])
     snaps = list(dict.fromkeys([*outcome.snapshot_ids,
                                 *_image_snapshots(ec2, outcome.image_id)]))
     return outcome.image_id, snaps, upload.bytes_sent, info
 
 
-def _delete_upload(s3: Any, bucket: str, key: str) -> None:
+def _delete_upload(s3: Any, bucket: str, key: str, journal: Journal) -> bool:
+    """Remove this run's upload (object and open uploads it journaled), nobody else's.
+
+    False when the object stays (another build uploaded it, e.g. kept with
+    --keep-upload and reused by this run, or the delete failed)."""
+    url = f"s3://{bucket}/{key}"
+    uploads = [r.id.rpartition("#")[2] for r in journal.resources("multipart-upload")
+               if r.id.startswith(url + "#")]
     try:
-        s3_upload.delete_upload(s3, bucket, key)
-        log.info("deleted the upload s3://%s/%s", bucket, key)
+        done = s3_upload.delete_upload(s3, bucket, key, build_id=journal.build_id,
+                                       upload_ids=uploads)
     except Exception as err:  # noqa: BLE001 - clean-up must not hide the real outcome
         log.warning("could not delete s3://%s/%s: %s", bucket, key, err)
+        return False
+    for r in done:
+        if r.outcome == "removed":
+            log.info("deleted %s %s", r.kind, r.id)
+        elif not r.ok:
+            log.info("%s %s stays: %s", r.kind, r.id, r.error)
+    return all(r.ok for r in done if r.kind == "s3-object")
 
 
 def _via_snapshot(clients: Clients, pf: Preflight, req: ImportRequest,
-                  lineage: dict[str, str], undo: ExitStack, progress: Progress
-                  ) -> tuple[str, list[str], int, dict[str, Any]]:
+                  lineage: dict[str, str], undo: ExitStack, progress: Progress,
+                  journal: Journal) -> tuple[str, list[str], int, dict[str, Any]]:
     from pipeline.aws import ebs as snapshot_upload
 
     out = snapshot_upload.import_as_snapshot(
         clients, pf.path, name=f"{pf.image.name}-{lineage[tags.BUILD_ID]}",
         architecture=pf.image.architecture, boot_mode=pf.image.boot_mode, tags=lineage,
-        kms_key_id=pf.kms_key_id, workers=max(req.workers, 16), undo=undo, progress=progress)
+        kms_key_id=pf.kms_key_id, workers=max(req.workers, 16), undo=undo, progress=progress,
+        on_created=lambda kind, rid: journal.record(kind, rid))
     return out.image_id, [out.snapshot_id], out.bytes_sent, {
         "blocks_sent": out.blocks_sent, "blocks_total": out.blocks_total}
 
@@ -535,13 +567,28 @@ def import_image(settings: Settings, clients: Clients, req: ImportRequest,
     record.source_sha256 = digest.sha256
     lineage = _lineage_tags(pf, build_id, digest.sha256)
     ec2 = clients.client("ec2")
+    journal = Journal.open(clients, settings.ssm_prefix, pf.image.name, build_id)
+    try:
+        return _import_journaled(settings, clients, req, pf, digest, build_id, record,
+                                 lineage, ec2, journal, progress, t0)
+    except BaseException:
+        # The undo ran; what it could not remove (or kept for a resume) stays recorded
+        # for `invoke reap`, which removes it after the grace period.
+        journal.close("failed")
+        raise
+
+
+def _import_journaled(settings: Settings, clients: Clients, req: ImportRequest, pf: Preflight,
+                      digest: Any, build_id: str, record: BuildRecord, lineage: dict[str, str],
+                      ec2: Any, journal: Journal, progress: Progress,
+                      t0: float) -> ImportResult:
     with ExitStack() as undo:
         if pf.method == "vm-import":
             image_id, snaps, sent, info = _via_vm_import(clients, pf, req, digest, lineage,
-                                                         undo, progress)
+                                                         undo, progress, journal)
         else:
             image_id, snaps, sent, info = _via_snapshot(clients, pf, req, lineage, undo,
-                                                        progress)
+                                                        progress, journal)
         _tag(ec2, [image_id, *snaps], lineage)
         progress.status(f"verifying {image_id} offline (verify --ami)")
         verification = _verify_ami(clients, image_id, pf.image.require,
@@ -557,7 +604,11 @@ def import_image(settings: Settings, clients: Clients, req: ImportRequest,
         undo.pop_all()
         if pf.method == "vm-import" and not req.keep_upload and info.get("upload"):
             bucket, key = str(info["upload"])[5:].split("/", 1)
-            _delete_upload(clients.client("s3"), bucket, key)
+            if not _delete_upload(clients.client("s3"), bucket, key, journal):
+                kept_upload = True     # another build's object (reused): not ours to delete
+        journal.close("succeeded", keep=[("image", image_id, None)]
+                      + [("snapshot", sn, None) for sn in snaps]
+                      + ([("s3-object", str(info["upload"]), "s3")] if kept_upload else []))
     return ImportResult(
         image_id=image_id, snapshot_ids=snaps, method=pf.method, build_id=build_id,
         source_sha256=digest.sha256, source_file=str(pf.path), bytes_sent=sent,

@@ -42,6 +42,7 @@ __all__ = [
     "GateResult",
     "PublicationGated",
     "plan_distribution",
+    "check_before_build",
     "distribute",
     "gate_publication",
     "move_pointers",
@@ -173,27 +174,24 @@ def _snapshots_of(image: dict[str, Any] | None) -> list[str]:
             if m.get("Ebs", {}).get("SnapshotId")]
 
 
-def _delete_copy(clients: Clients, region: str, image_id: str) -> None:
-    """Deregister a copy (this also stops a pending CopyImage) and delete its snapshots."""
+def _delete_copy(clients: Clients, region: str, image_id: str, build_id: str = "") -> None:
+    """Deregister a copy this run started (this also stops a pending CopyImage) and
+    delete its snapshots, through :mod:`pipeline.aws.cleanup` (the copy and the snapshots
+    "Copied for DestinationAmi <copy>" are this run's)."""
+    from pipeline.aws import cleanup
+
     ec2 = clients.client("ec2", region=region)
-    snaps: list[str] = []
-    try:
-        images = ec2.describe_images(ImageIds=[image_id]).get("Images") or []
-        snaps = _snapshots_of(images[0] if images else None)
-        ec2.deregister_image(ImageId=image_id)
-    except ClientError as err:
-        if not error_code(err).startswith("InvalidAMIID"):
-            log.warning("could not deregister partial copy %s in %s: %s", image_id, region, err)
-            return
-    snaps = list(dict.fromkeys(snaps + _copy_snapshots(ec2, image_id)))
-    for snap in snaps:
-        try:
-            ec2.delete_snapshot(SnapshotId=snap)
-        except ClientError as err:
-            if error_code(err) != "InvalidSnapshot.NotFound":
-                log.warning("could not delete snapshot %s of %s in %s: %s", snap, image_id,
-                            region, err)
-    log.info("removed partial copy %s in %s", image_id, region)
+    snaps = _copy_snapshots(ec2, image_id)
+    owner = cleanup.Owner(build_id or "unrecorded-run", frozenset(
+        [("image", image_id)] + [("snapshot", s) for s in snaps]))
+    resources = [cleanup.Resource("image", image_id, region)] + [
+        cleanup.Resource("snapshot", s, region) for s in snaps]
+    failed = [r for r in cleanup.remove(clients, owner, resources) if not r.ok]
+    for r in failed:
+        log.warning("could not remove %s %s of partial copy %s in %s: %s", r.kind, r.id,
+                    image_id, region, r.error)
+    if not failed:
+        log.info("removed partial copy %s in %s", image_id, region)
 
 
 def _copy_snapshots(ec2: Any, image_id: str) -> list[str]:
@@ -374,7 +372,7 @@ def _start_copies(clients: Clients, plan: DistributionPlan, record: BuildRecord,
             image_id, new = o.value  # type: ignore[misc]
             record.image_ids[o.region] = image_id
             if new:
-                undo.callback(_delete_copy, clients, o.region, image_id)
+                undo.callback(_delete_copy, clients, o.region, image_id, record.build_id)
                 created.append(o.region)
             progress.status(f"{o.region}: {'copying as' if new else 'already holds'} {image_id}")
     err = first_error(outcomes)
@@ -404,3 +402,32 @@ def _restore_record(record: BuildRecord, image_ids: dict[str, str],
     record.image_ids.update(image_ids)
     record.snapshot_ids.clear()
     record.snapshot_ids.update(snapshot_ids)
+
+
+# --------------------------------------------------------------------------- before a build
+
+
+def check_before_build(settings: Settings, clients: Clients, image: ImageSettings) -> None:
+    """Every check :func:`distribute` will run for a build of ``image``, before it is
+    built (rebuild calls this before baking or importing): sharing, regions and KMS
+    keys (exist, enabled, shareable). A baked image is encrypted (``encrypt_boot``),
+    so with ``share_with`` every region needs a customer managed key. Read-only (KMS
+    DescribeKey per configured key); raises :class:`InputError`, nothing created."""
+    regions = image_regions(image, settings.aws.region)
+    placeholder = BuildRecord(build_id="(next build)", image_name=image.name, method="check",
+                              image_ids={regions[0]: "ami-00000000000000000"})
+    plan = plan_distribution(settings, placeholder)
+    _check_keys_and_sharing(clients, plan, {})
+    home_key = image.kms_key_ids.get(plan.home_region)
+    if home_key:
+        meta = _key_meta(clients, plan.home_region, home_key)
+        if meta is not None and meta.get("KeyState", "Enabled") != "Enabled":
+            raise InputError(f"images[{image.name}].kms_key_ids.{plan.home_region}: key "
+                             f"{home_key} is {meta.get('KeyState')}; enable it or configure "
+                             "another key")
+    if image.bake is not None and plan.share_with:
+        unkeyed = [r for r in regions if r not in image.kms_key_ids]
+        if unkeyed:
+            raise InputError(f"images[{image.name}]: a baked AMI is encrypted, and share_with "
+                             f"needs a customer managed key in every region; configure "
+                             f"kms_key_ids for {', '.join(unkeyed)} or remove share_with")

@@ -8,7 +8,8 @@ Where the lock lives:
   compare-and-swap: of two runs that both saw the same stale lock, only one wins), and
   released with ``DeleteObject If-Match: <our etag>``, so a run whose lock expired and
   was taken over never deletes the new holder's lock.
-- **SSM Parameter Store** otherwise: ``<ssm_prefix>/_locks/<name>``, created with
+- **SSM Parameter Store** otherwise, and when the configured bucket does not exist
+  (a fresh account: the lock says so in one warning line): ``<ssm_prefix>/_locks/<name>``, created with
   ``PutParameter`` without ``Overwrite`` (fails with ``ParameterAlreadyExists``). SSM
   has no compare-and-swap, so a stale lock is deleted and created again; two runs that
   find the same stale lock in the same instant could both delete it, and only one of
@@ -27,6 +28,7 @@ ConditionalRequestConflict`` to one of two racing writers. moto 5.2 implements b
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 import json
 import logging
@@ -38,7 +40,8 @@ from typing import Any, Iterator
 
 from botocore.exceptions import ClientError
 
-from pipeline.aws.clients import Clients, call, error_code
+from pipeline.aws import cleanup
+from pipeline.aws.clients import Clients, error_code
 from pipeline.core.config import Settings
 from pipeline.core.errors import AwsCallError, OperationFailed
 
@@ -53,6 +56,10 @@ _SSM_TREE = "_locks"
 
 class LockHeld(OperationFailed):
     """Another run holds the lock and it has not expired."""
+
+
+class _NoBucket(Exception):
+    """The configured lock bucket does not exist (S3 ``NoSuchBucket``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +130,8 @@ def _s3_acquire(clients: Clients, bucket: str, name: str, info: LockInfo) -> Loc
                              ContentType="application/json")
         return _s3_lock(s3, bucket, key, info, resp["ETag"])
     except ClientError as err:
+        if error_code(err) == "NoSuchBucket":
+            raise _NoBucket(bucket) from err
         if error_code(err) not in ("PreconditionFailed", "ConditionalRequestConflict", "412"):
             raise AwsCallError(f"AWS refused creating the lock {where}: {error_code(err)}: "
                                f"{err}") from err
@@ -152,11 +161,10 @@ def _s3_acquire(clients: Clients, bucket: str, name: str, info: LockInfo) -> Loc
 def _s3_lock(s3: Any, bucket: str, key: str, info: LockInfo, etag: str) -> Lock:
     def release() -> None:
         try:
-            s3.delete_object(Bucket=bucket, Key=key, IfMatch=etag)
-        except ClientError as err:
-            if error_code(err) in ("PreconditionFailed", "412", "NoSuchKey"):
+            # Conditional delete: only while the object is still the one we wrote.
+            if not cleanup.release_s3_lock(s3, bucket, key, etag):
                 log.warning("lock %s expired and was taken over before release", info.name)
-                return
+        except ClientError as err:
             raise AwsCallError(f"AWS refused releasing the lock s3://{bucket}/{key}: "
                                f"{err}") from err
 
@@ -191,7 +199,7 @@ def _ssm_acquire(clients: Clients, name: str, prefix: str, info: LockInfo) -> Lo
             raise _held_error(name, held, where)
         log.warning("lock %s: removing the stale lock of %s", name, held.owner if held else "?")
         with contextlib.suppress(ClientError):
-            ssm.delete_parameter(Name=param)
+            cleanup.delete_lock_parameter(ssm, param, value)   # only if still that value
         if not create():
             raise _held_error(name, None, where)
 
@@ -204,7 +212,11 @@ def _ssm_acquire(clients: Clients, name: str, prefix: str, info: LockInfo) -> Lo
         if current is None or current.token != info.token:
             log.warning("lock %s expired and was taken over before release", name)
             return
-        call(ssm.delete_parameter, what=f"releasing the lock {where}", Name=param)
+        try:
+            # Re-read and deleted only while it still holds our token.
+            cleanup.delete_lock_parameter(ssm, param, value)
+        except ClientError as err:
+            raise AwsCallError(f"AWS refused releasing the lock {where}: {err}") from err
 
     return Lock(info, release)
 
@@ -217,14 +229,21 @@ def acquire(settings: Settings, clients: Clients, name: str, *,
     """Take the lock ``name`` or raise :class:`LockHeld` naming its holder."""
     now = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
     bucket = settings.s3_bucket
-    where = (f"s3://{bucket}/{_S3_PREFIX}{name}.json" if bucket
-             else f"ssm:{settings.ssm_prefix}/{_SSM_TREE}/{name}")
+    ssm_where = f"ssm:{settings.ssm_prefix}/{_SSM_TREE}/{name}"
     info = LockInfo(name=name, owner=owner or _owner(), token=secrets.token_hex(8),
                     acquired_at=now.isoformat(),
                     expires_at=(now + _dt.timedelta(seconds=ttl_seconds)).isoformat(),
-                    where=where)
+                    where=f"s3://{bucket}/{_S3_PREFIX}{name}.json" if bucket else ssm_where)
     if bucket:
-        return _s3_acquire(clients, bucket, name, info)
+        try:
+            return _s3_acquire(clients, bucket, name, info)
+        except _NoBucket:
+            # A fresh account (or the example config): build.s3_bucket names a bucket that
+            # does not exist yet. Say so once and use the SSM lock, which needs no bucket.
+            log.warning("lock %s: bucket s3://%s (build.s3_bucket) does not exist; using the "
+                        "SSM lock %s instead (create the bucket to use the S3 lock)", name,
+                        bucket, ssm_where)
+            info = dataclasses.replace(info, where=ssm_where)
     return _ssm_acquire(clients, name, settings.ssm_prefix, info)
 
 

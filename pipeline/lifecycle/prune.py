@@ -39,9 +39,11 @@ from typing import Any, Callable, Iterable, Iterator
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from pipeline.aws import cleanup
 from pipeline.core import tags
 from pipeline.aws.clients import Clients, call, error_code
 from pipeline.core.config import Settings
+from pipeline.core.errors import PipelineError
 
 __all__ = [
     "ImageDecision",
@@ -159,6 +161,13 @@ class ReapResult:
     grace_hours: float
     items: list[ReapItem] = field(default_factory=list)
     builds: dict[str, str] = field(default_factory=dict)   # build id -> status seen
+    #: Resources of runs still inside the grace period (kept, with the time they may go).
+    waiting: list["ReapWaiting"] = field(default_factory=list)
+    #: Open multipart uploads no journal records (reported, never aborted).
+    unowned: list[str] = field(default_factory=list)
+    #: Creation journals removed (or, in a dry run, to remove) because nothing is left.
+    journals_done: list[str] = field(default_factory=list)
+    now: str = ""
 
     @property
     def exit_code(self) -> int:
@@ -174,7 +183,15 @@ class ReapResult:
             state = "removed" if i.done else ("FAILED" if i.error else "would remove")
             lines.append(f"  {i.region} {i.kind} {i.resource_id} ({i.build_id}): {state} - "
                          f"{i.reason}{': ' + i.error if i.error else ''}")
-        if not self.items:
+        for w in self.waiting:
+            lines.append("  " + w.sentence())
+        for u in self.unowned:
+            lines.append("  " + u)
+        if self.journals_done:
+            verb = "removed" if self.applied else "would remove"
+            lines.append(f"  {verb} {len(self.journals_done)} creation journal(s) with "
+                         "nothing left in them")
+        if not self.items and not self.waiting and not self.unowned:
             lines.append("  nothing left behind by failed builds")
         return "\n".join(lines)
 
@@ -383,8 +400,8 @@ def _prune_region(settings: Settings, clients: Clients, region: str,
                         f"younger than {result.older_than_days} days"))
                 else:
                     removable.add(v.version)
-            removable = _delete_versions(ec2, name, tid, region, versions, removable, apply,
-                                         result)
+            removable = _delete_versions(clients, configured, name, tid, region, versions,
+                                         removable, apply, result)
             if removable and not apply:
                 planned.add(tid)
         for v in versions:
@@ -454,13 +471,17 @@ def _prune_region(settings: Settings, clients: Clients, region: str,
                                                "referenced by " + "; ".join(reasons)))
             continue
         snaps = tuple(s for s in _snapshots_of(img) if s in own_snaps and s not in in_use)
-        result.images.append(_remove_image(ec2, img, base, snaps, now, result))
+        result.images.append(_remove_image(clients, region, img, base, snaps, now, result))
 
 
-def _remove_image(ec2: Any, img: dict[str, Any], base: tuple[str, str, str, str, str, str],
-                  snaps: tuple[str, ...], now: _dt.datetime,
-                  result: PruneResult) -> ImageDecision:
-    """Deprecate, or deregister and delete the snapshots (or only plan it in a dry run)."""
+def _remove_image(clients: Clients, region: str, img: dict[str, Any],
+                  base: tuple[str, str, str, str, str, str], snaps: tuple[str, ...],
+                  now: _dt.datetime, result: PruneResult) -> ImageDecision:
+    """Deprecate, or deregister and delete the snapshots (or only plan it in a dry run).
+
+    Removal goes through :mod:`pipeline.aws.cleanup`: the AMI must still carry the build
+    id it was chosen by (a fresh describe by id), the snapshots too or be behind it."""
+    ec2 = clients.client("ec2", region=region)
     image_id, apply = img["ImageId"], result.applied
     failure: str | None = None
     if result.deprecate:
@@ -473,9 +494,12 @@ def _remove_image(ec2: Any, img: dict[str, Any], base: tuple[str, str, str, str,
         return ImageDecision(*base, "deprecate", "unreferenced, beyond retention", (),
                              apply and not failure, failure)
     if apply:
-        failure = _try(ec2.deregister_image, ImageId=image_id)
-        for snap in snaps if not failure else ():
-            failure = failure or _try(ec2.delete_snapshot, SnapshotId=snap)
+        owner = cleanup.Owner(base[4], frozenset(("snapshot", s) for s in snaps))
+        failure = _first_error(lambda: cleanup.deregister_images(clients, region, owner,
+                                                                 [image_id]))
+        if not failure and snaps:
+            failure = _first_error(lambda: cleanup.delete_snapshots(clients, region, owner,
+                                                                    list(snaps)))
     return ImageDecision(*base, "deregister", "unreferenced, beyond retention", snaps,
                          apply and not failure, failure)
 
@@ -494,30 +518,31 @@ def _own_snapshots(ec2: Any, snapshot_ids: list[str]) -> set[str]:
     return found
 
 
-def _delete_versions(ec2: Any, name: str, tid: str, region: str,
-                     versions: list[_TemplateVersion], removable: set[int], apply: bool,
-                     result: PruneResult) -> set[int]:
+def _first_error(fn: Callable[[], list[cleanup.Removal]]) -> str | None:
+    """Run one cleanup call; the first failure (or refusal) as text, else None."""
+    try:
+        return next((r.error for r in fn() if not r.ok), None)
+    except (ClientError, BotoCoreError, PipelineError) as err:
+        return f"{error_code(err) or type(err).__name__}: {err}"
+
+
+def _delete_versions(clients: Clients, configured: set[str], name: str, tid: str,
+                     region: str, versions: list[_TemplateVersion], removable: set[int],
+                     apply: bool, result: PruneResult) -> set[int]:
     """Delete (or plan) ``removable`` versions; the ones that are gone (or would be)."""
     by_number = {v.version: v for v in versions}
     numbers = sorted(removable)
     gone: set[int] = set()
     errors: dict[int, str] = {}
-    if apply:
-        for i in range(0, len(numbers), _DELETE_BATCH):
-            batch = numbers[i:i + _DELETE_BATCH]
-            try:
-                resp = ec2.delete_launch_template_versions(LaunchTemplateId=tid,
-                                                           Versions=[str(n) for n in batch])
-            except (ClientError, BotoCoreError) as err:
-                for n in batch:
-                    errors[n] = f"{error_code(err) or type(err).__name__}: {err}"
-                continue
-            for ok in resp.get("SuccessfullyDeletedLaunchTemplateVersions", []):
-                gone.add(int(ok["VersionNumber"]))
-            for bad in resp.get("UnsuccessfullyDeletedLaunchTemplateVersions", []):
-                info = bad.get("ResponseError", {})
-                errors[int(bad["VersionNumber"])] = f"{info.get('Code')}: {info.get('Message')}"
-    else:
+    if apply and numbers:
+        try:
+            outcome = cleanup.delete_launch_template_versions(
+                clients, region, tid, numbers, managed_names=configured)
+        except (ClientError, BotoCoreError, PipelineError) as err:
+            outcome = {n: f"{error_code(err) or type(err).__name__}: {err}" for n in numbers}
+        gone = {n for n, e in outcome.items() if e is None}
+        errors = {n: e for n, e in outcome.items() if e is not None}
+    elif not apply:
         gone = set(numbers)
     for n in numbers:
         v = by_number[n]
@@ -531,6 +556,20 @@ def _delete_versions(ec2: Any, name: str, tid: str, region: str,
 # --------------------------------------------------------------------------- reap
 
 _BUILD_TIME = re.compile(r"^b-(\d{14})-")
+
+#: The one place reap reads the clock from the environment: ``PIPELINE_NOW`` (ISO 8601,
+#: UTC) moves it (tests, "what would reap do at 14:05"); ``--now`` does the same per call.
+NOW_ENV = "PIPELINE_NOW"
+
+
+def reap_now(now: _dt.datetime | str | None = None) -> _dt.datetime:
+    """The clock reap decides by: ``now``, else ``$PIPELINE_NOW``, else the real time."""
+    import os
+
+    value = now if now is not None else os.environ.get(NOW_ENV) or None
+    if value is None:
+        return _now()
+    return _parse_time(value)
 
 
 def _build_time(build_id: str) -> _dt.datetime | None:
@@ -547,28 +586,51 @@ def _build_statuses(settings: Settings, clients: Clients) -> dict[str, str]:
             for r in lineage.load_builds(settings, clients, include_untracked=False)}
 
 
-def _reapable(build_id: str, statuses: dict[str, str], now: _dt.datetime,
-              grace: _dt.timedelta) -> str | None:
-    """Why ``build_id``'s resources may go, or None to leave them."""
-    status = statuses.get(build_id)
-    if status == "succeeded":
-        return None
-    if status == "failed":
-        return "its build failed"
-    started = _build_time(build_id)
-    if started is None or now - started < grace:
-        return None              # maybe still running: never touch
-    hours = grace.total_seconds() / 3600
-    return (f"build {'never finished' if status else 'has no record'} and started more "
-            f"than {hours:g} h ago")
+@dataclass(frozen=True, slots=True)
+class ReapWaiting:
+    """Resources of one build kept until its grace period is over."""
+
+    build_id: str
+    until: str                        # ISO time, UTC
+    resources: tuple[str, ...]        # "instance i-...", "key-pair packer_..."
+    reason: str
+
+    def sentence(self) -> str:
+        until = _parse_time(self.until)
+        shown = ", ".join(r.replace("-", " ", 1) if r.startswith(("key-pair", "security-group",
+                                                                   "s3-object", "import-task"))
+                          else r for r in self.resources[:8])
+        more = f" and {len(self.resources) - 8} more" if len(self.resources) > 8 else ""
+        return (f"{len(self.resources)} resource(s) of build {self.build_id} kept until "
+                f"{until:%Y-%m-%d %H:%M} UTC ({self.reason}): {shown}{more}")
+
+
+def _journals(settings: Settings, clients: Clients) -> list[Any]:
+    from pipeline.aws.journal import load_journals
+
+    return load_journals(clients, settings.ssm_prefix, region=settings.aws.region)
 
 
 def reap(settings: Settings, clients: Clients, apply: bool = False,
-         grace_hours: float = 6.0) -> ReapResult:
-    """Plan (and with ``apply`` remove) everything left by builds that did not succeed."""
+         grace_hours: float = 6.0, now: _dt.datetime | str | None = None) -> ReapResult:
+    """Plan (and with ``apply`` remove) everything left by runs that did not succeed.
+
+    Sources: each run's creation journal (``<ssm_prefix>/_journal/...``: what Packer does
+    not tag, upload ids, import tasks) and every resource tagged with a build id. A
+    build's resources go when its record says ``failed``, or when its journal is
+    ``failed``/``open`` (a killed run) or it has no record, and the grace period since
+    its last sign of life has passed; a succeeded build keeps its products and only its
+    temporaries left in the journal go. What is still inside the grace is reported in
+    :attr:`ReapResult.waiting`. Removal goes through :mod:`pipeline.aws.cleanup`.
+    """
+    from pipeline.aws import cleanup
+
     result = ReapResult(applied=apply, grace_hours=grace_hours)
     statuses = _build_statuses(settings, clients)
-    now, grace = _now(), _dt.timedelta(hours=grace_hours)
+    clock, grace = reap_now(now), _dt.timedelta(hours=grace_hours)
+    result.now = clock.isoformat()
+    journals = {j.build_id: j for j in _journals(settings, clients)}
+
     found: list[tuple[str, str, str, str]] = []     # kind, id, region, build id
     for region in _regions(settings):
         found += _tagged_ec2(clients.client("ec2", region=region), region)
@@ -578,19 +640,97 @@ def reap(settings: Settings, clients: Clients, apply: bool = False,
     for bucket in buckets:
         found += _tagged_objects(s3, bucket)
 
-    decided: list[ReapItem] = []
+    per_build: dict[str, list[cleanup.Resource]] = defaultdict(list)
+    for bid, journal in journals.items():
+        state = statuses.get(bid) or journal.state
+        entries = journal.leftovers() if state == "succeeded" else journal.resources
+        per_build[bid] += list(entries)
+    resolved: dict[str, set[tuple[str, str]]] = defaultdict(set)
     for kind, rid, region, bid in found:
-        why = _reapable(bid, statuses, now, grace)
-        if why:
-            result.builds[bid] = statuses.get(bid, "unknown")
-            decided.append(ReapItem(kind, rid, region, bid, why))
+        if bid and statuses.get(bid) != "succeeded" and \
+                (bid not in journals or journals[bid].state != "succeeded"):
+            if kind == "snapshot-behind":    # untagged, but behind the build's own AMI
+                kind = "snapshot"
+                resolved[bid].add((kind, rid))
+            per_build[bid].append(cleanup.Resource(kind, rid, region))
+
+    # Packer's temporary group is journaled by the name it printed: resolve it to its id
+    # (a filtered describe); the id then counts as journaled for that build.
+    for bid, rs in per_build.items():
+        for r in [r for r in rs if r.kind == "security-group-name"]:
+            try:
+                ids = cleanup.security_group_ids(clients, r.region or None, [r.id])
+            except (ClientError, BotoCoreError) as err:
+                log.warning("could not look up security group %s: %s", r.id, err)
+                continue
+            for gid in ids.values():
+                resolved[bid].add(("security-group", gid))
+                rs.append(cleanup.Resource("security-group", gid, r.region))
+        per_build[bid] = [r for r in rs if r.kind != "security-group-name"]
+    all_resources = [r for rs in per_build.values() for r in rs]
+    alive = cleanup.existing(clients, all_resources) if all_resources else set()
+    decided: list[ReapItem] = []
+    plans: dict[str, list[cleanup.Resource]] = {}
+    for bid in sorted(per_build):
+        resources = [r for r in dict.fromkeys(per_build[bid]) if (r.kind, r.id) in alive]
+        journal = journals.get(bid)
+        if not resources:
+            if journal is not None and (journal.state != "open"
+                                        or clock - journal.updated >= grace):
+                result.journals_done.append(journal.name)
+            continue
+        why, until = _decide(bid, statuses, journal, clock, grace)
+        if why is None:
+            if until is not None:
+                result.waiting.append(ReapWaiting(
+                    bid, until.isoformat(), tuple(f"{r.kind} {r.id}" for r in resources),
+                    _status_text(bid, statuses, journal)))
+            continue
+        result.builds[bid] = statuses.get(bid) or (journal.state if journal else "unknown")
+        plans[bid] = resources
+        decided += [ReapItem(r.kind, r.id, r.region or "-", bid, why) for r in resources]
+        if journal is not None:
+            result.journals_done.append(journal.name)
+
     for bucket in buckets:
-        decided += _stale_multipart(s3, bucket, now, grace)
+        result.unowned += _stale_multipart(s3, bucket, clock, grace,
+                                           {r.id for rs in per_build.values() for r in rs})
 
     if apply:
-        decided = _reap_apply(clients, decided)
+        decided = _reap_apply(clients, plans, journals, resolved, decided, result)
     result.items = decided
     return result
+
+
+def _status_text(bid: str, statuses: dict[str, str], journal: Any) -> str:
+    if statuses.get(bid):
+        return f"build {statuses[bid]}"
+    if journal is not None:
+        return f"run journal {journal.state}, last written {journal.updated:%H:%M} UTC"
+    return "no build record: maybe still running"
+
+
+def _decide(bid: str, statuses: dict[str, str], journal: Any, now: _dt.datetime,
+            grace: _dt.timedelta) -> tuple[str | None, _dt.datetime | None]:
+    """(why the resources may go now, or None) and, when not yet, until when they wait."""
+    status = statuses.get(bid)
+    if status == "failed":
+        return "its build failed", None
+    hours = f"{grace.total_seconds() / 3600:g} h"
+    started = _build_time(bid)
+    seen = [t for t in (started, journal.updated if journal is not None else None) if t]
+    if not seen:
+        return None, None            # neither a time nor a journal: never touch
+    last = max(seen)
+    if now - last < grace:
+        return None, last + grace
+    if status == "succeeded" or (journal is not None and journal.state == "succeeded"):
+        return f"temporaries of a succeeded run, still there {hours} after it", None
+    if journal is not None:
+        return (f"its run journal is {journal.state!r} and was last written more than "
+                f"{hours} ago (the run is gone)"), None
+    return (f"build {'never finished' if status else 'has no record'} and started more "
+            f"than {hours} ago"), None
 
 
 def _tagged_ec2(ec2: Any, region: str) -> list[tuple[str, str, str, str]]:
@@ -614,7 +754,7 @@ def _tagged_ec2(ec2: Any, region: str) -> list[tuple[str, str, str, str]]:
         out.append(("snapshot", snap["SnapshotId"], region, bid(snap)))
         behind.pop(snap["SnapshotId"], None)
     for snap_id in sorted(_own_snapshots(ec2, sorted(behind))):
-        out.append(("snapshot", snap_id, region, behind[snap_id]))
+        out.append(("snapshot-behind", snap_id, region, behind[snap_id]))
     for sg in _pages(ec2.describe_security_groups, "SecurityGroups", Filters=flt):
         out.append(("security-group", sg["GroupId"], region, bid(sg)))
     for kp in ec2.describe_key_pairs(Filters=flt).get("KeyPairs", []):
@@ -645,8 +785,10 @@ def _tagged_objects(s3: Any, bucket: str) -> list[tuple[str, str, str, str]]:
     return out
 
 
-def _stale_multipart(s3: Any, bucket: str, now: _dt.datetime,
-                     grace: _dt.timedelta) -> list[ReapItem]:
+def _stale_multipart(s3: Any, bucket: str, now: _dt.datetime, grace: _dt.timedelta,
+                     journaled: set[str]) -> list[str]:
+    """Open uploads older than the grace that no run's journal records: S3 cannot tag
+    them, so nothing proves they are ours; reported (with the command), never aborted."""
     out = []
     try:
         uploads = list(_pages(s3.list_multipart_uploads, "Uploads", token="NextKeyMarker",
@@ -656,69 +798,47 @@ def _stale_multipart(s3: Any, bucket: str, now: _dt.datetime,
             return []
         raise
     for up in uploads:
+        url = f"s3://{bucket}/{up['Key']}#{up['UploadId']}"
         started = _parse_time(up["Initiated"])
-        if now - started >= grace:
-            out.append(ReapItem("multipart-upload", f"s3://{bucket}/{up['Key']}#{up['UploadId']}",
-                                "s3", "-", f"left open since {started:%Y-%m-%d %H:%M} UTC, "
-                                f"longer than {grace.total_seconds() / 3600:g} h"))
+        if url not in journaled and now - started >= grace:
+            out.append(f"{url} open since {started:%Y-%m-%d %H:%M} UTC, recorded by no run's "
+                       f"journal: left alone (abort it with `aws s3api abort-multipart-upload "
+                       f"--bucket {bucket} --key {up['Key']} --upload-id {up['UploadId']}` "
+                       "if it is yours)")
     return out
 
 
-_ORDER = ["instance", "image", "volume", "snapshot", "security-group", "key-pair", "s3-object",
-          "multipart-upload"]
-
-
-def _reap_apply(clients: Clients, items: list[ReapItem]) -> list[ReapItem]:
-    """Remove in dependency order: instances first, security groups after them."""
+def _reap_apply(clients: Clients, plans: dict[str, list[Any]], journals: dict[str, Any],
+                resolved: dict[str, set[tuple[str, str]]], decided: list[ReapItem],
+                result: ReapResult) -> list[ReapItem]:
+    """Remove each build's resources through the cleanup door (dependency order there);
+    a journal goes once nothing it lists is left."""
     from dataclasses import replace
 
-    out: list[ReapItem] = []
-    by_kind: dict[str, list[ReapItem]] = defaultdict(list)
-    for item in items:
-        by_kind[item.kind].append(item)
-    instances = by_kind.get("instance", [])
-    for region in {i.region for i in instances}:
-        ec2 = clients.client("ec2", region=region)
-        ids = [i.resource_id for i in instances if i.region == region]
-        err = _try(ec2.terminate_instances, InstanceIds=ids)
-        if not err:
-            try:
-                ec2.get_waiter("instance_terminated").wait(
-                    InstanceIds=ids, WaiterConfig={"Delay": 2, "MaxAttempts": 150})
-            except Exception as werr:  # noqa: BLE001 - report, carry on
-                err = f"waiting for termination: {werr}"
-        out += [replace(i, done=not err, error=err) for i in instances if i.region == region]
-    for kind in _ORDER[1:]:
-        for item in by_kind.get(kind, []):
-            err = _remove(clients, item)
-            out.append(replace(item, done=not err, error=err))
+    from pipeline.aws import cleanup
+
+    outcome: dict[tuple[str, str], cleanup.Removal] = {}
+    for bid, resources in plans.items():
+        journal = journals.get(bid)
+        owner = journal.owner() if journal is not None else cleanup.Owner(bid)
+        owner = cleanup.Owner(bid, owner.journal | frozenset(resolved.get(bid, ())))
+        for r in cleanup.remove(clients, owner, resources):
+            outcome[(r.kind, r.id)] = r
+    out = []
+    for item in decided:
+        r = outcome.get((item.kind, item.resource_id))
+        out.append(replace(item, done=bool(r and r.ok),
+                           error=None if r and r.ok else (r.error if r else "not attempted")))
+    failed_builds = {i.build_id for i in out if i.error}
+    done_journals = []
+    for name in result.journals_done:
+        journal = next((j for j in journals.values() if j.name == name), None)
+        if journal is None or journal.build_id in failed_builds:
+            continue
+        try:
+            cleanup.delete_parameters(clients, None, cleanup.Owner(journal.build_id), [name])
+            done_journals.append(name)
+        except (ClientError, BotoCoreError) as err:
+            log.warning("could not delete the journal %s: %s", name, err)
+    result.journals_done = done_journals
     return out
-
-
-def _remove(clients: Clients, item: ReapItem) -> str | None:
-    if item.kind in ("s3-object", "multipart-upload"):
-        s3 = clients.client("s3")
-        path = item.resource_id[len("s3://"):]
-        bucket, _, rest = path.partition("/")
-        if item.kind == "s3-object":
-            return _try(s3.delete_object, Bucket=bucket, Key=rest)
-        key, _, upload_id = rest.rpartition("#")
-        return _try(s3.abort_multipart_upload, Bucket=bucket, Key=key, UploadId=upload_id)
-    ec2 = clients.client("ec2", region=item.region)
-    if item.kind == "image":
-        return _try(ec2.deregister_image, ImageId=item.resource_id)
-    if item.kind == "volume":
-        return _try(ec2.delete_volume, VolumeId=item.resource_id)
-    if item.kind == "snapshot":
-        return _try(ec2.delete_snapshot, SnapshotId=item.resource_id)
-    if item.kind == "security-group":
-        # A terminated instance's network interface may hold the group for a while.
-        for attempt in range(_SG_ATTEMPTS):
-            failure = _try(ec2.delete_security_group, GroupId=item.resource_id)
-            if not failure or not failure.startswith("DependencyViolation"):
-                return failure
-            time.sleep(_SG_DELAY * (attempt + 1))
-        return failure
-    if item.kind == "key-pair":
-        return _try(ec2.delete_key_pair, KeyName=item.resource_id)
-    return f"unknown kind {item.kind}"

@@ -476,13 +476,17 @@ def record_build(settings: Settings, clients: Clients, record: BuildRecord) -> N
 def delete_build_record(settings: Settings, clients: Clients, image_name: str,
                         build_id: str) -> bool:
     """Delete a build's SSM record (prune calls this after deregistering its AMIs)."""
-    ssm = clients.client("ssm")
-    try:
-        ssm.delete_parameter(Name=record_parameter_name(settings, image_name, build_id))
+    from pipeline.aws import cleanup
+
+    name = record_parameter_name(settings, image_name, build_id)
+    try:   # the name ends with the build id: cleanup's proof of ownership
+        [done] = cleanup.delete_parameters(clients, None, cleanup.Owner(build_id), [name])
     except ClientError as err:
-        if error_code(err) == "ParameterNotFound":
-            return False
         raise OperationFailed(f"deleting the record of build {build_id}: {err}") from err
+    if done.outcome == "gone":
+        return False
+    if not done.ok:
+        raise OperationFailed(f"deleting the record of build {build_id}: {done.error}")
     return True
 
 

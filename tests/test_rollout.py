@@ -4,6 +4,10 @@ promoted or published again, auto promotion stopping at the first failing gate, 
 per-channel Karpenter manifests."""
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +52,7 @@ def _settings(tmp_path: Path, endpoint: str, *, health: dict[str, Any] | None = 
         raw["launch_templates"] = [{
             "name": "web-stable", "image": IMAGE, "channel": "stable", "karpenter": True,
             "instance_profile": "eks-node-profile", "security_group_ids": ["sg-0123456789abcdef0"]}]
+    (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump(raw))
     return parse_settings(raw, source=tmp_path / "pipeline.yaml")
 
 
@@ -225,3 +230,41 @@ def test_bad_inputs_are_one_line_exit_2(tmp_path: Path, emulator: Any, clients: 
         rollout.promote(settings, clients, IMAGE, "candidate")
     with pytest.raises(InputError, match="never written"):
         rollout.rollback_channel(settings, clients, IMAGE, "stable", block=True)
+
+
+def test_a_rolled_back_ami_waits_for_a_forced_promotion(tmp_path: Path, emulator: Any,
+                                                        clients: Any) -> None:
+    settings = _settings(tmp_path, emulator.endpoint)
+    one = _build(settings, clients, emulator, 1)
+    _onto(settings, clients, one, "candidate")
+    assert rollout.promote(settings, clients, IMAGE, "stable", clock=LATER).moved
+    two = _build(settings, clients, emulator, 2)
+    _onto(settings, clients, two, "candidate")
+    assert rollout.promote(settings, clients, IMAGE, "stable", clock=LATER).moved
+    back = rollout.rollback_channel(settings, clients, IMAGE, "stable", reason="latency")
+    assert back.to_ami == one.image_ids["us-east-1"] and not back.blocked
+    again = rollout.promote(settings, clients, IMAGE, "stable", clock=LATER)
+    assert not again.moved and "was rolled back on stable" in again.decision.reason
+    forced = rollout.promote(settings, clients, IMAGE, "stable", clock=LATER, force=True,
+                             reason="fixed by a config change")
+    assert forced.moved and _stable(settings, clients) == two.image_ids["us-east-1"]
+
+
+def test_promote_task_prints_the_decision_and_exits_1_when_refused(
+        tmp_path: Path, emulator: Any, clients: Any) -> None:
+    settings = _settings(tmp_path, emulator.endpoint)
+    _onto(settings, clients, _build(settings, clients, emulator, 1), "candidate")
+    env = {**os.environ, "PIPELINE_CONFIG": str(tmp_path / "pipeline.yaml")}
+    out = subprocess.run([sys.executable, "-m", "invoke", "promote", "--image", IMAGE, "--to",
+                          "stable", "--json"], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 1, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["moved"] is False and doc["decision"]["passed"] is False
+    assert doc["decision"]["line"].startswith("web: candidate -> stable: REFUSED")
+    assert doc["decision"]["evidence"]["soak_seconds"] == 86400
+    human = subprocess.run([sys.executable, "-m", "invoke", "promote", "--image", IMAGE, "--to",
+                            "stable"], cwd=ROOT, env={**env, "PIPELINE_CLOCK_OFFSET": "90000"},
+                           capture_output=True, text=True, timeout=120)
+    assert human.returncode == 0, human.stderr
+    assert human.stdout.splitlines()[0].startswith("web: candidate -> stable: PASS")

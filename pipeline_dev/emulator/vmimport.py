@@ -18,8 +18,14 @@ doc_source/vmimport-image-import.md, required-permissions.md, vmimport-troublesh
   ``ClientError: Disk validation failed [Unsupported <FORMAT> File Format]``; the raw disk
   must carry an MBR (0x55AA with a partition entry) or a GPT header, else
   ``ClientError: No valid partitions. Not a valid volume.``
-- It converts to raw with ``qemu-img convert``, writes the non-zero 512 KiB blocks into a new
-  EBS snapshot (``vol-ffffffff``) and registers an AMI whose ``/dev/sda1`` root maps it.
+- It converts to raw with ``qemu-img convert`` and, at ``updating``, writes the non-zero
+  512 KiB blocks into a new EBS snapshot (``vol-ffffffff``, shown in SnapshotDetails); at
+  ``booting`` a disk none of whose partitions holds ext2/3/4, XFS, Btrfs, JFS or an LVM2 PV
+  fails late with ``ClientError: Unknown OS / Missing OS files.`` (the snapshot existed
+  meanwhile); at the end it registers an AMI whose ``/dev/sda1`` root maps the snapshot.
+- Enums (BootMode, LicenseType, Platform, Hypervisor) are checked synchronously
+  (InvalidParameterValue); a UEFI import refuses encryption and LicenseSpecifications
+  (doc_source/limitations-image.md).
 - Failures and cancellations end ``deleting`` → ``deleted`` with no AMI or snapshot left.
 """
 from __future__ import annotations
@@ -43,13 +49,17 @@ from moto.ec2.responses import EC2Response
 
 from pipeline_dev.emulator.blockstore import STORE, blocks_from_file, new_snapshot, size_gib
 
-__all__ = ["install", "configure", "reset", "MSG_NO_PARTITIONS", "MSG_NO_ACCESS",
+__all__ = ["install", "configure", "reset", "MSG_NO_PARTITIONS", "MSG_NO_ACCESS", "MSG_UNKNOWN_OS",
            "unsupported_format", "request_fingerprint"]
 
 MSG_NO_PARTITIONS = "ClientError: No valid partitions. Not a valid volume."
 MSG_NO_ACCESS = ("ClientError: Disk validation failed [We do not have access to the given "
                  "resource. Reason 403 Forbidden]")
 _FORMATS = ("OVA", "VHD", "VHDX", "VMDK", "RAW")
+_BOOT_MODES = ("legacy-bios", "uefi", "uefi-preferred")
+#: cornfeedhobo/packer-virtualbox-ami-centos7#1 (a btrfs-on-LVM CentOS): the late failure,
+#: reported after conversion, once the snapshot exists.
+MSG_UNKNOWN_OS = "ClientError: Unknown OS / Missing OS files."
 _QEMU_FORMAT = {"VMDK": "vmdk", "VHD": "vpc", "VHDX": "vhdx"}
 
 #: (fraction of import_seconds at which the step starts, StatusMessage, Progress)
@@ -314,6 +324,40 @@ def _has_partitions(raw: Path) -> bool:
     return any(e[4] != 0 for e in entries)  # a non-empty partition type
 
 
+def _partition_starts(raw: Path) -> list[int]:
+    """Byte offsets of the partitions in an MBR or GPT table."""
+    with open(raw, "rb") as fh:
+        head = fh.read(1024)
+        if head[512:520] == b"EFI PART":
+            lba = int.from_bytes(head[512 + 72:512 + 80], "little")
+            count = min(int.from_bytes(head[512 + 80:512 + 84], "little"), 128)
+            size = int.from_bytes(head[512 + 84:512 + 88], "little") or 128
+            fh.seek(lba * 512)
+            table = fh.read(count * size)
+            starts = []
+            for i in range(count):
+                entry = table[i * size:(i + 1) * size]
+                if len(entry) >= 40 and entry[:16] != b"\x00" * 16:
+                    starts.append(int.from_bytes(entry[32:40], "little") * 512)
+            return starts
+    entries = [head[446 + 16 * i: 462 + 16 * i] for i in range(4)]
+    return [int.from_bytes(e[8:12], "little") * 512 for e in entries if e[4] != 0]
+
+
+def _has_linux_fs(raw: Path) -> bool:
+    """Does a partition hold a filesystem VM Import supports (ext2/3/4, XFS, Btrfs, JFS) or
+    an LVM2 physical volume? (doc_source/prerequisites.md; nothing inside is read.)"""
+    with open(raw, "rb") as fh:
+        for start in _partition_starts(raw):
+            fh.seek(start)
+            head = fh.read(0x10048)
+            if head[1080:1082] == b"\x53\xef" or head[:4] == b"XFSB" or \
+                    head[0x10040:0x10048] == b"_BHRfS_M" or head[32768:32772] == b"JFS1" or \
+                    (head[512:520] == b"LABELONE" and head[536:544] == b"LVM2 001"):
+                return True
+    return False
+
+
 # --------------------------------------------------------------------------- the worker
 
 
@@ -380,7 +424,7 @@ def _finish_failed(task: _Task, message: str) -> None:
     _cleanup(task)
     time.sleep(min(0.2, _config["import_seconds"] / 10))
     with _lock:
-        task.status = "deleted"
+        task.status, task.snapshot_id = "deleted", None
 
 
 def _run(task: _Task) -> None:
@@ -398,11 +442,17 @@ def _run(task: _Task) -> None:
             raise _Failed(MSG_NO_PARTITIONS)
         blocks = blocks_from_file(raw)
         nbytes = raw.stat().st_size
+        os_found = _has_linux_fs(raw)
+        # Fetching and converting took real time: start the rest of the walk from now, so
+        # each later step is still shown for its share of import_seconds.
+        start = max(start, time.monotonic() - 0.15 * _config["import_seconds"])
         for frac, msg, prog in steps:
             if not _sleep_until(start, frac, task) or not _update(task, message=msg, progress=prog):
                 return
-            if msg == "preparing ami" and prog == "76":
+            if msg == "updating":          # converted: the snapshot exists from here on
                 _make_snapshot(task, blocks, nbytes)
+            if msg == "booting" and not os_found:
+                raise _Failed(MSG_UNKNOWN_OS)
         if not _sleep_until(start, 1.0, task):
             return
         _register(task, nbytes)
@@ -497,14 +547,28 @@ def import_image(self: Any) -> ActionResult:
     if arch not in ("i386", "x86_64", "arm64"):
         raise _err("InvalidParameter", f"Value ({arch}) for parameter Architecture is invalid.")
     boot = self._get_param("BootMode")
+    # botocore model enums: BootModeValues, Platform (ImportImage.Platform is a free string
+    # documented "Windows | Linux"), LicenseType "AWS | BYOL", Hypervisor "xen".
+    for name, value, allowed in (("BootMode", boot, _BOOT_MODES),
+                                 ("LicenseType", self._get_param("LicenseType"), ("AWS", "BYOL")),
+                                 ("Platform", self._get_param("Platform"), ("Windows", "Linux")),
+                                 ("Hypervisor", self._get_param("Hypervisor"), ("xen",))):
+        if value is not None and value not in allowed:
+            raise _err("InvalidParameterValue",
+                       f"Value ({value}) for parameter {name} is invalid. Valid values: "
+                       f"{', '.join(allowed)}.")
     if boot == "uefi-preferred":
         raise _err("InvalidParameter", "uefi-preferred isn't supported for importing images.")
     encrypted = str(self._get_param("Encrypted", "false")).lower() == "true"
     kms = self._get_param("KmsKeyId")
     if kms and not encrypted:
         raise _err("InvalidParameter", "KmsKeyId requires Encrypted to be true.")
+    # doc_source/limitations-image.md: "If you import a VM that's compatible with UEFI, you
+    # can't specify encryption, you can't specify a license configuration, ..."
     if encrypted and boot == "uefi":
         raise _err("InvalidParameter", "UEFI imports cannot be encrypted.")
+    if boot == "uefi" and self._get_param("LicenseSpecifications"):
+        raise _err("InvalidParameter", "UEFI imports cannot have a license configuration.")
     lic, usage = self._get_param("LicenseType"), self._get_param("UsageOperation")
     if lic and usage:
         raise _err("InvalidParameter", "LicenseType and UsageOperation cannot both be specified.")

@@ -149,7 +149,7 @@ def test_vmdk_import_walks_states_and_registers_ami_with_the_bytes(aws, disks):
              "preparing ami"]
     seen = [m for m in done["_seen"] if m in order]
     assert seen == sorted(set(seen), key=order.index)  # never goes backwards
-    assert "converting" in seen and "preparing ami" in seen
+    assert "converting" in seen and "preparing ami" in seen, done["_seen"]
     detail = done["SnapshotDetails"][0]
     assert detail["Status"] == "completed"
     assert detail["DiskImageSize"] == disks["vmdk"].stat().st_size
@@ -276,3 +276,68 @@ def test_reset_stops_running_imports(emulator, aws, disks):
     time.sleep(emulator.import_seconds + 0.5)  # the worker would have finished by now
     assert aws["ec2"].describe_import_image_tasks()["ImportImageTasks"] == []
     assert aws["ec2"].describe_images(Owners=["self"])["Images"] == []
+
+
+def test_enums_are_checked_synchronously(aws):
+    """botocore model: BootMode legacy-bios|uefi|uefi-preferred, LicenseType AWS|BYOL,
+    Platform Windows|Linux, Hypervisor xen (AWSEC2/latest/APIReference/API_ImportImage.html)."""
+    ec2 = aws["ec2"]
+    for kw in ({"BootMode": "bios"}, {"Platform": "Solaris"}, {"Hypervisor": "kvm"}):
+        with pytest.raises(ClientError) as exc:
+            _start(ec2, "k", "RAW", **kw)
+        assert exc.value.response["Error"]["Code"] == "InvalidParameterValue"
+    with pytest.raises(ClientError) as exc:
+        ec2.import_image(LicenseType="FREE", DiskContainers=[
+            {"Format": "RAW", "UserBucket": {"S3Bucket": BUCKET, "S3Key": "k"}}])
+    assert exc.value.response["Error"]["Code"] == "InvalidParameterValue"
+    assert ec2.describe_import_image_tasks()["ImportImageTasks"] == []
+
+
+def test_uefi_refuses_encryption_and_license_configuration(aws):
+    """doc_source/limitations-image.md: "If you import a VM that's compatible with UEFI, you
+    can't specify encryption, you can't specify a license configuration, ..."."""
+    ec2 = aws["ec2"]
+    with pytest.raises(ClientError) as exc:
+        _start(ec2, "k", "RAW", BootMode="uefi", Encrypted=True)
+    assert exc.value.response["Error"]["Code"] == "InvalidParameter"
+    with pytest.raises(ClientError) as exc:
+        ec2.import_image(BootMode="uefi", DiskContainers=[
+            {"Format": "RAW", "UserBucket": {"S3Bucket": BUCKET, "S3Key": "k"}}],
+            LicenseSpecifications=[{"LicenseConfigurationArn":
+                                    "arn:aws:license-manager:us-east-1:123456789012:"
+                                    "license-configuration:lic-0123456789abcdef0123456789abcdef"}])
+    assert exc.value.response["Error"]["Code"] == "InvalidParameter"
+
+
+def test_unknown_os_fails_late_after_the_snapshot_exists(aws, tmp_path):
+    """A partitioned disk with no Linux filesystem: "ClientError: Unknown OS / Missing OS
+    files." (cornfeedhobo/packer-virtualbox-ami-centos7#1), reported after conversion; the
+    snapshot exists meanwhile and is gone when the task is deleted."""
+    from pipeline_dev.emulator.vmimport import MSG_UNKNOWN_OS
+
+    ec2 = aws["ec2"]
+    disk = tmp_path / "empty-partition.raw"
+    subprocess.run(["truncate", "-s", "16M", str(disk)], check=True)
+    subprocess.run(["sgdisk", "-n", "1:2048:0", str(disk)], check=True, capture_output=True)
+    (tmp_path / "blob").write_bytes(b"\x11" * 4096)
+    with open(disk, "r+b") as fh:          # some data in the partition, but no filesystem
+        fh.seek(2048 * 512 + 65536)
+        fh.write(b"\x11" * 4096)
+    aws["s3"].upload_file(str(disk), BUCKET, "img/empty.raw")
+    task_id = _start(ec2, "img/empty.raw", "RAW")["ImportTaskId"]
+    snapshot_seen = None
+    end = time.monotonic() + 30
+    while time.monotonic() < end:
+        task = ec2.describe_import_image_tasks(ImportTaskIds=[task_id])["ImportImageTasks"][0]
+        sid = task["SnapshotDetails"][0].get("SnapshotId")
+        if sid and task["Status"] == "active":
+            snapshot_seen = sid
+            assert ec2.describe_snapshots(SnapshotIds=[sid])["Snapshots"][0]["SnapshotId"] == sid
+        if task["Status"] == "deleted":
+            break
+        time.sleep(0.05)
+    assert task["Status"] == "deleted" and task["StatusMessage"] == MSG_UNKNOWN_OS
+    assert snapshot_seen, "the snapshot should exist before the late failure"
+    assert "ImageId" not in task
+    left = ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]
+    assert snapshot_seen not in {s["SnapshotId"] for s in left}

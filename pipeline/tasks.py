@@ -432,15 +432,29 @@ def prune(c, keep=3, older_than=0, apply=False, deprecate=False, config=None, re
     _run(go, json)
 
 
-@task(help={"apply": "Really delete (default: dry run)", "config": CONFIG_HELP, **AWS_HELP, "json": JSON_HELP})
-def reap(c, apply=False, config=None, region=None, profile=None, json=False):
-    """Remove resources left by builds that did not succeed (dry run by default)."""
+@task(help={"apply": "Really delete (default: dry run)",
+            "grace": "Hours a run without a final record is left alone (default 6)",
+            "now": "Decide as if it were this UTC time (ISO 8601; also $PIPELINE_NOW)",
+            "config": CONFIG_HELP, **AWS_HELP, "json": JSON_HELP})
+def reap(c, apply=False, grace=6.0, now=None, config=None, region=None, profile=None,
+         json=False):
+    """Remove what runs that did not succeed left (creation journals and build-id tags;
+    dry run by default); say what still waits out the grace period."""
 
     def go() -> Any:
-        from pipeline.lifecycle.prune import reap as run
+        from pipeline.core.errors import InputError
+        from pipeline.lifecycle.prune import reap as run, reap_now
 
+        if float(grace) < 0:
+            raise InputError(f"reap: --grace {grace}: expected 0 or more hours")
+        try:
+            when = reap_now(now)
+        except ValueError as err:
+            raise InputError(f"reap: --now {now!r}: expected an ISO 8601 time such as "
+                             "2026-12-02T14:05:00Z") from err
         settings = _settings(config, region=region, profile=profile)
-        return run(settings, _clients(settings), apply=apply)
+        return run(settings, _clients(settings), apply=apply, grace_hours=float(grace),
+                   now=when)
 
     _run(go, json)
 

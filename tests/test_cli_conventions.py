@@ -167,3 +167,25 @@ def test_region_flag_through_the_command(no_region_config: Path, tmp_path: Path)
 
     assert run()["region"] == "eu-north-1"
     assert run("--region", "eu-south-1")["region_from"] == "--region"
+
+
+def test_arm64_bakes_on_graviton_by_default(tmp_path: Path) -> None:
+    import yaml
+
+    from pipeline.core.config import parse_settings
+
+    raw = yaml.safe_load((ROOT / "pipeline.example.yaml").read_text())
+    img = raw["images"][0]
+    img.update(architecture="arm64", boot_mode="uefi")
+    img["bake"].pop("instance_type", None)
+    img["bake"]["base"]["ssm_parameter"] = img["bake"]["base"]["ssm_parameter"].replace(
+        "x86_64", "arm64")
+    settings = parse_settings(raw, source=ROOT / "pipeline.example.yaml")
+    assert settings.images[0].bake is not None
+    assert settings.images[0].bake.instance_type == "m6g.large"
+    img["architecture"] = "x86_64"
+    img["bake"]["base"]["ssm_parameter"] = img["bake"]["base"]["ssm_parameter"].replace(
+        "arm64", "x86_64")
+    settings = parse_settings(raw, source=ROOT / "pipeline.example.yaml")
+    assert settings.images[0].bake is not None
+    assert settings.images[0].bake.instance_type == "m5.large"

@@ -1006,6 +1006,15 @@ def _semantic_problems(raw: dict[str, Any], base_dir: Path) -> list[str]:
     return out
 
 
+#: The build instance when ``bake.instance_type`` is not set: the image's architecture picks
+#: it (arm64 builds on Graviton; an x86_64 type cannot boot an arm64 AMI).
+DEFAULT_INSTANCE_TYPES = {"x86_64": "m5.large", "arm64": "m6g.large"}
+
+
+def default_instance_type(architecture: str) -> str:
+    return DEFAULT_INSTANCE_TYPES.get(architecture, DEFAULT_INSTANCE_TYPES["x86_64"])
+
+
 def _resolve(base_dir: Path, value: str) -> Path:
     path = Path(value).expanduser()
     return path if path.is_absolute() else base_dir / path
@@ -1031,7 +1040,8 @@ def _build(raw: dict[str, Any], base_dir: Path, source: Path | None) -> Settings
                 base=BaseImage(ssm_parameter=base.get("ssm_parameter"), ami_id=base.get("ami_id"),
                                name_filter=base.get("name_filter"),
                                owners=tuple(base.get("owners") or ())),
-                instance_type=b.get("instance_type", "m5.large"),
+                instance_type=b.get("instance_type") or default_instance_type(
+                    img.get("architecture", "x86_64")),
                 var_files=tuple(p(v) for v in b.get("var_files") or ()),
                 variables={k: str(v) for k, v in (b.get("variables") or {}).items()},
             )

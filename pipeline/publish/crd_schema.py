@@ -29,6 +29,8 @@ from typing import Any
 import celpy
 import jsonschema
 from celpy import celtypes
+from celpy.adapter import json_to_cel
+from celpy.evaluation import CELEvalError
 
 __all__ = ["CelRule", "validate", "cel_rules", "OBJECT_META_FIELDS"]
 
@@ -185,7 +187,7 @@ def _k8s_split(s: celtypes.StringType, sep: celtypes.StringType,
     return celtypes.ListType([celtypes.StringType(p) for p in parts])
 
 
-_FUNCTIONS = {"find": _k8s_find, "split": _k8s_split}
+_FUNCTIONS: dict[str, Any] = {"find": _k8s_find, "split": _k8s_split}
 
 
 @functools.cache
@@ -202,11 +204,11 @@ def _cel_problems(value: Any, schema: dict[str, Any], path: str) -> list[str]:
             continue  # a transition rule: evaluated on update only
         where = path or "(top level)"
         try:
-            result = _program(rule).evaluate({"self": celpy.json_to_cel(value)})
-        except celpy.CELEvalError as err:
+            result = _program(rule).evaluate({"self": json_to_cel(value)})
+        except CELEvalError as err:
             out.append(f"{where}: CEL rule {rule!r} could not be evaluated: {err.args[0]}")
             continue
-        if isinstance(result, celpy.CELEvalError):
+        if isinstance(result, CELEvalError):
             out.append(f"{where}: CEL rule {rule!r} could not be evaluated: {result.args[0]}")
         elif not bool(result):
             out.append(f"{where}: {r.get('message') or 'failed rule: ' + rule}")

@@ -250,7 +250,8 @@ def _merge_into(dst: dict[str, Any], src: dict[str, Any], path: str) -> list[str
         if where == "spec.kubelet.flags":
             dst[k] = list(dst.get(k) or []) + list(v or [])
         elif where == "spec.kubelet.config" and isinstance(v, dict):
-            dst[k] = _document_merge(dst.get(k) if isinstance(dst.get(k), dict) else {}, v)
+            prev = dst.get(k)
+            dst[k] = _document_merge(prev if isinstance(prev, dict) else {}, v)
         elif where == "spec.containerd.config" and v and dst.get(k):
             warnings.append("two NodeConfig parts set spec.containerd.config; nodeadm's merge of "
                             "containerd TOML is unimplemented and leaves it empty; keep it in one "

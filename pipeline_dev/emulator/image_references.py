@@ -1,11 +1,15 @@
 """EC2 actions moto 5.2 lacks that ``prune`` needs: image references and AMI deprecation.
 
-- ``DescribeImageReferences`` (AWSEC2/latest/APIReference/API_DescribeImageReferences.html):
-  1-10 ``ImageIds``; ``IncludeAllResourceTypes`` or ``ResourceTypes``. Reports
-  ``ec2:Instance`` (instances not terminated), ``ec2:LaunchTemplate`` (the newest
-  ``version-depth`` versions of each template, default 20, as AWS's default) and
-  ``ssm:Parameter`` (parameters whose current value is the image id). Image Builder
-  recipes do not exist here. Each reference is ``{ImageId, ResourceType, Arn}``.
+- ``DescribeImageReferences`` (AWSEC2/latest/APIReference/API_DescribeImageReferences.html,
+  botocore model): 1-10 ``ImageIds``; ``IncludeAllResourceTypes`` (every type with the
+  defaults) and/or ``ResourceTypes`` (their options override the defaults); unknown types,
+  options on other types, bad ``state-name`` values and ``version-depth`` outside 1-10000
+  are InvalidParameterValue. ``ec2:Instance``: instances in every state by default
+  (terminated included) or the ``state-name`` ones; ``ec2:LaunchTemplate``: the newest
+  ``version-depth`` versions (default 10); ``ssm:Parameter``: the account's parameters
+  whose current value is the image id (the public ``/aws/...`` ones are AWS's, not the
+  account's); Image Builder recipes do not exist here. ``MaxResults`` >= 5 with
+  ``NextToken`` paging. Each reference is ``{ImageId, ResourceType, Arn}``.
 - ``EnableImageDeprecation`` / ``DisableImageDeprecation``: store ``DeprecationTime`` on
   the image (shown by DescribeImages); ``DeprecateAt`` must be in the future, as on AWS.
 - ``DeleteLaunchTemplateVersions`` (moto answers HTTP 500): at most 200 versions per
@@ -29,7 +33,7 @@ from typing import Any
 
 __all__ = ["install"]
 
-_DEFAULT_VERSION_DEPTH = 20
+_DEFAULT_VERSION_DEPTH = 10  # ResourceTypeOption: version-depth default 10
 _MAX_IMAGE_IDS = 10
 
 
@@ -44,33 +48,67 @@ def _ssm_parameters(account: str, region: str) -> list[tuple[str, str]]:
     return out
 
 
-def _describe_image_references(self: Any) -> Any:
-    from moto.core.responses import ActionResult
+_TYPES = ("ec2:Instance", "ec2:LaunchTemplate", "ssm:Parameter", "imagebuilder:ImageRecipe",
+          "imagebuilder:ContainerRecipe")
+_STATES = ("pending", "running", "shutting-down", "terminated", "stopping", "stopped")
+_OPTIONS = {"ec2:Instance": "state-name", "ec2:LaunchTemplate": "version-depth"}
+
+
+def _bad(message: str) -> Exception:
     from moto.ec2.exceptions import InvalidParameterValueError
 
-    image_ids = self._get_param("ImageIds", [])
-    if not image_ids or len(image_ids) > _MAX_IMAGE_IDS:
-        raise InvalidParameterValueError(
-            f"ImageIds: expected 1 to {_MAX_IMAGE_IDS} image ids, got {len(image_ids)}")
+    return InvalidParameterValueError(message)
+
+
+def _reference_types(self: Any) -> dict[str, dict[str, list[str]]]:
+    """The resource types to check with their options (model defaults, then the request's)."""
     include_all = str(self._get_param("IncludeAllResourceTypes", "false")).lower() == "true"
     requested = self._get_param("ResourceTypes", []) or []
     if not include_all and not requested:
-        raise InvalidParameterValueError(
-            "Either IncludeAllResourceTypes or ResourceTypes must be specified")
-    types: dict[str, dict[str, list[str]]] = {}
-    if include_all:
-        for t in ("ec2:Instance", "ec2:LaunchTemplate", "ssm:Parameter"):
-            types[t] = {}
+        raise _bad("Either IncludeAllResourceTypes or ResourceTypes must be specified")
+    types: dict[str, dict[str, list[str]]] = {t: {} for t in _TYPES} if include_all else {}
     for rt in requested:
-        opts = {o.get("OptionName"): list(o.get("OptionValues") or [])
-                for o in rt.get("ResourceTypeOptions") or []}
-        types[rt.get("ResourceType")] = opts
+        rtype = rt.get("ResourceType")
+        if rtype not in _TYPES:
+            raise _bad(f"Value ({rtype}) for parameter ResourceType is invalid. Valid values: "
+                       f"{', '.join(_TYPES)}")
+        opts: dict[str, list[str]] = {}
+        for o in rt.get("ResourceTypeOptions") or []:
+            name, values = o.get("OptionName"), [str(v) for v in o.get("OptionValues") or []]
+            if _OPTIONS.get(rtype) != name:
+                raise _bad(f"The option {name} is not valid for resource type {rtype}; "
+                           "options are valid only for ec2:Instance (state-name) and "
+                           "ec2:LaunchTemplate (version-depth)")
+            if name == "state-name" and (not values or set(values) - set(_STATES)):
+                raise _bad(f"Invalid state-name values {values}: use {', '.join(_STATES)}")
+            if name == "version-depth" and (len(values) != 1 or not values[0].isdigit()
+                                            or not 1 <= int(values[0]) <= 10000):
+                raise _bad(f"Invalid version-depth {values}: one integer between 1 and 10000")
+            opts[name] = values
+        types[rtype] = opts
+    return types
+
+
+def _describe_image_references(self: Any) -> Any:
+    import base64
+    import binascii
+    import hashlib
+    import json
+
+    from moto.core.responses import ActionResult
+
+    image_ids = self._get_param("ImageIds", []) or []
+    if not image_ids or len(image_ids) > _MAX_IMAGE_IDS:
+        raise _bad(f"ImageIds: expected 1 to {_MAX_IMAGE_IDS} image ids, got {len(image_ids)}")
+    max_results = self._get_int_param("MaxResults")
+    if max_results is not None and max_results < 5:
+        raise _bad(f"MaxResults must be at least 5, got {max_results}")
+    types = _reference_types(self)
     wanted = set(image_ids)
     acct, region, part = self.current_account, self.region, self.partition
     refs: list[dict[str, str]] = []
     if "ec2:Instance" in types:
-        states = set(types["ec2:Instance"].get("state-name") or
-                     ["pending", "running", "shutting-down", "stopping", "stopped"])
+        states = set(types["ec2:Instance"].get("state-name") or _STATES)   # all by default
         for inst in self.ec2_backend.all_instances():
             if inst.image_id in wanted and inst.state in states:
                 refs.append({"ImageId": inst.image_id, "ResourceType": "ec2:Instance",
@@ -90,11 +128,31 @@ def _describe_image_references(self: Any) -> Any:
                                         f"{template.id}"})
     if "ssm:Parameter" in types:
         for name, value in _ssm_parameters(acct, region):
-            if value in wanted:
+            if value in wanted and not name.startswith("/aws/"):   # public ones are AWS's
                 refs.append({"ImageId": value, "ResourceType": "ssm:Parameter",
                              "Arn": f"arn:{part}:ssm:{region}:{acct}:parameter"
                                     f"{name if name.startswith('/') else '/' + name}"})
-    return ActionResult({"ImageReferences": refs})
+    # Paging: the token names the offset and the request it belongs to.
+    request = hashlib.sha256(json.dumps([sorted(image_ids), sorted(types)],
+                                        default=str).encode()).hexdigest()[:12]
+    start = 0
+    token = self._get_param("NextToken")
+    if token:
+        try:
+            fp, offset = base64.urlsafe_b64decode(token.encode()).decode().split(":")
+            start = int(offset)
+            if fp != request:
+                raise ValueError(token)
+        except (ValueError, binascii.Error, UnicodeDecodeError):
+            from moto.ec2.exceptions import EC2ClientError
+
+            raise EC2ClientError("InvalidPaginationToken", f"Invalid pagination token: {token}")
+    size = max_results or 1000
+    result: dict[str, Any] = {"ImageReferences": refs[start:start + size]}
+    if start + size < len(refs):
+        result["NextToken"] = base64.urlsafe_b64encode(
+            f"{request}:{start + size}".encode()).decode()
+    return ActionResult(result)
 
 
 def _enable_image_deprecation(self: Any) -> Any:

@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 
 from pipeline import __version__
 
-__all__ = ["main", "program", "VERIFY_FAST_FLAGS"]
+__all__ = ["main", "VERIFY_FAST_FLAGS"]   # and `program`, built on first use
 
 #: The ``verify`` flags the fast path understands: name -> (long, short, takes a value).
 VERIFY_FAST_FLAGS: dict[str, tuple[str, str, bool]] = {
@@ -132,7 +132,7 @@ def _parse_error_text(err: Exception) -> str:
 
 
 def _make_program() -> Any:
-    from invoke import Program
+    from invoke.program import Program
     from invoke.exceptions import Exit, ParseError, UnexpectedExit
 
     from pipeline.tasks import ns

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from invoke import Collection, Task
-from invoke import task as _invoke_task
+from invoke.collection import Collection
 from invoke.exceptions import ParseError
+from invoke.tasks import Task
+from invoke.tasks import task as _invoke_task
 
 CONFIG_HELP = "Configuration file (default: $PIPELINE_CONFIG, then ./pipeline.yaml)"
 JSON_HELP = "Print one JSON document on stdout instead of the human summary"
@@ -75,7 +76,7 @@ class PipelineTask(Task):  # type: ignore[type-arg]
 
 def task(**kwargs: Any) -> Callable[[Callable[..., Any]], Task]:  # type: ignore[type-arg]
     """``invoke.task`` with :class:`PipelineTask`."""
-    return _invoke_task(klass=PipelineTask, **kwargs)  # type: ignore[no-any-return]
+    return _invoke_task(klass=PipelineTask, **kwargs)
 
 
 def _settings(config: str | None, required: bool = True, *, region: str | None = None,

@@ -48,7 +48,7 @@ stamp="$venv/.installed-$(sha256sum "$here/pyproject.toml" | cut -c1-16)"
 if [ ! -e "$stamp" ]; then
   echo "setup: installing eks-ami-pipeline with its local and test extras" >&2
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$here[local,test]"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "${here}[local,test]"
   rm -f "$venv"/.installed-*
   touch "$stamp"
 fi

@@ -130,7 +130,7 @@ def test_several_templates_render_all_or_the_one_asked_for(tmp_path):
     assert lt["Properties"]["LaunchTemplateName"] == "eks-nodes-gpu"
     assert "NodeLaunchTemplate" in one["Resources"]
     from pipeline.core.errors import ConfigError
-    with pytest.raises(ConfigError, match="no template named 'nope'"):
+    with pytest.raises(ConfigError, match="--template nope: not a configured launch template"):
         build_stack(settings, "nope")
 
 

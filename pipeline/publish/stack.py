@@ -99,7 +99,11 @@ def build_stack(settings: Settings, template: str | None = None, *,
     if not settings.launch_templates and template is None:
         raise ConfigError("launch_templates: configure at least one launch template to render "
                           "the stack")
-    lts = ([settings.configured_launch_template(template)] if template is not None
+    if template is not None and all(lt.name != template for lt in settings.launch_templates):
+        known = ", ".join(lt.name for lt in settings.launch_templates) or "none"
+        raise ConfigError(f"--template {template}: not a configured launch template "
+                          f"(configured: {known}); omit --template to render every one")
+    lts = ([settings.launch_template(template)] if template is not None
            else list(settings.launch_templates))
     single = len(lts) == 1
     policy_arns = [{"Fn::Sub": f"arn:${{AWS::Partition}}:iam::aws:policy/{p}"}

@@ -619,7 +619,8 @@ def parse_settings(raw: Any, *, source: Path | None = None, region: str | None =
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: (top level): expected a mapping of settings (aws:, cluster:, "
                           f"images: ...), got {type(raw).__name__}")
-    base_dir = source.parent if source else Path.cwd()
+    # Absolute: Packer and the stages run in other working directories.
+    base_dir = (source.parent if source else Path.cwd()).absolute()
     problems = [f"{where}: {p}" for p in config_problems(raw, base_dir)]
     if problems:
         raise ConfigError(problems[0] if len(problems) == 1 else

@@ -10,7 +10,12 @@ import datetime as _dt
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["Verification", "BuildRecord"]
+__all__ = ["Verification", "BuildRecord", "UNFINISHED"]
+
+#: Build statuses of a build whose AMI was made and verified but whose distribution or
+#: publication failed: the next ``rebuild`` finishes it (distribute and publish that AMI
+#: again) instead of skipping it, and ``reap`` removes it after its grace period.
+UNFINISHED = ("distribution-failed", "publication-failed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +43,8 @@ class BuildRecord:
     build_id: str
     image_name: str
     method: str                                  # vm-import | snapshot | bake
-    status: str = "started"                      # started | succeeded | failed
+    status: str = "started"      # started | succeeded | failed | distribution-failed |
+    #                              publication-failed (see UNFINISHED; extra["failed"] says why)
     started_at: str = ""
     finished_at: str | None = None
     source_file: str | None = None

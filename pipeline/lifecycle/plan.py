@@ -67,7 +67,7 @@ def plan(settings: Settings, clients: Clients, image: str | None = None,
     out = RebuildPlan(forced=force)
     for entry in decided.images:
         out.images.append(PlanEntry(
-            image=entry.image, rebuild=entry.decision == "rebuild", reason=entry.reason,
+            image=entry.image, rebuild=entry.decision in ("rebuild", "retry"), reason=entry.reason,
             previous_build_id=entry.previous_build_id, inputs=dict(entry.inputs),
             error=entry.error))
     return out

@@ -8,16 +8,26 @@ For each configured image (or the one named):
    hashes (the base AMI its SSM parameter names *now*, templates, var files,
    provisioners, variables and the Packer version); for an import, the SHA-256 of the
    source file;
-3. compare them with the last successful build's record
-   (:func:`pipeline.lineage.store.latest_successful`);
+3. compare them with the last successful build's record; a newer build that was made
+   but whose distribution or publication failed (status ``distribution-failed`` /
+   ``publication-failed``, see :data:`pipeline.core.records.UNFINISHED`) is finished
+   instead (decision ``retry``: distribute and publish that AMI again) when the inputs
+   are the same and its AMI is still available, else rebuilt (and marked ``failed`` so
+   ``reap`` removes what it left);
 4. rebuild when they differ, when that build is older than ``max_age_days``, when there
    is none, or with ``force``; otherwise skip, saying why;
-5. after a rebuild (which verifies the AMI offline), distribute it to the configured
+5. before building, run every check distribution and publication will run for the
+   image (sharing, regions, KMS keys, user data lint, template rules, Karpenter
+   manifests): a refusal builds nothing;
+6. after a rebuild (which verifies the AMI offline), distribute it to the configured
    regions and publish it to every launch template configured for the image: to its
    channel's pointer, as the default version or, with ``set_default: false``, as a
-   staged non-default version (promotion stays a human decision).
+   staged non-default version (promotion stays a human decision). The build record
+   ends ``succeeded``, or ``distribution-failed``/``publication-failed`` with the
+   failure in ``extra["failed"]``.
 
-One image failing does not stop the others; the result's exit code is 1 when any image
+A failed image's headline names the phase that failed (lock, inputs, checks, build,
+distribute, publish) and its error line says why, once. One image failing does not stop the others; the result's exit code is 1 when any image
 failed or was locked by another run.
 """
 from __future__ import annotations
@@ -32,7 +42,7 @@ from pipeline.aws.clients import Clients
 from pipeline.core.config import ImageSettings, Settings
 from pipeline.core.errors import InputError, PipelineError
 from pipeline.core.progress import NO_PROGRESS, Progress
-from pipeline.core.records import BuildRecord
+from pipeline.core.records import UNFINISHED, BuildRecord
 
 __all__ = ["Inputs", "Decision", "ImageRebuild", "RebuildResult", "current_inputs", "decide",
            "rebuild"]
@@ -65,7 +75,7 @@ class ImageRebuild:
     """What happened to one image."""
 
     image: str
-    decision: str                    # rebuild | skip | locked | error
+    decision: str                    # rebuild | retry | skip | locked | error
     reason: str
     status: str                      # skipped | succeeded | failed | locked | planned
     previous_build_id: str | None = None
@@ -74,6 +84,8 @@ class ImageRebuild:
     published: list[str] = field(default_factory=list)
     inputs: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    phase: str = ""                  # lock | inputs | checks | build | distribute | publish
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -99,6 +111,7 @@ class RebuildResult:
                 amis = ", ".join(f"{r}: {a}" for r, a in sorted(i.image_ids.items()))
                 head += f"\n  built {i.build_id}: {amis}"
                 head += "".join(f"\n  published {p}" for p in i.published)
+                head += "".join(f"\n  warning: {w}" for w in i.warnings)
             elif i.status == "failed":
                 head += f"\n  FAILED: {i.error}"
             elif i.status == "planned":
@@ -108,6 +121,10 @@ class RebuildResult:
 
 
 # --------------------------------------------------------------------------- inputs
+
+
+class NoSource(InputError):
+    """An imported image's source file does not exist (yet): rebuild skips the image."""
 
 
 def current_inputs(settings: Settings, clients: Clients, image: ImageSettings) -> Inputs:
@@ -125,8 +142,8 @@ def current_inputs(settings: Settings, clients: Clients, image: ImageSettings) -
 
     source = image.import_.source
     if not source.is_file():
-        raise InputError(f"images: {image.name}: import.source {source} not found; "
-                         "build the disk image first or fix the path")
+        raise NoSource(f"images: {image.name}: import.source {source} not found; "
+                       "build the disk image first or fix the path")
     return Inputs(method="import", source_sha256=hash_file(source).sha256)
 
 
@@ -207,39 +224,151 @@ def _publish(settings: Settings, clients: Clients, image: ImageSettings,
     return out
 
 
-def _one(settings: Settings, clients: Clients, image: ImageSettings, force: bool,
-         dry_run: bool, progress: Progress) -> ImageRebuild:
+def _check_before_build(settings: Settings, clients: Clients, image: ImageSettings) -> list[str]:
+    """Every check distribution and publication will run for a build of ``image`` (config
+    semantics, regions, KMS keys, sharing, user data lint, template rules, Karpenter
+    manifests), run before anything is built. Returns the template rule warnings."""
+    from pipeline.lifecycle.distribute import check_before_build
+    from pipeline.publish.release import check_publication
+
+    check_before_build(settings, clients, image)
+    warnings: list[str] = []
+    for lt in settings.launch_templates:
+        if lt.image == image.name:
+            warnings += check_publication(settings, clients, lt.name, image_name=image.name)
+    return warnings
+
+
+def _unfinished(builds: list[BuildRecord], last: BuildRecord | None) -> BuildRecord | None:
+    """The newest build after the last successful one that was made but whose
+    distribution or publication failed (the next run finishes it)."""
+    for rec in builds:                       # newest first
+        if last is not None and rec.build_id == last.build_id:
+            return None
+        if rec.status in UNFINISHED:
+            return rec
+    return None
+
+
+def _usable(clients: Clients, record: BuildRecord) -> bool:
+    """The unfinished build's home AMI still exists and is available."""
+    from pipeline.publish.gate import find_build_image
+
+    region = next(iter(record.image_ids), clients.region)
+    found = find_build_image(clients.client("ec2", region=region), record.build_id)
+    return found is not None and found.get("State") == "available"
+
+
+def _same_inputs(now_inputs: Inputs, rec: BuildRecord) -> bool:
+    if now_inputs.method == "bake":
+        return (rec.base_ami, rec.packer_version, rec.inputs_sha256) == (
+            now_inputs.base_ami, now_inputs.packer_version, now_inputs.inputs_sha256)
+    return rec.source_sha256 == now_inputs.source_sha256
+
+
+def _mark(settings: Settings, clients: Clients, record: BuildRecord, status: str,
+          step: str | None = None, error: str | None = None) -> None:
+    """Record how the build ended (the build record in SSM, tags, manifest)."""
     from pipeline.lineage import store as lineage
 
-    now_inputs = current_inputs(settings, clients, image)
-    last = lineage.latest_successful(settings, clients, image.name)
-    decision = decide(image, now_inputs, last, force=force)
-    entry = ImageRebuild(image=image.name, decision="rebuild" if decision.rebuild else "skip",
-                         reason=decision.reason, status="skipped",
-                         previous_build_id=last.build_id if last else None,
-                         inputs={k: v for k, v in asdict(now_inputs).items() if v})
+    record.status = status
+    if step:
+        record.extra["failed"] = {"step": step, "error": (error or "")[:500],
+                                  "at": BuildRecord.now()}
+    else:
+        record.extra.pop("failed", None)
+    record.finished_at = record.finished_at or BuildRecord.now()
+    try:
+        lineage.record_build(settings, clients, record)
+    except PipelineError as err:
+        log.warning("%s: could not record build %s as %s: %s", record.image_name,
+                    record.build_id, status, err.message)
+
+
+def _one(settings: Settings, clients: Clients, image: ImageSettings, force: bool,
+         dry_run: bool, progress: Progress, entry: ImageRebuild) -> ImageRebuild:
+    from pipeline.lineage import store as lineage
+
+    entry.phase = "inputs"
+    try:
+        now_inputs = current_inputs(settings, clients, image)
+    except NoSource as err:
+        # Nothing to import: a scheduled run (or the shipped example on a fresh account,
+        # before `invoke demo --workdir build` made the sample disk) skips the image.
+        entry.decision, entry.status = "skip", "skipped"
+        entry.reason = (f"nothing to import: {err.message.split(': ', 2)[-1]} "
+                        "(e.g. `invoke demo --workdir build` writes the sample disk)")
+        return entry
+    entry.inputs = {k: v for k, v in asdict(now_inputs).items() if v}
+    builds = lineage.load_builds(settings, clients, image.name, include_untracked=False)
+    last = next((b for b in builds if b.status == "succeeded"), None)
+    entry.previous_build_id = last.build_id if last else None
+    pending = None if force else _unfinished(builds, last)
+    retry: BuildRecord | None = None
+    if pending is not None:
+        why = (pending.extra.get("failed") or {}).get("error") or pending.status
+        step = "distribution" if pending.status == "distribution-failed" else "publication"
+        if _same_inputs(now_inputs, pending) and _usable(clients, pending):
+            retry = pending
+            decision = Decision(True, f"build {pending.build_id} was made but its {step} "
+                                      f"failed ({why}); distributing and publishing that AMI "
+                                      "again")
+        else:
+            decision = decide(image, now_inputs, last, force=force)
+            gone = ("its AMI is gone" if _same_inputs(now_inputs, pending)
+                    else "the inputs changed since")
+            decision = Decision(True, f"build {pending.build_id}'s {step} failed and {gone}; "
+                                      f"building again ({decision.reason})")
+    else:
+        decision = decide(image, now_inputs, last, force=force)
+    entry.decision = ("retry" if retry else "rebuild") if decision.rebuild else "skip"
+    entry.reason = decision.reason
+    entry.status = "skipped"
     log.debug("%s: %s - %s", image.name, entry.decision, entry.reason)
     progress.status(f"{image.name}: {entry.decision} - {entry.reason}")
     if not decision.rebuild:
         return entry
+    entry.phase, entry.status = "checks", "failed"
+    entry.warnings = _check_before_build(settings, clients, image)
     if dry_run:
         entry.status = "planned"
         return entry
     from pipeline.lifecycle.distribute import distribute
 
-    try:
+    if retry is not None:
+        record = retry
+    else:
+        entry.phase = "build"
         record = _build(settings, clients, image, progress)
-        entry.build_id = record.build_id
-        entry.image_ids = dict(record.image_ids)
+        if pending is not None:     # superseded: reap may remove what it left
+            _mark(settings, clients, pending, "failed", "superseded",
+                  f"superseded by build {record.build_id}")
+    entry.build_id = record.build_id
+    entry.image_ids = dict(record.image_ids)
+    try:
+        entry.phase = "distribute"
         record = distribute(settings, clients, record, progress=progress)
         entry.image_ids = dict(record.image_ids)
+        entry.phase = "publish"
         entry.published = _publish(settings, clients, image, record)
-    except PipelineError as err:
-        log.error("%s: %s", image.name, err.message)
-        entry.status, entry.error = "failed", err.message
-        return entry
+    except (PipelineError, KeyboardInterrupt) as err:
+        failed = "distribution-failed" if entry.phase == "distribute" else "publication-failed"
+        message = getattr(err, "message", None) or "interrupted"
+        _mark(settings, clients, record, failed, entry.phase, message)
+        raise
+    _mark(settings, clients, record, "succeeded")
     entry.status = "succeeded"
     return entry
+
+
+_PHASE_HEADLINE = {
+    "lock": "could not take the rebuild lock",
+    "inputs": "could not work out the current inputs",
+    "checks": "refused before building (nothing was built)",
+    "build": "the build failed",
+    "distribute": "built, but distribution failed (the next run distributes it again)",
+    "publish": "built, but publication failed (the next run publishes it again)",
+}
 
 
 def rebuild(settings: Settings, clients: Clients, image: str | None = None, force: bool = False,
@@ -254,18 +383,26 @@ def rebuild(settings: Settings, clients: Clients, image: str | None = None, forc
                          "to rebuild")
     result = RebuildResult(forced=force, dry_run=dry_run)
     for img in images:
+        entry = ImageRebuild(image=img.name, decision="error", reason="", status="failed")
         try:
             if dry_run:
-                result.images.append(_one(settings, clients, img, force, True, progress))
+                result.images.append(_one(settings, clients, img, force, True, progress, entry))
                 continue
+            entry.phase = "lock"
             with hold(settings, clients, f"rebuild-{img.name}", ttl_seconds=lock_ttl_seconds):
-                result.images.append(_one(settings, clients, img, force, False, progress))
+                result.images.append(_one(settings, clients, img, force, False, progress,
+                                          entry))
         except LockHeld as err:
             result.images.append(ImageRebuild(img.name, "locked", err.message, "locked"))
             progress.status(f"{img.name}: locked - {err.message}")
         except PipelineError as err:
-            log.error("%s: %s", img.name, err.message)
-            result.images.append(ImageRebuild(img.name, "error",
-                                              "could not work out the current inputs",
-                                              "failed", error=err.message))
+            # One line per image: the headline names the phase that failed, the error
+            # line says why (logged at debug only, so it is not printed twice).
+            log.debug("%s: %s failed: %s", img.name, entry.phase, err.message)
+            if entry.decision in ("rebuild", "retry") and entry.reason:
+                entry.reason = f"{entry.reason}; {_PHASE_HEADLINE[entry.phase]}"
+            else:
+                entry.decision, entry.reason = "error", _PHASE_HEADLINE[entry.phase]
+            entry.status, entry.error = "failed", err.message
+            result.images.append(entry)
     return result

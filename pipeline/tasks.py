@@ -101,12 +101,20 @@ def _run(fn: Any, json: bool) -> Any:
 
 @task(help={"port": "Port to listen on (default 5077; 0 picks a free one)",
             "host": "Address to bind (default 127.0.0.1)",
-            "import_seconds": "Seconds a VM Import task takes from pending to completed"})
-def emulator(c, port=5077, host="127.0.0.1", import_seconds=20.0):
+            "import_seconds": "Seconds a VM Import task takes from pending to completed",
+            "timing": "instant (default: resources ready at once) or realistic (AMIs, "
+                      "snapshots and instances pass through pending/shutting-down)"})
+def emulator(c, port=5077, host="127.0.0.1", import_seconds=20.0, timing="instant"):
     """Run the local AWS emulator (moto server plus VM Import, EBS data, EKS SSM params)."""
     from pipeline_dev.emulator import serve
+    from pipeline_dev.emulator.timing import PROFILES
 
-    serve(host=host, port=int(port), import_seconds=float(import_seconds))
+    if timing not in PROFILES:
+        import sys
+
+        sys.stderr.write(f"--timing {timing}: use one of {', '.join(PROFILES)}\n")
+        raise SystemExit(2)
+    serve(host=host, port=int(port), import_seconds=float(import_seconds), timing=timing)
 
 
 @task(help={"workdir": "Folder for the sample image and build outputs (default: a temp dir)",

@@ -29,7 +29,8 @@ def _fake_aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="session")
 def emulator_server() -> Emulator:
     """One emulator on a free port for the whole run (fast VM Import tasks)."""
-    emu = Emulator("127.0.0.1", 0, import_seconds=float(os.environ.get("TEST_IMPORT_SECONDS", "1.5")))
+    emu = Emulator("127.0.0.1", 0, import_seconds=float(os.environ.get("TEST_IMPORT_SECONDS", "1.5")),
+                   timing=os.environ.get("EMULATOR_TIMING", "instant"))
     emu.start()
     yield emu
     emu.stop()
@@ -40,6 +41,15 @@ def emulator(emulator_server: Emulator) -> Emulator:
     """The session emulator with every backend wiped and the AWS seeds restored."""
     emulator_server.reset()
     return emulator_server
+
+
+@pytest.fixture
+def realistic_emulator(emulator: Emulator) -> Emulator:
+    """The emulator in the ``realistic`` timing profile for one test (AMIs, snapshots and
+    instances pass through pending/shutting-down), then back to the session's profile."""
+    emulator.set_timing("realistic")
+    yield emulator
+    emulator.set_timing(os.environ.get("EMULATOR_TIMING", "instant"))
 
 
 @pytest.fixture

@@ -28,6 +28,7 @@ from moto.ec2.models.amis import Ami
 from moto.ec2.responses import EC2Response
 from moto.ec2.utils import random_ami_id
 
+from pipeline_dev.emulator import timing
 from pipeline_dev.emulator.blockstore import STORE
 
 __all__ = ["install", "make_ami", "find_image"]
@@ -298,15 +299,21 @@ def _delete_volume(self: Any, volume_id: str) -> Any:
 
 
 def _create_snapshot(self: Any, volume_id: str, *args: Any, **kwargs: Any) -> Any:
+    from pipeline_dev.emulator import timing
+
     snap = _orig["create_snapshot"](self, volume_id, *args, **kwargs)
     STORE.copy(volume_id, snap.id)
+    timing.snapshot_pending(snap)
     return snap
 
 
 def _copy_snapshot(self: Any, source_snapshot_id: str, source_region: str, *args: Any,
                    **kwargs: Any) -> Any:
+    from pipeline_dev.emulator import timing
+
     snap = _orig["copy_snapshot"](self, source_snapshot_id, source_region, *args, **kwargs)
     STORE.copy(source_snapshot_id, snap.id)
+    timing.snapshot_pending(snap, timing.current().copy_seconds)
     return snap
 
 
@@ -601,6 +608,7 @@ def register_image(self: Any) -> ActionResult:
         ami.ena_support = _bool(self._get_param("EnaSupport"))
         if tags:
             ami.add_tags(tags)
+        timing.ami_pending(ami)
         return ActionResult({"ImageId": ami.id})
     ami = make_ami(
         ec2, name=name, description=self._get_param("Description"), mappings=mappings,
@@ -609,6 +617,7 @@ def register_image(self: Any) -> ActionResult:
         sriov_net_support=self._get_param("SriovNetSupport"), boot_mode=boot_mode,
         tpm_support=self._get_param("TpmSupport"), imds_support=imds, tags=tags,
         image_location=self._get_param("ImageLocation"))
+    timing.ami_pending(ami)
     return ActionResult({"ImageId": ami.id})
 
 
@@ -618,6 +627,7 @@ def create_image(self: Any) -> ActionResult:
         self.ec2_backend, self._get_param("InstanceId"), self._get_param("Name"),
         self._get_param("Description"), self._get_param("BlockDeviceMappings") or [],
         self._get_param("TagSpecifications") or [])
+    timing.ami_pending(ami)
     return ActionResult({"ImageId": ami.id})
 
 
@@ -645,6 +655,7 @@ def copy_image(self: Any) -> ActionResult:
         self._get_param("TagSpecifications") or [], encrypted, kms)
     if token:
         tokens[token] = (fingerprint, ami.id)
+    timing.ami_pending(ami, copy=True)
     return ActionResult({"ImageId": ami.id})
 
 

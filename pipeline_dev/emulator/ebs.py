@@ -289,10 +289,13 @@ def complete_snapshot(self: EBSResponse) -> ActionResult:
             raise ValidationException(
                 "The aggregate checksum does not match the checksums of the written "
                 "blocks.", "INVALID_PARAMETER_VALUE")
+    from pipeline_dev.emulator import timing
+
     snap.status = "completed"
     with _lock:
         _direct.pop(snapshot_id, None)
-    return ActionResult({"Status": "completed"})
+    timing.snapshot_pending(snap)       # realistic: pending a little longer, then completed
+    return ActionResult({"Status": snap.status})
 
 
 def _completed(self: EBSResponse, snapshot_id: str) -> Any:

@@ -46,7 +46,7 @@ def install_all() -> None:
         from moto.moto_api._internal.models import MotoAPIBackend
 
         from pipeline_dev.emulator import (ami_features, amis, blockstore, ebs, image_references,
-            kms_keys, launch_templates, s3_checksums, s3_multipart, seeds, vmimport)
+            kms_keys, launch_templates, s3_checksums, s3_multipart, seeds, timing, vmimport)
 
         ebs.install()
         vmimport.install()
@@ -55,9 +55,10 @@ def install_all() -> None:
         image_references.install()  # DescribeImageReferences, image deprecation
         ami_features.install()      # Allowed AMIs, deregistration protection, ancestry
         kms_keys.install()          # CopySnapshot: Encrypted, KmsKeyId checked
+        timing.install()            # after amis: wraps its RunInstances
         s3_multipart.install()      # unknown UploadId: 404 NoSuchUpload, not 500
         s3_checksums.install()      # BadDigest, part checksums, InvalidPartOrder
-        _reset_hooks.extend([vmimport.reset, blockstore.STORE.clear, ebs.reset,
+        _reset_hooks.extend([timing.reset, vmimport.reset, blockstore.STORE.clear, ebs.reset,
                              lambda: None if seeds.seed_all(ACCOUNT_ID) else None])
         original = MotoAPIBackend.reset
 
@@ -97,14 +98,29 @@ class _Server:
 class Emulator:
     """moto's threaded server plus our extensions, on ``host:port`` (0 = a free port).
 
-    ``import_seconds`` is how long a VM Import task takes from pending to completed.
+    ``import_seconds`` is how long a VM Import task takes from pending to completed;
+    ``timing`` is ``instant`` (resources are ready at once) or ``realistic`` (AMIs,
+    snapshots and instances go through their transitional states: :mod:`.timing`).
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *,
-                 import_seconds: float = 2.0) -> None:
+                 import_seconds: float | None = 2.0, timing: str = "instant") -> None:
+        from pipeline_dev.emulator.timing import PROFILES
+
+        if timing not in PROFILES:
+            raise ValueError(f"timing must be one of {', '.join(PROFILES)}, got {timing!r}")
         self.host, self.port = host, port
         self.import_seconds = import_seconds
+        self.timing = timing
         self._server: _Server | None = None
+
+    def set_timing(self, name: str, **seconds: float) -> None:
+        """Switch the timing profile of the running emulator (tests)."""
+        from pipeline_dev.emulator import timing
+
+        seconds.setdefault("import_seconds", self.import_seconds)  # type: ignore[arg-type]
+        timing.configure(name, **seconds)
+        self.timing = name
 
     @property
     def endpoint(self) -> str:
@@ -113,8 +129,10 @@ class Emulator:
     def start(self) -> str:
         from pipeline_dev.emulator import seeds, vmimport
 
+        from pipeline_dev.emulator import timing
+
         install_all()
-        vmimport.configure(self.import_seconds)
+        timing.configure(self.timing, import_seconds=self.import_seconds)
         for kind in ("al2023", "al2"):
             seeds.base_disk(kind)  # build once per process, before the first reset
         self._server = _Server(self.host, self.port)
@@ -157,12 +175,13 @@ class Emulator:
         self.stop()
 
 
-def serve(host: str = "127.0.0.1", port: int = 5077, import_seconds: float = 20.0) -> None:
+def serve(host: str = "127.0.0.1", port: int = 5077, import_seconds: float | None = 20.0,
+          timing: str = "instant") -> None:
     """Run the emulator in the foreground until Ctrl-C (the ``emulator`` task)."""
-    emu = Emulator(host, port, import_seconds=import_seconds)
+    emu = Emulator(host, port, import_seconds=import_seconds, timing=timing)
     emu.start()
     out = sys.stdout
-    out.write(f"AWS emulator listening on {emu.endpoint}\n"
+    out.write(f"AWS emulator listening on {emu.endpoint} (timing: {emu.timing})\n"
               "Export this to point the AWS CLI, boto3 and this tool at it:\n"
               f"  export AWS_ENDPOINT_URL={emu.endpoint}\n"
               "  export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing\n"

@@ -57,6 +57,13 @@ SSM_FOLLOW_NOTE = ("Karpenter (>= v1.4) follows the SSM parameter: it caches cus
                    "(by drift) within minutes of publish/promote/rollback, not at once")
 
 
+class _PlainDumper(yaml.SafeDumper):
+    """No ``&id001`` anchors where one dict is used twice (e.g. the discovery tags)."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 @dataclass(frozen=True, slots=True)
 class Manifest:
     """One Kubernetes object to write, and the file name it goes to."""
@@ -68,7 +75,7 @@ class Manifest:
     note: str = field(default="", compare=False)
 
     def to_yaml(self) -> str:
-        text = str(yaml.safe_dump(self.body, sort_keys=False, width=10_000))
+        text = str(yaml.dump(self.body, Dumper=_PlainDumper, sort_keys=False, width=10_000))
         return "".join(f"# {line}\n" for line in self.note.splitlines()) + text
 
 

@@ -131,6 +131,10 @@ def nodeclass_from_template_data(
     cluster = settings.require_cluster()
     not_carried = [f"{k}: {_WHY.get(k, 'no EC2NodeClass field for it')}"
                    for k in sorted(data) if k not in _CARRIED]
+    if data.get("InstanceType"):
+        not_carried = [n + (f" (to keep {data['InstanceType']}: a requirement "
+                            f"node.kubernetes.io/instance-type In [{data['InstanceType']}])"
+                            if n.startswith("InstanceType:") else "") for n in not_carried]
     notes: list[str] = []
     spec: dict[str, Any] = {}
     discovery = {"karpenter.sh/discovery": cluster.name}
@@ -210,10 +214,6 @@ def nodeclass_from_template_data(
         "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": name},
         "requirements": [{"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]}],
     }
-    if data.get("InstanceType"):
-        tmpl_spec["requirements"].append({"key": "node.kubernetes.io/instance-type",
-                                          "operator": "In", "values": [data["InstanceType"]]})
-        notes.append(f"InstanceType {data['InstanceType']} became a NodePool requirement")
     if taints:
         tmpl_spec["taints"] = taints
     template: dict[str, Any] = {"spec": tmpl_spec}

@@ -463,3 +463,43 @@ def test_config_key_verify_strict_reaches_import_preflight(image_cache: Path,
                     kubelet_version="v1.33.1-eks-1234567")
     with pytest.raises(PreflightError, match="version-skew"):
         _bootstrap(skewed, lax.require, _cluster_version(settings))
+
+
+def m_no_boot_hook(r: Path) -> None:
+    unit = "nodeadm-boot-hook.service"
+    (r / WANTS / unit).unlink()
+    (r / "etc/systemd/system" / unit).unlink()
+
+
+def test_older_nodeadm_without_boot_hook_passes_strict(image_cache: Path) -> None:
+    report = verify_image(_image(image_cache, "no-boot-hook", "al2023", m_no_boot_hook),
+                          strict=True)
+    _check(report, "ok", "nodeadm")
+    assert [c.name for c in report.warnings] == ["nodeadm-boot-hook.service"]
+
+
+def test_strict_names_hygiene_before_runtime_layout(image_cache: Path) -> None:
+    def both(r: Path) -> None:
+        m_dirty(r)
+        m_no_containerd(r)
+
+    report = verify_image(_image(image_cache, "dirty-no-containerd", "al2023", both),
+                          strict=True, cluster_version="1.31")
+    _check(report, "ssh-host-keys", "nodeadm")
+    assert "containerd" in {c.name for c in report.failures}
+    skewed = verify_image(_image(image_cache, "dirty-no-containerd", "al2023", both),
+                          strict=True, cluster_version="1.35")
+    _check(skewed, "version-skew", "nodeadm")
+
+
+def test_kubelet_version_from_a_wrapper_script(image_cache: Path) -> None:
+    def wrapper(r: Path) -> None:
+        _no_version_file(r)
+        (r / "usr/bin/kubelet").write_text('#!/bin/sh\n[ "$1" = --version ] && '
+                                           'echo "Kubernetes v1.29.8" && exit 0\n'
+                                           'exec /opt/kubelet "$@"\n')
+
+    report = verify_image(_image(image_cache, "kubelet-wrapper", "al2023", wrapper),
+                          cluster_version="1.31")
+    _check(report, "ok", "nodeadm")
+    assert report.kubelet_version.version == "v1.29.8"

@@ -37,10 +37,12 @@ READ_BUDGET = 512 * 1024
 
 _VERSION = re.compile(rb"v?(\d+)\.(\d+)\.(\d+)([-+][0-9A-Za-z.+\-]*)?")
 _PATTERNS = (
-    re.compile(rb"gitVersion=(v\d+\.\d+\.\d+[0-9A-Za-z.+\-]*)"),
+    re.compile(rb"gitVersion[\"']?\s*[:=]\s*[\"']?(v\d+\.\d+\.\d+[0-9A-Za-z.+\-]*)"),
     re.compile(rb"Kubernetes (v\d+\.\d+\.\d+[0-9A-Za-z.+\-]*)"),
     re.compile(rb"(v1\.\d+\.\d+-eks-[0-9a-f]{6,40})"),
 )
+#: Last resort, small files only: a lone ``v1.NN.N`` (a fake or wrapper kubelet).
+_LONE = re.compile(rb"(?<![\w.])(v1\.\d{1,2}\.\d{1,3}(?:-[0-9A-Za-z.]+)?)(?![\w.])")
 _BUILDINFO_MAGIC = b"\xff Go buildinf:"
 
 
@@ -204,8 +206,9 @@ def _from_binary(fs: RootFs, path: str, node: Node, out: KubeletVersion) -> bool
         return False
     finally:
         out.bytes_read += rd.used
+    patterns = _PATTERNS + ((_LONE,) if node.size <= SCAN_SMALL else ())
     for blob in blobs:
-        for pat in _PATTERNS:
+        for pat in patterns:
             m = pat.search(blob)
             if m and (parsed := _parse(m.group(1))):
                 out.version, out.major, out.minor = parsed

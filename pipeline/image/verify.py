@@ -404,8 +404,8 @@ def _check_nodeadm(fs: RootFs, strict: bool) -> tuple[NodeadmInfo, list[Check]]:
     present = present or hook.present
     hook_check = _unit_check(hook, "unit", "ok" if hook.enabled else
                              ("failure" if strict else "warning"))
-    if hook.state == "missing":
-        hook_check = Check(BOOT_HOOK_UNIT, "unit", hook_check.status, "missing",
+    if hook.state == "missing":  # a warning even with --strict: older nodeadm has none
+        hook_check = Check(BOOT_HOOK_UNIT, "unit", "warning", "missing",
                            detail=f"{BOOT_HOOK_UNIT} is absent (nodeadm releases before the "
                                   "boot hook; current AMIs enable it)")
     elif hook.enabled:
@@ -596,9 +596,13 @@ def verify_disk(disk: Disk, require: str = "any", *, source: dict[str, Any] | No
     checks = [_bootstrap_check(boot, judged == "bootstrap.sh"), *unit_checks, *runtime,
               version, *clean, _os_release_check(fs, os_info)]
     if verdict == "ok":
-        failed = next((c for c in checks if c.status == "failure"), None)
-        if failed is not None:
-            verdict = failed.verdict
+        # the mechanism first (above), then what cannot be argued (skew), then what the
+        # builders check (hygiene), then what depends on the layout (runtime, boot hook)
+        order = {"mechanism": 0, "version": 1, "hygiene": 2, "unit": 3, "runtime": 4}
+        failed = sorted((c for c in checks if c.status == "failure"),
+                        key=lambda c: order.get(c.kind, 5))
+        if failed:
+            verdict = failed[0].verdict
     src = {"format": disk.format, "partition": fs.volume.partition, "filesystem": fs.kind}
     inner = getattr(disk, "inner_format", None)
     if inner:

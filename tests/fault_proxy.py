@@ -38,7 +38,8 @@ def is_mutating(action: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Fault:
-    """Hit the ``nth`` (1-based) call of ``action`` (in ``region`` when given)."""
+    """Hit the ``nth`` (1-based) call of ``action`` (in ``region`` when given, whose
+    body contains ``body`` when given)."""
 
     action: str
     nth: int = 1
@@ -46,6 +47,7 @@ class Fault:
     kind: str = "error"              # error | interrupt
     status: int = 400
     code: str = "InternalFailure"
+    body: bytes = b""                # and the request body contains this (e.g. a name)
 
 
 class FaultProxy:
@@ -57,7 +59,7 @@ class FaultProxy:
         self.faults = list(faults)
         self.calls: list[tuple[str, str]] = []
         self.hits: list[Fault] = []
-        self._count: dict[tuple[str, str | None], int] = {}
+        self._count: dict[tuple[Any, str | None], int] = {}
         self._lock = threading.Lock()
         self._main = threading.main_thread().ident
         proxy = self
@@ -72,7 +74,7 @@ class FaultProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 action, region = proxy._identify(self.command, self.path, self.headers, body)
-                fault = proxy._match(action, region)
+                fault = proxy._match(action, region, body)
                 if fault is not None and fault.kind == "error":
                     self._answer(*proxy._error(fault, self.headers))
                     return
@@ -134,14 +136,15 @@ class FaultProxy:
         action = (form.get("Action") or parse_qs(urlparse(path).query).get("Action") or [""])[0]
         return action or f"{service}:{method}", region
 
-    def _match(self, action: str, region: str) -> Fault | None:
+    def _match(self, action: str, region: str, body: bytes = b"") -> Fault | None:
         with self._lock:
             self.calls.append((action, region))
-            for key in ((action, None), (action, region)):
-                self._count[key] = self._count.get(key, 0) + 1
             for f in self.faults:
-                if f.action == action and (f.region is None or f.region == region) \
-                        and self._count[(action, f.region)] == f.nth and f not in self.hits:
+                if f.action != action or (f.region is not None and f.region != region) \
+                        or (f.body and f.body not in body):
+                    continue
+                self._count[(f, None)] = self._count.get((f, None), 0) + 1  # type: ignore
+                if self._count[(f, None)] == f.nth and f not in self.hits:  # type: ignore
                     self.hits.append(f)
                     return f
         return None

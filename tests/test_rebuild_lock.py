@@ -61,3 +61,19 @@ def test_s3_lock_object_is_where_it_says(tmp_path: Path, endpoint: str, clients:
     lock.release()
     listed = clients.client("s3").list_objects_v2(Bucket=BUCKET).get("Contents", [])
     assert listed == []
+
+
+def test_missing_lock_bucket_falls_back_to_ssm_and_says_so(tmp_path: Path, endpoint: str,
+                                                           clients: Any, caplog: Any) -> None:
+    """A fresh account: build.s3_bucket names a bucket that does not exist yet."""
+    s = _settings(tmp_path, endpoint, bucket=True)
+    with caplog.at_level("WARNING", logger="pipeline.lifecycle.locks"):
+        lock = locks.acquire(s, clients, "node", owner="me")
+    assert lock.info.where == "ssm:/eks-ami-pipeline/_locks/node"
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "\n" not in line and f"bucket s3://{BUCKET}" in line and "does not exist" in line
+    assert "using the SSM lock ssm:/eks-ami-pipeline/_locks/node" in line
+    with pytest.raises(locks.LockHeld, match="held by me"):
+        locks.acquire(s, clients, "node", owner="other")
+    lock.release()
+    locks.acquire(s, clients, "node", owner="other").release()

@@ -118,3 +118,28 @@ def test_a_failed_publication_is_retried_by_the_next_run(tmp_path, emulator, end
     assert lineage.latest_successful(settings, clients, IMAGE).build_id == built.build_id
     (third,) = rebuild(settings, clients).images
     assert (third.decision, third.status) == ("skip", "skipped")
+
+
+@pytest.mark.packer
+@pytest.mark.skipif(shutil.which("packer") is None, reason="packer not installed")
+def test_the_shipped_example_works_on_a_fresh_account(tmp_path, endpoint, clients, caplog):
+    """pipeline.example.yaml, unchanged but for the emulator's port, on a fresh emulator:
+    the lock bucket does not exist (one line each, SSM lock used), the baked image is
+    built, published and pointed at; the imported image has no disk yet and is skipped."""
+    text = (ROOT / "pipeline.example.yaml").read_text().replace(
+        "http://127.0.0.1:5077", endpoint)
+    (tmp_path / "pipeline.yaml").write_text(text)
+    shutil.copytree(ROOT / "packer", tmp_path / "packer")
+    settings = parse_settings(yaml.safe_load(text), source=tmp_path / "pipeline.yaml")
+    with caplog.at_level(logging.WARNING):
+        result = rebuild(settings, clients)
+    assert result.exit_code == 0, result.summary()
+    by = {i.image: i for i in result.images}
+    assert by["eks-node-al2023"].status == "succeeded"
+    assert by["eks-node-al2023"].published[0].startswith("eks-nodes version 1")
+    assert (by["eks-node-imported"].decision, by["eks-node-imported"].status) == ("skip",
+                                                                                  "skipped")
+    assert by["eks-node-imported"].reason.startswith("nothing to import")
+    lock_lines = [r.getMessage() for r in caplog.records if "does not exist" in r.getMessage()]
+    assert len(lock_lines) == 2 and all("using the SSM lock" in x for x in lock_lines)
+    assert "could not work out" not in result.summary()

@@ -40,6 +40,7 @@ from botocore.exceptions import (BotoCoreError, ClientError, ConnectionClosedErr
 from pipeline.aws import cleanup
 from pipeline.core import tags as tagkeys
 from pipeline.aws.clients import Clients, call, error_code
+from pipeline.aws.limits import snapshot_block_rate
 from pipeline.core.errors import AwsCallError, PipelineError
 from pipeline.core.progress import NO_PROGRESS, Progress
 
@@ -98,6 +99,7 @@ def _retryable(err: BaseException) -> bool:
 def _put_block(ebs: Any, snapshot_id: str, index: int, data: bytes, checksum: str,
                progress_pct: int) -> None:
     for attempt in range(1, MAX_ATTEMPTS + 1):
+        snapshot_block_rate(snapshot_id).acquire()     # 1,000/s per snapshot (aws.limits)
         try:
             ebs.put_snapshot_block(SnapshotId=snapshot_id, BlockIndex=index, BlockData=data,
                                    DataLength=len(data), Checksum=checksum,

@@ -51,7 +51,8 @@ from pipeline.core.errors import AwsCallError
 QUOTA_CODES = frozenset({"ResourceLimitExceeded"})
 
 __all__ = ["QUOTA_CODES", "Quota", "QUOTAS", "Limits", "limits_for", "per_region", "Outcome", "region_slot",
-           "backoff_call", "first_error", "DEFAULT_REGION_WORKERS"]
+           "backoff_call", "first_error", "RateLimiter", "snapshot_block_rate",
+           "DEFAULT_REGION_WORKERS"]
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +172,47 @@ def region_slot(api: str, region: str, limit: int) -> Iterator[None]:
             sem = _SLOTS[key] = threading.BoundedSemaphore(max(1, limit))
     with sem:
         yield
+
+
+class RateLimiter:
+    """A token bucket: at most ``rate`` acquisitions per second on average, bursts of
+    up to ``burst`` (default ``rate``). Thread-safe; ``clock``/``sleep`` injectable."""
+
+    def __init__(self, rate: float, burst: float | None = None, *,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        if rate <= 0:
+            raise ValueError(f"rate must be positive, got {rate}")
+        self.rate, self.burst = float(rate), float(burst if burst is not None else rate)
+        self._clock, self._sleep = clock, sleep
+        self._tokens, self._at = self.burst, clock()
+        self._lock = threading.Lock()
+
+    def acquire(self) -> float:
+        """Take one token, sleeping until there is one; returns the seconds waited."""
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+            self._at = now
+            self._tokens -= 1.0
+            wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
+        if wait > 0:
+            self._sleep(wait)
+        return wait
+
+
+_RATES: dict[tuple[str, str], RateLimiter] = {}
+
+
+def snapshot_block_rate(snapshot_id: str) -> RateLimiter:
+    """The process-wide PutSnapshotBlock pacer of one snapshot (1,000/s, documented)."""
+    key = ("PutSnapshotBlock", snapshot_id)
+    with _SLOTS_LOCK:
+        limiter = _RATES.get(key)
+        if limiter is None:
+            limiter = _RATES[key] = RateLimiter(
+                QUOTAS["put_snapshot_block_per_snapshot"].value)
+        return limiter
 
 
 def backoff_call(fn: Callable[[], T], *, codes: frozenset[str], what: str, attempts: int = 6,

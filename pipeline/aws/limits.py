@@ -26,9 +26,14 @@ of 100 tokens refilled at 20 per second
 calls answer ``RequestLimitExceeded``; botocore's standard retry mode backs off on it,
 and :func:`backoff_call` does the same for a quota error botocore does not retry.
 
-:func:`per_region` runs one function per Region in a bounded thread pool (distribution
-and the publication gate call it) and :func:`region_slot` holds one of a quota's slots
-for the duration of a call, process-wide.
+:func:`per_region` runs one function per Region in a bounded thread pool (distribution,
+the publication gate and the promotion gate call it); :func:`region_slot` holds one of a
+quota's slots for the duration of a call, process-wide (CopyImage per destination);
+:func:`snapshot_block_rate` paces PutSnapshotBlock per snapshot at the documented rate
+(the EBS block writer has no settings, so ``limits.put_snapshot_block_per_snapshot``
+only changes :func:`limits_for`, which the scale benchmark's projection reads). The
+ImportImage figure is not enforced in a process (a run starts one import task); keep the
+rebuild matrix's ``max-parallel`` at or under it when the images are imported.
 """
 from __future__ import annotations
 

@@ -226,3 +226,24 @@ def test_kubelet_version_skew_and_warnings_are_tagged(clients: Any, image_cache:
     assert back is not None and back.verification is not None
     assert back.verification.kubelet_version == "v1.33.1-eks-1234567"
     assert back.verification.warnings == ("ssh-host-keys", "hostname")
+
+
+def test_history_shows_the_kubelet_version() -> None:
+    from pipeline.core.records import Verification
+    from pipeline.lineage.store import HistoryResult, HistoryRow
+
+    def row(build: str, ver: Verification | None) -> HistoryRow:
+        return HistoryRow(build_id=build, image_name="node", method="bake", status="succeeded",
+                          started_at="2026-01-01T00:00:00+00:00", finished_at=None,
+                          source="ami-base", image_ids={"us-east-1": "ami-0123456789abcdef0"},
+                          snapshot_ids={}, verification=ver)
+
+    ver = Verification(verdict="ok", mechanism="nodeadm", checked_at="", tool_version="0",
+                       kubelet_version="v1.31.2-eks-7f9249a", warnings=("hostname",))
+    old = Verification(verdict="ok", mechanism="bootstrap.sh", checked_at="", tool_version="0")
+    text = HistoryResult(rows=[row("b-1", ver), row("b-2", old), row("b-3", None)]).summary()
+    head, first, second, third = text.splitlines()[:4]
+    assert "KUBELET" in head
+    assert "v1.31.2-eks-7f9249a" in first and "unknown" in second and "unverified" in third
+    doc = HistoryResult(rows=[row("b-1", ver)]).to_dict()
+    assert doc["builds"][0]["verification"]["kubelet_version"] == "v1.31.2-eks-7f9249a"

@@ -115,7 +115,7 @@ def _find_file(fs: RootFs, st: UnitState) -> None:
 def _dirs_of(fs: RootFs, st: UnitState) -> list[str]:
     wanted = list(dict.fromkeys(st.wanted_by + [f"{t}.wants" for t in BOOT_TARGETS]
                                 + [f"{t}.requires" for t in BOOT_TARGETS]))
-    out = []
+    out: list[str] = []
     for d in UNIT_DIRS:
         base = fs.resolve(d)
         if base.node is None or base.node.kind != "dir":

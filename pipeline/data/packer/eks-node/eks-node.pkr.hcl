@@ -4,7 +4,8 @@
 # with shell provisioners from provisioners/, and a manifest post-processor whose JSON is
 # where the AMI ids are read from. Variables: variables.pkr.hcl; defaults: defaults.pkrvars.hcl.
 #
-# Plain Packer >= 1.7:  packer init . && packer build -var-file=defaults.pkrvars.hcl -var source_ami_id=ami-... .
+# Plain Packer >= 1.7:  packer init . && packer validate . && packer build .
+#                       (every variable has a default; -var source_ami_id=ami-... pins the base)
 # Packer 1.6.6:         `invoke bake` (builds this file with variables.pkr.hcl, without
 #                       plugins.pkr.hcl, and leaves out the block marked below).
 packer {
@@ -13,6 +14,7 @@ packer {
 
 locals {
   skip_provisioners = var.communicator == "none" ? ["amazon-ebs.eks-node"] : []
+  user_scripts      = [for s in var.user_provisioners : substr(s, 0, 1) == "/" ? s : "${path.root}/${s}"]
   timestamp         = formatdate("YYYYMMDDhhmmss", timestamp())
   # The build id's random tail keeps names unique when two builds start in one second.
   ami_name = "${var.ami_name_prefix}-${local.timestamp}-${length(var.build_id) >= 6 ? substr(var.build_id, length(var.build_id) - 6, 6) : var.build_id}"
@@ -25,8 +27,21 @@ locals {
 }
 
 source "amazon-ebs" "eks-node" {
-  region        = var.aws_region
-  source_ami    = var.source_ami_id
+  region = var.aws_region
+  # The base: var.source_ami_id (what `bake` resolves and passes), else the newest AMI
+  # matching var.source_ami_name_filter from var.source_ami_owners (a plain `packer build`).
+  source_ami = var.source_ami_id != "" ? var.source_ami_id : null
+  dynamic "source_ami_filter" {
+    for_each = var.source_ami_id == "" ? [var.source_ami_name_filter] : []
+    content {
+      filters = {
+        name                  = source_ami_filter.value
+        "virtualization-type" = "hvm"
+      }
+      owners      = var.source_ami_owners
+      most_recent = true
+    }
+  }
   instance_type = var.instance_type
   subnet_id     = var.subnet_id
 
@@ -111,6 +126,18 @@ build {
     execute_command  = "chmod +x {{ .Path }}; sudo env {{ .Vars }} {{ .Path }}"
     environment_vars = ["REQUIRE=${var.require}"]
     script           = "${path.root}/provisioners/validate-bootstrap.sh"
+  }
+
+  # Extension point: the user's own shell scripts, in order, after the contract check and
+  # before the clean-up. List them in var.user_provisioners (in a var file named by
+  # images[].bake.var_files), relative to this folder or absolute; keep them under
+  # provisioners/ so that `rebuild` notices when they change. Skipped when the list is empty.
+  provisioner "shell" {
+    except           = length(var.user_provisioners) > 0 ? local.skip_provisioners : ["amazon-ebs.eks-node"]
+    remote_folder    = var.remote_folder
+    execute_command  = "chmod +x {{ .Path }}; sudo env {{ .Vars }} {{ .Path }}"
+    environment_vars = ["BUILD_ID=${var.build_id}", "IMAGE_NAME=${var.image_name}"]
+    scripts          = length(var.user_provisioners) > 0 ? local.user_scripts : ["${path.root}/provisioners/cleanup.sh"]
   }
 
   provisioner "shell" {

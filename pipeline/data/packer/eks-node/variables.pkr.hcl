@@ -5,46 +5,67 @@
 variable "aws_region" {
   type        = string
   description = "Region the build instance runs in and the AMI is created in."
+  default     = "us-east-1"
+}
+
+variable "source_ami_name_filter" {
+  type        = string
+  description = "With source_ami_id empty: the base is the newest AMI whose name matches this."
+  default     = "amazon-eks-node-al2023-x86_64-standard-1.31-*"
+}
+
+variable "source_ami_owners" {
+  type        = list(string)
+  description = "With source_ami_id empty: accounts the base AMI may come from (Amazon EKS)."
+  default     = ["602401143452"]
 }
 
 variable "source_ami_id" {
   type        = string
   description = "Base AMI id (resolved by `invoke bake` from SSM, an id or a name filter)."
+  default     = ""
 }
 
 variable "instance_type" {
   type        = string
   description = "Instance type of the temporary build instance."
+  default     = "m5.large"
 }
 
 variable "ami_name_prefix" {
   type        = string
   description = "AMI name prefix; a UTC timestamp is appended (3-128 chars in total)."
+  default     = "eks-node-al2023"
 }
 
 variable "ami_description" {
   type        = string
   description = "AMI description."
+  default     = "EKS worker node (AL2023) built by eks-ami-pipeline"
 }
 
 variable "kubernetes_version" {
   type        = string
   description = "Kubernetes minor version the node image is for, e.g. 1.31."
+  default     = "1.31"
 }
 
 variable "image_name" {
   type        = string
   description = "Configured image name (pipeline.yaml images[].name)."
+  default     = "eks-node-al2023"
 }
 
 variable "build_id" {
   type        = string
   description = "Build id carried by every resource this build creates (b-YYYYMMDDhhmmss-xxxxxx)."
+  default     = "manual"
 }
 
 variable "require" {
   type        = string
   description = "Bootstrap contract the image must keep: any, bootstrap.sh or nodeadm."
+  default     = "nodeadm"
 }
 
 variable "build_tags" {
@@ -141,4 +162,10 @@ variable "manifest_output" {
   type        = string
   description = "Where the manifest post-processor writes its JSON (relative to the working directory)."
   default     = "manifest.json"
+}
+
+variable "user_provisioners" {
+  type        = list(string)
+  description = "Your own shell provisioner scripts, run in order after the contract check (paths relative to this folder, or absolute). Empty: none."
+  default     = []
 }

@@ -79,7 +79,9 @@ class _Server:
         from werkzeug.serving import make_server
 
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
-        app = DomainDispatcherApplication(create_backend_app)
+        from pipeline_dev.emulator.faults import middleware
+
+        app = middleware(DomainDispatcherApplication(create_backend_app))
         self.httpd = make_server(host, port, app, threaded=True,
                                  request_handler=MotoRequestHandler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True,
@@ -104,8 +106,13 @@ class Emulator:
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *,
-                 import_seconds: float | None = 2.0, timing: str = "instant") -> None:
+                 import_seconds: float | None = 2.0, timing: str | None = None) -> None:
         from pipeline_dev.emulator.timing import PROFILES
+
+        # The environment picks the profiles of emulators started without them (the demo):
+        # EMULATOR_TIMING=instant|realistic, EMULATOR_THROTTLE / EMULATOR_SERVER_ERRORS
+        # (fractions of calls), EMULATOR_IAM_PROPAGATION (seconds).
+        timing = timing or os.environ.get("EMULATOR_TIMING") or "instant"
 
         if timing not in PROFILES:
             raise ValueError(f"timing must be one of {', '.join(PROFILES)}, got {timing!r}")
@@ -113,6 +120,16 @@ class Emulator:
         self.import_seconds = import_seconds
         self.timing = timing
         self._server: _Server | None = None
+
+    def set_faults(self, throttle: float = 0.0, server_errors: float = 0.0, *,
+                   iam_propagation_seconds: float = 0.0, seed: int | None = None,
+                   services: tuple[str, ...] = ()) -> None:
+        """Answer that fraction of calls with throttling / 5xx (:mod:`.faults`); 0 = off."""
+        from pipeline_dev.emulator import faults
+
+        faults.configure(throttle=throttle, server_errors=server_errors,
+                         iam_propagation_seconds=iam_propagation_seconds, seed=seed,
+                         services=tuple(services))
 
     def set_timing(self, name: str, **seconds: float) -> None:
         """Switch the timing profile of the running emulator (tests)."""
@@ -133,6 +150,13 @@ class Emulator:
 
         install_all()
         timing.configure(self.timing, import_seconds=self.import_seconds)
+        env = os.environ
+        if any(env.get(k) for k in ("EMULATOR_THROTTLE", "EMULATOR_SERVER_ERRORS",
+                                    "EMULATOR_IAM_PROPAGATION")):
+            self.set_faults(float(env.get("EMULATOR_THROTTLE") or 0),
+                            float(env.get("EMULATOR_SERVER_ERRORS") or 0),
+                            iam_propagation_seconds=float(env.get("EMULATOR_IAM_PROPAGATION")
+                                                          or 0))
         for kind in ("al2023", "al2"):
             seeds.base_disk(kind)  # build once per process, before the first reset
         self._server = _Server(self.host, self.port)

@@ -573,8 +573,11 @@ def import_image(self: Any) -> ActionResult:
     if lic and usage:
         raise _err("InvalidParameter", "LicenseType and UsageOperation cannot both be specified.")
     role_name = self._get_param("RoleName") or "vmimport"
+    from pipeline_dev.emulator.faults import role_propagating
+
     role = _role(account, role_name)
-    if role is None or not _trust_ok(role.assume_role_policy_document):
+    if role is None or not _trust_ok(role.assume_role_policy_document) or \
+            role_propagating(role):
         raise _err("InvalidParameter", f"The service role {role_name} provided does not exist "
                    "or does not have sufficient permissions")
     tags: list[dict[str, str]] = []

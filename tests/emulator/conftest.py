@@ -16,6 +16,6 @@ def boto(endpoint: str) -> Callable[..., Any]:
         return boto3.client(
             service, endpoint_url=endpoint, region_name=region, aws_access_key_id="testing",
             aws_secret_access_key="testing",
-            config=botocore.config.Config(retries={"total_max_attempts": 1}, **config))
+            config=botocore.config.Config(**{"retries": {"total_max_attempts": 1}, **config}))
 
     return make

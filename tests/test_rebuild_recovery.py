@@ -143,3 +143,26 @@ def test_the_shipped_example_works_on_a_fresh_account(tmp_path, endpoint, client
     lock_lines = [r.getMessage() for r in caplog.records if "does not exist" in r.getMessage()]
     assert len(lock_lines) == 2 and all("using the SSM lock" in x for x in lock_lines)
     assert "could not work out" not in result.summary()
+
+
+def test_reap_removes_an_unfinished_build_after_its_grace(tmp_path, emulator, endpoint, clients,
+                                                          neighbours):
+    """An AMI whose publication failed and that no run finished is kept while the grace
+    lasts, then removed by reap (the clock moved), with its snapshot; neighbours stay."""
+    import datetime as dt
+
+    from pipeline.lifecycle.prune import reap
+
+    sg = node_security_group(clients)
+    settings = _settings(tmp_path, endpoint, _disk(tmp_path), sg)
+    with FaultProxy(emulator.endpoint) as proxy:
+        proxy.reset([CELLS[0]])
+        proxied = Clients(AwsSettings(region="us-east-1", endpoint_url=proxy.endpoint,
+                                      max_attempts=2))
+        assert rebuild(settings, proxied).images[0].phase == "publish"
+    (ami,) = _pipeline_images(clients, neighbours)
+    early = reap(settings, clients, apply=True)
+    assert _pipeline_images(clients, neighbours) == [ami], early
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=7)
+    reap(settings, clients, apply=True, now=later)
+    assert _pipeline_images(clients, neighbours) == []

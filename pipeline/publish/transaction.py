@@ -99,17 +99,17 @@ class Transaction:
         return result
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> bool:
+                 tb: TracebackType | None) -> None:
         if exc is None:
             if not self._committed:
                 self.commit()
-            return False
+            return None
         self.rolled_back = rb = self._undo()
         note = f"{self.what} {rb.line()}"
         if isinstance(exc, PipelineError):
             exc.message = f"{exc.message}; {note}"
             exc.args = (exc.message,)
-            return False
+            return None
         if isinstance(exc, Exception):
             cause = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
             filename = getattr(exc, "filename", None)
@@ -117,4 +117,4 @@ class Transaction:
                                   details={"rolled_back": rb.undone,
                                            "not_undone": rb.failed}) from exc
         log.warning("interrupted: %s", note)
-        return False
+        return None

@@ -345,11 +345,33 @@ def get_snapshot_block(self: EBSResponse) -> ActionResult:
                          "Checksum": block.checksum, "ChecksumAlgorithm": "SHA256"})
 
 
+def _check_related(self: EBSResponse, first: Any, second: Any) -> None:
+    """ListChangedBlocks compares snapshots of one lineage: the same volume, or the second
+    descends from the first through ParentSnapshotId (ValidationExceptionReason
+    UNRELATED_SNAPSHOTS, botocore ebs model; the text is ours)."""
+    from pipeline_dev.emulator.blockstore import PHANTOM_VOLUME_ID
+
+    if first.volume_id == second.volume_id and first.volume_id != PHANTOM_VOLUME_ID:
+        return
+    ec2, seen, cur = _ec2(self), set(), second
+    while cur is not None and cur.id not in seen:
+        if cur.id == first.id:
+            return
+        seen.add(cur.id)
+        parent = getattr(cur, "parent_snapshot_id", None)
+        cur = ec2.snapshots.get(parent) if parent else None
+    raise ValidationException(f"The snapshots {first.id} and {second.id} are not related: "
+                              "they are not snapshots of the same volume or lineage.",
+                              "UNRELATED_SNAPSHOTS")
+
+
 def list_changed_blocks(self: EBSResponse) -> ActionResult:
     first = self._get_param("FirstSnapshotId")
     second = self._get_param("SecondSnapshotId")
     snap = _completed(self, second)
-    a = STORE.blocks(_completed(self, first).id) if first else {}
+    if first:
+        _check_related(self, _completed(self, first), snap)
+    a = STORE.blocks(first) if first else {}
     b = STORE.blocks(second)
     start = _int(self._get_param("StartingBlockIndex") or 0, "startingBlockIndex")
     token = self._get_param("NextToken")

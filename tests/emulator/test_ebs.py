@@ -226,3 +226,19 @@ def test_parallel_uploads_like_coldsnap(ebs):
                           Checksum=_linear([blocks[i] for i in sorted(blocks)]),
                           ChecksumAlgorithm="SHA256", ChecksumAggregationMethod="LINEAR")
     assert len(ebs.list_snapshot_blocks(SnapshotId=sid)["Blocks"]) == 48
+
+
+def test_list_changed_blocks_refuses_unrelated_snapshots(ebs):
+    """botocore ebs model ValidationExceptionReason UNRELATED_SNAPSHOTS: ListChangedBlocks
+    compares snapshots of one volume or lineage."""
+    snaps = []
+    for fill in (b"\x01", b"\x02"):
+        sid = ebs.start_snapshot(VolumeSize=1)["SnapshotId"]
+        _put(ebs, sid, 0, fill * BS)
+        ebs.complete_snapshot(SnapshotId=sid, ChangedBlocksCount=1)
+        snaps.append(sid)
+    one, other = snaps
+    with pytest.raises(ClientError) as exc:
+        ebs.list_changed_blocks(FirstSnapshotId=one, SecondSnapshotId=other)
+    assert exc.value.response["Error"]["Code"] == "ValidationException"
+    assert exc.value.response["Reason"] == "UNRELATED_SNAPSHOTS"

@@ -250,11 +250,12 @@ def _unfinished(builds: list[BuildRecord], last: BuildRecord | None) -> BuildRec
     return None
 
 
-def _usable(clients: Clients, record: BuildRecord) -> bool:
+def _usable(settings: Settings, clients: Clients, image: ImageSettings,
+            record: BuildRecord) -> bool:
     """The unfinished build's home AMI still exists and is available."""
-    from pipeline.publish.gate import find_build_image
+    from pipeline.publish.gate import find_build_image, image_regions
 
-    region = next(iter(record.image_ids), clients.region)
+    region = image_regions(image, settings.aws.region)[0]
     found = find_build_image(clients.client("ec2", region=region), record.build_id)
     return found is not None and found.get("State") == "available"
 
@@ -308,7 +309,7 @@ def _one(settings: Settings, clients: Clients, image: ImageSettings, force: bool
     if pending is not None:
         why = (pending.extra.get("failed") or {}).get("error") or pending.status
         step = "distribution" if pending.status == "distribution-failed" else "publication"
-        if _same_inputs(now_inputs, pending) and _usable(clients, pending):
+        if _same_inputs(now_inputs, pending) and _usable(settings, clients, image, pending):
             retry = pending
             decision = Decision(True, f"build {pending.build_id} was made but its {step} "
                                       f"failed ({why}); distributing and publishing that AMI "

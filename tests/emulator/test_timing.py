@@ -47,17 +47,20 @@ def test_instant_is_the_default(boto, emulator) -> None:
 
 def test_instances_walk_pending_running_shutting_down_terminated(boto, realistic_emulator):
     ec2 = boto("ec2")
+    realistic_emulator.set_timing("realistic", instance_seconds=2.0)  # room for a slow poll
     base = realistic_emulator.seed_image("bare", name="walk-base")
-    iid = ec2.run_instances(ImageId=base, MinCount=1, MaxCount=1,
-                            InstanceType="m5.large")["Instances"][0]["InstanceId"]
+    launched = ec2.run_instances(ImageId=base, MinCount=1, MaxCount=1,
+                                 InstanceType="m5.large")["Instances"][0]
+    assert launched["State"]["Name"] == "pending"
+    iid = launched["InstanceId"]
 
     def state() -> str:
         res = ec2.describe_instances(InstanceIds=[iid])["Reservations"]
         return str(res[0]["Instances"][0]["State"]["Name"])
 
-    assert _until(state, "running")[0] == "pending"
+    assert _until(state, "running", timeout=15)[0] == "pending"
     ec2.terminate_instances(InstanceIds=[iid])
-    assert _until(state, "terminated")[0] == "shutting-down"
+    assert _until(state, "terminated", timeout=15)[0] == "shutting-down"
 
 
 def test_snapshots_and_amis_go_through_pending(boto, realistic_emulator):

@@ -103,8 +103,11 @@ def _run(fn: Any, json: bool) -> Any:
             "host": "Address to bind (default 127.0.0.1)",
             "import_seconds": "Seconds a VM Import task takes from pending to completed",
             "timing": "instant (default: resources ready at once) or realistic (AMIs, "
-                      "snapshots and instances pass through pending/shutting-down)"})
-def emulator(c, port=5077, host="127.0.0.1", import_seconds=20.0, timing="instant"):
+                      "snapshots and instances pass through pending/shutting-down)",
+            "throttle": "Fraction of AWS calls answered with throttling (0-1, default 0)",
+            "server_errors": "Fraction of AWS calls answered with a 5xx (0-1, default 0)"})
+def emulator(c, port=5077, host="127.0.0.1", import_seconds=20.0, timing="instant",
+             throttle=0.0, server_errors=0.0):
     """Run the local AWS emulator (moto server plus VM Import, EBS data, EKS SSM params)."""
     from pipeline_dev.emulator import serve
     from pipeline_dev.emulator.timing import PROFILES
@@ -114,7 +117,14 @@ def emulator(c, port=5077, host="127.0.0.1", import_seconds=20.0, timing="instan
 
         sys.stderr.write(f"--timing {timing}: use one of {', '.join(PROFILES)}\n")
         raise SystemExit(2)
-    serve(host=host, port=int(port), import_seconds=float(import_seconds), timing=timing)
+    for flag, value in (("--throttle", throttle), ("--server-errors", server_errors)):
+        if not 0.0 <= float(value) <= 1.0:
+            import sys
+
+            sys.stderr.write(f"{flag} {value}: give a fraction between 0 and 1\n")
+            raise SystemExit(2)
+    serve(host=host, port=int(port), import_seconds=float(import_seconds), timing=timing,
+          throttle=float(throttle), server_errors=float(server_errors))
 
 
 @task(help={"workdir": "Folder for the sample image and build outputs (default: a temp dir)",

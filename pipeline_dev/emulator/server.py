@@ -200,10 +200,12 @@ class Emulator:
 
 
 def serve(host: str = "127.0.0.1", port: int = 5077, import_seconds: float | None = 20.0,
-          timing: str = "instant") -> None:
+          timing: str = "instant", throttle: float = 0.0, server_errors: float = 0.0) -> None:
     """Run the emulator in the foreground until Ctrl-C (the ``emulator`` task)."""
     emu = Emulator(host, port, import_seconds=import_seconds, timing=timing)
     emu.start()
+    if throttle or server_errors:
+        emu.set_faults(throttle, server_errors)
     out = sys.stdout
     out.write(f"AWS emulator listening on {emu.endpoint} (timing: {emu.timing})\n"
               "Export this to point the AWS CLI, boto3 and this tool at it:\n"

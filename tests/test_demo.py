@@ -21,10 +21,8 @@ def test_invoke_demo_exits_0_and_tells_every_step(tmp_path: Path) -> None:
            if not k.startswith("AWS_") and k != "PIPELINE_CONFIG"}
     env["PATH"] = env.get("PATH", "") + ":/usr/sbin:/sbin"
     invoke = Path(sys.executable).with_name("invoke")
-    t0 = time.monotonic()
     proc = subprocess.run([str(invoke), "demo", "--json", "--workdir", str(tmp_path / "demo")],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    seconds = time.monotonic() - t0
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads(proc.stdout)
     import jsonschema  # noqa: PLC0415 - the shipped schema of the demo's document
@@ -46,4 +44,3 @@ def test_invoke_demo_exits_0_and_tells_every_step(tmp_path: Path) -> None:
     published = next(s for s in steps if "version 2" in s["title"])["details"]["published"]
     assert "eks-nodes version 2 (staged, not default)" in published[0]
     assert (tmp_path / "demo" / "pipeline.yaml").is_file()
-    assert seconds < 60, f"demo took {seconds:.1f} s"

@@ -11,7 +11,23 @@ emulator running in its own process, and reports:
   imports the same modules, so the difference is what the import itself holds. It
   should not grow with the image size.
 
-    .venv/bin/python benchmarks/import_bench.py [--sizes-gib 2,8] [--filler-mib 300]
+    .venv/bin/python benchmarks/import_bench.py --memory [--sizes-gib 2,8] [--filler-mib 300]
+
+Same-run speed (the default): one 8 GiB GPT/ext4 image with ``--filler-mib`` of data, in
+raw, qcow2 and streamOptimized VMDK form; contenders, each in a fresh child process
+against the same emulator, rotated ``--runs`` times (medians reported, with the load
+average before and after):
+
+- ``plain``: a plain EBS direct uploader (``_plain_upload`` below: boto3, 8 threads,
+  SEEK_DATA/SEEK_HOLE, SHA-256 per block, LINEAR aggregate) on the raw file; it only
+  writes the snapshot. Benchmark-only code, never imported by the product;
+- ``tool-raw``/``tool-qcow2``/``tool-vmdk``: ``import_image(method="snapshot")`` (pre-flight,
+  write, register, tag, verify --ami, record), as ``invoke import-image`` runs it.
+
+Ratios are tool / plain-on-raw (targets: raw <= 1.3, qcow2 and VMDK <= 1.5); "read" is
+the child's ``rchar`` (bytes through read syscalls, sockets included).
+
+    .venv/bin/python benchmarks/import_bench.py [--runs 5] [--filler-mib 256] [--size-gib 8]
 """
 from __future__ import annotations
 
@@ -77,7 +93,64 @@ def _run_child(args: list[str], env: dict[str, str]) -> tuple[dict[str, object],
     return doc, int(doc["maxrss_kib"])
 
 
+def _plain_upload(image: str) -> dict[str, object]:
+    """The plain uploader: the whole job in ~40 lines of boto3 (benchmark only)."""
+    import base64
+    import hashlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    import boto3
+
+    bs = 512 * 1024
+    ebs = boto3.client("ebs")
+    fd = os.open(image, os.O_RDONLY)
+    size = os.fstat(fd).st_size
+    blocks: dict[int, None] = {}
+    pos = 0
+    while pos < size:
+        try:
+            start = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError:
+            break
+        end = os.lseek(fd, start, os.SEEK_HOLE)
+        blocks.update(dict.fromkeys(range(start // bs, -(-end // bs))))
+        pos = end
+    snap = ebs.start_snapshot(VolumeSize=-(-size // GiB), Timeout=60)["SnapshotId"]
+
+    def put(index: int) -> tuple[int, bytes]:
+        data = os.pread(fd, bs, index * bs).ljust(bs, b"\0")
+        digest = hashlib.sha256(data).digest()
+        ebs.put_snapshot_block(SnapshotId=snap, BlockIndex=index, BlockData=data,
+                               DataLength=bs, Checksum=base64.b64encode(digest).decode(),
+                               ChecksumAlgorithm="SHA256")
+        return index, digest
+
+    with ThreadPoolExecutor(8) as pool:
+        done = sorted(pool.map(put, blocks))
+    aggregate = base64.b64encode(hashlib.sha256(b"".join(d for _, d in done)).digest())
+    ebs.complete_snapshot(SnapshotId=snap, ChangedBlocksCount=len(done),
+                          Checksum=aggregate.decode(), ChecksumAlgorithm="SHA256",
+                          ChecksumAggregationMethod="LINEAR")
+    os.close(fd)
+    return {"snapshot_id": snap, "bytes_sent": len(done) * bs}
+
+
+def _rchar() -> int:
+    try:
+        with open("/proc/self/io") as fh:
+            return int(next(line for line in fh if line.startswith("rchar:")).split()[1])
+    except (OSError, StopIteration):
+        return -1
+
+
 def _child(mode: str, image: str, state: str) -> None:
+    if mode == "plain":
+        t = time.perf_counter()
+        out = _plain_upload(image)
+        out.update(seconds=time.perf_counter() - t, rchar=_rchar(),
+                   maxrss_kib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+        print(json.dumps(out))
+        return
     from pipeline.aws.clients import Clients
     from pipeline.core.config import AwsSettings, ImageSettings, ImportSettings, Settings
     from pipeline.ingest.importer import ImportRequest, import_image
@@ -94,18 +167,27 @@ def _child(mode: str, image: str, state: str) -> None:
     print(json.dumps({"image_id": res.image_id, "bytes_sent": res.bytes_sent,
                       "seconds": time.perf_counter() - t,
                       "verdict": (res.verification or {}).get("verdict"),
-                      "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+                      "content_id": getattr(res.record, "source_content_id", None),
+                      "rchar": _rchar(), "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--sizes-gib", default="2,8")
     ap.add_argument("--filler-mib", type=int, default=300)
+    ap.add_argument("--memory", action="store_true",
+                    help="bytes sent and peak RSS at --sizes-gib instead of the speed race")
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--size-gib", type=int, default=8)
+    ap.add_argument("--contenders", default="plain,tool-raw,tool-qcow2,tool-vmdk")
     ap.add_argument("--child", nargs=3, metavar=("MODE", "IMAGE", "STATE"),
                     help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         _child(*args.child)
+        return
+    if not args.memory:
+        _race(args)
         return
 
     from pipeline_dev.diskimage import ImageSpec, build_image, root_tree
@@ -136,6 +218,74 @@ def main() -> None:
                       f"{sent / data:.3f}; import {seconds:.1f} s ({res['verdict']}); peak RSS "
                       f"{rss / 1024:.0f} MiB (+{(rss - idle_rss) / 1024:.0f} MiB over idle)")
                 image.unlink()
+    finally:
+        emu.terminate()
+        emu.wait(timeout=30)
+
+
+def _median(xs: list[float]) -> float:
+    ys = sorted(xs)
+    n = len(ys)
+    return ys[n // 2] if n % 2 else (ys[n // 2 - 1] + ys[n // 2]) / 2
+
+
+def _race(args: argparse.Namespace) -> None:
+    import urllib.request
+
+    from pipeline_dev.diskimage import ImageSpec, build_image, root_tree
+
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    emu = start_emulator(port)
+    env = _child_env(endpoint)
+    names = args.contenders.split(",")
+    try:
+        with tempfile.TemporaryDirectory(prefix="import-race-") as tmp:
+            work = Path(tmp)
+            tree = root_tree(work / "tree", "al2023", filler_mib=args.filler_mib)
+            raw = work / f"node-{args.size_gib}g.raw"
+            t = time.perf_counter()
+            build_image(tree, raw, ImageSpec(table="gpt", size=args.size_gib * GiB))
+            files = {"plain": raw, "tool-raw": raw}
+            for name, opts in (("tool-qcow2", ["-O", "qcow2"]),
+                               ("tool-vmdk", ["-O", "vmdk", "-o", "subformat=streamOptimized"])):
+                if name in names:
+                    out = work / f"node.{name[5:]}"
+                    subprocess.run(["qemu-img", "convert", *opts, str(raw), str(out)], check=True)
+                    files[name] = out
+            print(f"{args.size_gib} GiB image built in {time.perf_counter() - t:.0f} s: "
+                  f"{raw.stat().st_blocks * 512 / MiB:.0f} MiB allocated; "
+                  + ", ".join(f"{n} {files[n].stat().st_size / MiB:.0f} MiB"
+                              for n in names if n.startswith("tool-") and n != "tool-raw"))
+            print(f"load average before: {' '.join(f'{x:.1f}' for x in os.getloadavg())} "
+                  f"on {os.cpu_count()} CPUs")
+            runs: dict[str, list[dict[str, object]]] = {n: [] for n in names}
+            for r in range(args.runs):
+                order = names[r % len(names):] + names[:r % len(names)]   # rotated
+                for name in order:
+                    mode = "plain" if name == "plain" else "import"
+                    res, _ = _run_child(["--child", mode, str(files[name]),
+                                         str(work / f"state-{name}-{r}")], env)
+                    runs[name].append(res)
+                    urllib.request.urlopen(urllib.request.Request(
+                        f"{endpoint}/moto-api/reset", method="POST"), timeout=60).read()
+            print(f"load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+            base = _median([float(str(x["seconds"])) for x in runs.get("plain", [])] or [0])
+            ids = {n: {x.get("content_id") for x in rs} for n, rs in runs.items()
+                   if n.startswith("tool-")}
+            for name in names:
+                secs = [float(str(x["seconds"])) for x in runs[name]]
+                med = _median(secs)
+                sent = int(str(runs[name][0]["bytes_sent"]))
+                read = _median([float(str(x["rchar"])) for x in runs[name]])
+                ratio = f"{med / base:.2f}x plain" if base and name != "plain" else "1.00x"
+                print(f"{name:11s} median {med:6.2f} s ({ratio}); runs "
+                      + " ".join(f"{s:.2f}" for s in secs)
+                      + f"; sent {sent / MiB:.0f} MiB; read {read / MiB:.0f} MiB")
+            if len({i for s in ids.values() for i in s}) > 1:
+                print(f"WARNING: content identities differ between forms: {ids}")
+            elif ids:
+                print(f"content identity (all forms): {next(iter(next(iter(ids.values()))))}")
     finally:
         emu.terminate()
         emu.wait(timeout=30)

@@ -154,9 +154,14 @@ def test_snapshot_method_registers_a_verified_ami_holding_the_raw_bytes(
     assert bdm["Ebs"]["VolumeType"] == "gp3" and bdm["Ebs"]["DeleteOnTermination"] is True
     assert result.snapshot_ids == [bdm["Ebs"]["SnapshotId"]]
 
-    source_sha = hashlib.sha256(good_qcow2.read_bytes()).hexdigest()
+    # The snapshot method records the content identity from its upload pass, no
+    # whole-file hash (pipeline.image.identity).
+    from pipeline.image.identity import file_identity
+
     tagged = tags.from_tag_list(image.get("Tags"))
-    assert tagged[tags.SOURCE_SHA256] == source_sha == result.source_sha256
+    assert tagged[tags.SOURCE_CONTENT] == file_identity(str(good_qcow2)) == \
+        result.source_content_id == result.record.source_content_id
+    assert tags.SOURCE_SHA256 not in tagged and result.source_sha256 is None
     assert tagged[tags.BUILD_ID] == result.build_id and tagged[tags.METHOD] == "snapshot"
     assert tagged[tags.SOURCE_FILE] == good_qcow2.name
     assert tagged[tags.VERIFY_VERDICT] == "ok"

@@ -45,4 +45,4 @@ def test_import_rebuild_follows_the_source_file(tmp_path: Path, endpoint: str,
     assert (changed.decision, changed.status) == ("rebuild", "succeeded"), changed.error
     assert changed.reason.startswith("source file changed")
     assert changed.image_ids["us-east-1"] != first.image_ids["us-east-1"]
-    assert changed.inputs["source_sha256"] != first.inputs["source_sha256"]
+    assert changed.inputs["source_content_id"] != first.inputs["source_content_id"]

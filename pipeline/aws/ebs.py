@@ -28,7 +28,8 @@ import hashlib
 import logging
 import random
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,8 @@ from pipeline.aws.clients import Clients, call, error_code
 from pipeline.aws.limits import snapshot_block_rate
 from pipeline.core.errors import AwsCallError, PipelineError
 from pipeline.core.progress import NO_PROGRESS, Progress
+from pipeline.image.identity import BLOCK as IDENTITY_BLOCK
+from pipeline.image.identity import ContentHasher
 
 __all__ = ["SnapshotWrite", "SnapshotImport", "write_snapshot", "register_root_image",
            "import_as_snapshot", "linear_checksum", "MAX_ATTEMPTS"]
@@ -68,6 +71,7 @@ class SnapshotWrite:
     bytes_sent: int
     checksum: str               # LINEAR aggregate, base64
     seconds: float
+    content_id: str = ""        # pipeline.image.identity of the disk, same pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +84,7 @@ class SnapshotImport:
     blocks_sent: int
     blocks_total: int
     seconds: float
+    content_id: str = ""        # pipeline.image.identity of the disk written
 
 
 def linear_checksum(digests: list[bytes]) -> str:
@@ -155,6 +160,22 @@ def _blocks(disk: Any, block_size: int) -> Any:
         nxt = max(nxt, last)
 
 
+_Sent = tuple[int, "bytes | None", "tuple[tuple[int, bytes], ...]"]
+
+
+def _identity_parts(off: int, data: bytes, digest: bytes) -> tuple[tuple[int, bytes], ...]:
+    """The identity's (512 KiB block index, digest) pairs of a non-zero EBS block.
+
+    AWS's BlockSize is 512 KiB, the identity's block: the PutSnapshotBlock digest is
+    reused. Another size (never seen) is cut into 512 KiB parts, zero parts skipped."""
+    if len(data) == IDENTITY_BLOCK:
+        return ((off // IDENTITY_BLOCK, digest),)
+    zero = bytes(IDENTITY_BLOCK)
+    return tuple(((off + i) // IDENTITY_BLOCK, hashlib.sha256(data[i:i + IDENTITY_BLOCK]).digest())
+                 for i in range(0, len(data), IDENTITY_BLOCK)
+                 if data[i:i + IDENTITY_BLOCK] != zero)
+
+
 def write_snapshot(clients: Clients, disk: Any, *, tags: Mapping[str, str],
                    client_token: str, description: str = "", kms_key_id: str | None = None,
                    workers: int = 16, timeout_minutes: int = 60, undo: ExitStack,
@@ -179,36 +200,52 @@ def write_snapshot(clients: Clients, disk: Any, *, tags: Mapping[str, str],
         on_created("snapshot", snap)
     bs = int(started.get("BlockSize") or 524288)
     total_blocks = size_gib * GiB // bs
-    zero = bytes(bs)
     aggregate = hashlib.sha256()
+    identity = ContentHasher(disk.size)
     sent = 0
     progress.start(disk.size, f"write {snap}")
     pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="ebs-block")
-    pending: set[Future[None]] = set()
+    # Blocks are read, hashed and sent by the workers (raw files read with pread in
+    # parallel; container readers serialise their reads, the hashing and HTTP still
+    # overlap). Results are consumed in submission (= index) order, so the LINEAR
+    # aggregate and the content identity are fed in ascending order; the window
+    # bounds memory to about ``window`` blocks.
+    window: deque[Future[_Sent]] = deque()
+    zero = bytes(bs)
+    limit = 4 * max(1, workers)
     covered = 0
+
+    def consume(fut: Future[_Sent]) -> None:
+        nonlocal sent, covered
+        idx, digest, parts = fut.result()
+        off = idx * bs
+        if digest is not None:
+            aggregate.update(digest)
+            sent += 1
+        for part_index, part_digest in parts:
+            identity.add(part_index, part_digest)
+        # Everything up to this block's end is done, holes skipped before it included.
+        progress.advance(max(0, min(off + bs, disk.size) - covered))
+        covered = min(off + bs, disk.size)
+
+    def one(idx: int) -> _Sent:
+        off = idx * bs
+        data = disk.read(off, min(bs, disk.size - off)) if off < disk.size else b""
+        if len(data) < bs:
+            data += bytes(bs - len(data))
+        if data == zero:
+            return idx, None, ()
+        digest = hashlib.sha256(data).digest()
+        pct = min(99, int(100 * off / max(disk.size, 1)))
+        _put_block(ebs, snap, idx, data, base64.b64encode(digest).decode(), pct)
+        return idx, digest, _identity_parts(off, data, digest)
     try:
         for idx in _blocks(disk, bs):
-            off = idx * bs
-            data = disk.read(off, min(bs, disk.size - off)) if off < disk.size else b""
-            if len(data) < bs:
-                data += bytes(bs - len(data))
-            # Everything up to this block's end is done, holes skipped before it included.
-            progress.advance(max(0, min(off + bs, disk.size) - covered))
-            covered = min(off + bs, disk.size)
-            if data == zero:
-                continue
-            digest = hashlib.sha256(data).digest()
-            aggregate.update(digest)
-            pct = min(99, int(100 * off / max(disk.size, 1)))
-            pending.add(pool.submit(_put_block, ebs, snap, idx, data,
-                                    base64.b64encode(digest).decode(), pct))
-            sent += 1
-            if len(pending) >= 2 * workers:
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    fut.result()
-        for fut in pending:
-            fut.result()
+            window.append(pool.submit(one, idx))
+            if len(window) >= limit:
+                consume(window.popleft())
+        while window:
+            consume(window.popleft())
         progress.advance(max(0, disk.size - covered))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
@@ -225,7 +262,8 @@ def write_snapshot(clients: Clients, disk: Any, *, tags: Mapping[str, str],
         raise AwsCallError(f"snapshot {snap} did not reach completed: {err}") from err
     return SnapshotWrite(snapshot_id=snap, volume_size_gib=size_gib, block_size=bs,
                          blocks_sent=sent, blocks_total=total_blocks, bytes_sent=sent * bs,
-                         checksum=checksum, seconds=time.monotonic() - t0)
+                         checksum=checksum, seconds=time.monotonic() - t0,
+                         content_id=identity.identity())
 
 
 def register_root_image(ec2: Any, snapshot_id: str, *, name: str, size_gib: int,
@@ -281,4 +319,5 @@ def import_as_snapshot(clients: Clients, path: Path, *, name: str, architecture:
     # LIFO: on failure the image is deregistered before its snapshot is deleted.
     return SnapshotImport(image_id=image_id, snapshot_id=written.snapshot_id,
                           bytes_sent=written.bytes_sent, blocks_sent=written.blocks_sent,
-                          blocks_total=written.blocks_total, seconds=time.monotonic() - t0)
+                          blocks_total=written.blocks_total, seconds=time.monotonic() - t0,
+                          content_id=written.content_id)

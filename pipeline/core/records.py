@@ -48,7 +48,9 @@ class BuildRecord:
     started_at: str = ""
     finished_at: str | None = None
     source_file: str | None = None
-    source_sha256: str | None = None
+    source_sha256: str | None = None             # whole-file SHA-256 (vm-import)
+    #: pipeline.image.identity of the imported disk (container-independent; snapshot)
+    source_content_id: str | None = None
     base_ami: str | None = None
     inputs_sha256: str | None = None
     tool_version: str = ""

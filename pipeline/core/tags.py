@@ -12,7 +12,7 @@ import secrets
 from typing import Iterable, Mapping
 
 __all__ = [
-    "PREFIX", "BUILD_ID", "IMAGE_NAME", "METHOD", "SOURCE_SHA256", "SOURCE_FILE", "BASE_AMI",
+    "PREFIX", "BUILD_ID", "IMAGE_NAME", "METHOD", "SOURCE_SHA256", "SOURCE_CONTENT", "SOURCE_FILE", "BASE_AMI",
     "INPUTS_SHA256", "TOOL_VERSION", "GIT_COMMIT", "PACKER_VERSION", "CREATED_AT",
     "VERIFY_VERDICT", "VERIFY_MECHANISM", "VERIFY_TIME", "VERIFY_TOOL_VERSION", "MANAGED_BY",
     "VERIFY_KUBELET_VERSION", "VERIFY_WARNINGS",
@@ -26,6 +26,7 @@ BUILD_ID = PREFIX + "build-id"
 IMAGE_NAME = PREFIX + "image-name"
 METHOD = PREFIX + "method"             # vm-import | snapshot | bake | copy
 SOURCE_SHA256 = PREFIX + "source-sha256"
+SOURCE_CONTENT = PREFIX + "source-content"   # pipeline.image.identity (disk-v1:...)
 SOURCE_FILE = PREFIX + "source-file"
 BASE_AMI = PREFIX + "base-ami"
 INPUTS_SHA256 = PREFIX + "inputs-sha256"

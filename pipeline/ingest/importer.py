@@ -131,7 +131,7 @@ class Preflight:
     layout: DiskLayout
     verdict: str
     mechanism: str | None
-    digest: s3_upload.FileDigest
+    digest: s3_upload.FileDigest | None     # whole-file hashes: vm-import only
     upload_key: str | None = None     # the content-addressed S3 key (vm-import)
     role: Any = None
 
@@ -148,7 +148,7 @@ class ImportResult:
     snapshot_ids: list[str]
     method: str
     build_id: str
-    source_sha256: str
+    source_sha256: str | None       # whole-file SHA-256 (vm-import only)
     source_file: str
     bytes_sent: int
     seconds: float
@@ -160,6 +160,7 @@ class ImportResult:
     upload_skipped: bool = False
     converted_from: str | None = None
     verification: dict[str, Any] | None = None
+    source_content_id: str | None = None   # pipeline.image.identity (snapshot method)
     record: BuildRecord | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -367,9 +368,11 @@ def preflight(settings: Settings, clients: Clients, req: ImportRequest,
         raise PreflightError("VM Import cannot encrypt UEFI imports: drop --kms-key, or use "
                              "--method snapshot")
     # Local, so still "before any byte leaves": the hash names the S3 key the role must
-    # be able to read. The snapshot method needs only the whole-file hash (lineage).
-    digest = s3_upload.hash_file(path, progress=progress, parts=method == "vm-import")
+    # be able to read. Only VM Import needs the whole-file hash; the snapshot method's
+    # identity (pipeline.image.identity) comes from the upload pass, holes never read.
+    digest = None
     if method == "vm-import":
+        digest = s3_upload.hash_file(path, progress=progress)
         assert bucket is not None
         name = f"{path.stem}.vmdk" if vmi_fmt is None else path.name
         key = s3_upload.object_key(digest.sha256, name)
@@ -400,11 +403,12 @@ def _convert(src: Path, fmt: str, out_dir: Path, progress: Progress) -> Path:
     return out
 
 
-def _lineage_tags(pf: Preflight, build_id: str, sha: str) -> dict[str, str]:
-    return {tags.MANAGED_BY: "eks-ami-pipeline", tags.BUILD_ID: build_id,
-            tags.IMAGE_NAME: pf.image.name, tags.METHOD: pf.method,
-            tags.SOURCE_SHA256: sha, tags.SOURCE_FILE: pf.path.name,
-            tags.TOOL_VERSION: __version__, tags.CREATED_AT: tags.utc_now().isoformat()}
+def _lineage_tags(pf: Preflight, build_id: str, sha: str | None) -> dict[str, str]:
+    out = {tags.MANAGED_BY: "eks-ami-pipeline", tags.BUILD_ID: build_id,
+           tags.IMAGE_NAME: pf.image.name, tags.METHOD: pf.method,
+           tags.SOURCE_SHA256: sha or "", tags.SOURCE_FILE: pf.path.name,
+           tags.TOOL_VERSION: __version__, tags.CREATED_AT: tags.utc_now().isoformat()}
+    return {k: v for k, v in out.items() if v}
 
 
 def _image_snapshots(ec2: Any, image_id: str) -> list[str]:
@@ -529,8 +533,11 @@ def _via_snapshot(clients: Clients, pf: Preflight, req: ImportRequest,
         architecture=pf.image.architecture, boot_mode=pf.image.boot_mode, tags=lineage,
         kms_key_id=pf.kms_key_id, workers=max(req.workers, 16), undo=undo, progress=progress,
         on_created=lambda kind, rid: journal.record(kind, rid))
+    if out.content_id:          # known only now: computed in the upload pass
+        lineage[tags.SOURCE_CONTENT] = out.content_id
     return out.image_id, [out.snapshot_id], out.bytes_sent, {
-        "blocks_sent": out.blocks_sent, "blocks_total": out.blocks_total}
+        "blocks_sent": out.blocks_sent, "blocks_total": out.blocks_total,
+        "source_content_id": out.content_id}
 
 
 def _tag(ec2: Any, ids: list[str], lineage: dict[str, str]) -> None:
@@ -564,8 +571,12 @@ def import_image(settings: Settings, clients: Clients, req: ImportRequest,
     record = BuildRecord(build_id=build_id, image_name=pf.image.name, method=pf.method,
                          started_at=BuildRecord.now(), source_file=pf.path.name,
                          tool_version=__version__)
-    record.source_sha256 = digest.sha256
-    lineage = _lineage_tags(pf, build_id, digest.sha256)
+    record.source_sha256 = digest.sha256 if digest is not None else None
+    if pf.method == "vm-import":   # snapshot: from the upload pass; here allocated data only
+        from pipeline.image.identity import file_identity
+
+        record.source_content_id = file_identity(str(pf.path))
+    lineage = _lineage_tags(pf, build_id, record.source_sha256)
     ec2 = clients.client("ec2")
     journal = Journal.open(clients, settings.ssm_prefix, pf.image.name, build_id)
     try:
@@ -598,6 +609,8 @@ def _import_journaled(settings: Settings, clients: Clients, req: ImportRequest, 
         record.image_ids = {clients.region: image_id}
         record.snapshot_ids = {clients.region: snaps}
         record.verification = verification
+        record.source_content_id = (info.pop("source_content_id", None)
+                                    or record.source_content_id)
         record.extra = {k: v for k, v in info.items() if v is not None}
         record_build(settings, clients, record)      # SSM record + manifest (lineage)
         kept_upload = bool(info.get("upload")) and req.keep_upload
@@ -611,7 +624,8 @@ def _import_journaled(settings: Settings, clients: Clients, req: ImportRequest, 
                       + ([("s3-object", str(info["upload"]), "s3")] if kept_upload else []))
     return ImportResult(
         image_id=image_id, snapshot_ids=snaps, method=pf.method, build_id=build_id,
-        source_sha256=digest.sha256, source_file=str(pf.path), bytes_sent=sent,
+        source_sha256=record.source_sha256, source_content_id=record.source_content_id,
+        source_file=str(pf.path), bytes_sent=sent,
         seconds=time.monotonic() - t0, region=clients.region, image_name=pf.image.name,
         import_task_id=info.get("import_task_id"), upload=info.get("upload"),
         upload_kept=kept_upload, upload_skipped=bool(info.get("upload_skipped")),

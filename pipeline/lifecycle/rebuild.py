@@ -33,9 +33,11 @@ failed or was locked by another run.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import logging
 import shutil
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pipeline.aws.clients import Clients
@@ -61,7 +63,9 @@ class Inputs:
     inputs_sha256: str | None = None
     base_ami: str | None = None
     packer_version: str | None = None
-    source_sha256: str | None = None
+    source_sha256: str | None = None        # whole-file SHA-256 (records before disk-v1)
+    source_content_id: str | None = None    # pipeline.image.identity (allocated data only)
+    source_path: str | None = None          # to hash the whole file for an old record
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,13 +142,52 @@ def current_inputs(settings: Settings, clients: Clients, image: ImageSettings) -
                       packer_version=str(plan.packer_version))
     if image.import_ is None:
         raise InputError(f"images: {image.name!r} has neither bake nor import")
-    from pipeline.aws.s3 import hash_file
+    from pipeline.image.identity import file_identity
 
     source = image.import_.source
     if not source.is_file():
         raise NoSource(f"images: {image.name}: import.source {source} not found; "
                        "build the disk image first or fix the path")
-    return Inputs(method="import", source_sha256=hash_file(source).sha256)
+    # The content identity reads only allocated data; the whole-file SHA-256 (a read of
+    # every byte, holes included) only when the last record has nothing else.
+    return Inputs(method="import", source_content_id=file_identity(str(source)),
+                  source_path=str(source))
+
+
+def _whole_file_sha256(inputs: Inputs) -> str | None:
+    if inputs.source_sha256 or not inputs.source_path:
+        return inputs.source_sha256
+    st = Path(inputs.source_path).stat()
+    return _sha_cached(inputs.source_path, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _sha_cached(path: str, size: int, mtime_ns: int) -> str:
+    from pipeline.aws.s3 import hash_file
+
+    log.info("%s: the last build recorded only a whole-file SHA-256; hashing the whole file "
+             "once to compare (builds from now on record the content identity)", path)
+    return hash_file(path, parts=False).sha256
+
+
+def source_change(last: BuildRecord, now_inputs: Inputs) -> str | None:
+    """Why the source differs from the one ``last`` was built from, or None.
+
+    Compares the identity both sides have: the content identity (records since
+    disk-v1), else the whole-file SHA-256 (older records: the file is hashed whole,
+    once), else the source counts as changed (one rebuild, said so)."""
+    if last.source_content_id and now_inputs.source_content_id:
+        if last.source_content_id == now_inputs.source_content_id:
+            return None
+        return (f"source file changed (content {last.source_content_id[:20]} -> "
+                f"{now_inputs.source_content_id[:20]})")
+    if last.source_sha256:
+        now_sha = _whole_file_sha256(now_inputs)
+        if now_sha == last.source_sha256:
+            return None
+        return f"source file changed (sha256 {last.source_sha256[:12]} -> {str(now_sha)[:12]})"
+    return ("the last build recorded no source identity (one-time rebuild; builds now record "
+            "the content identity)")
 
 
 def _age_days(record: BuildRecord, now: _dt.datetime) -> float | None:
@@ -175,9 +218,8 @@ def decide(image: ImageSettings, now_inputs: Inputs, last: BuildRecord | None, *
             return Decision(True, "templates, provisioners, var files or variables changed "
                                   f"(inputs {str(last.inputs_sha256)[:12]} -> "
                                   f"{str(now_inputs.inputs_sha256)[:12]})")
-    elif last.source_sha256 != now_inputs.source_sha256:
-        return Decision(True, f"source file changed (sha256 {str(last.source_sha256)[:12]} -> "
-                              f"{str(now_inputs.source_sha256)[:12]})")
+    elif (changed := source_change(last, now_inputs)) is not None:
+        return Decision(True, changed)
     age = _age_days(last, now)
     if age is not None and age > image.max_age_days:
         return Decision(True, f"last build {last.build_id} is {age:.0f} days old "
@@ -264,7 +306,7 @@ def _same_inputs(now_inputs: Inputs, rec: BuildRecord) -> bool:
     if now_inputs.method == "bake":
         return (rec.base_ami, rec.packer_version, rec.inputs_sha256) == (
             now_inputs.base_ami, now_inputs.packer_version, now_inputs.inputs_sha256)
-    return rec.source_sha256 == now_inputs.source_sha256
+    return source_change(rec, now_inputs) is None
 
 
 def _mark(settings: Settings, clients: Clients, record: BuildRecord, status: str,

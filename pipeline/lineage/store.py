@@ -273,6 +273,7 @@ def lineage_tags(record: BuildRecord) -> dict[str, str]:
     }
     optional = {
         T.SOURCE_SHA256: record.source_sha256,
+        T.SOURCE_CONTENT: record.source_content_id,
         T.SOURCE_FILE: os.path.basename(record.source_file) if record.source_file else None,
         T.BASE_AMI: record.base_ami,
         T.INPUTS_SHA256: record.inputs_sha256,
@@ -313,6 +314,7 @@ def record_from_tags(tags: dict[str, str], *, region: str, image_id: str,
         method=tags.get(T.METHOD, ""), status="unknown",
         started_at=tags.get(T.CREATED_AT, ""), source_file=tags.get(T.SOURCE_FILE),
         source_sha256=tags.get(T.SOURCE_SHA256), base_ami=tags.get(T.BASE_AMI),
+        source_content_id=tags.get(T.SOURCE_CONTENT),
         inputs_sha256=tags.get(T.INPUTS_SHA256), tool_version=tags.get(T.TOOL_VERSION, ""),
         git_commit=tags.get(T.GIT_COMMIT), packer_version=tags.get(T.PACKER_VERSION),
         image_ids={region: image_id}, snapshot_ids={region: list(snapshot_ids or [])},

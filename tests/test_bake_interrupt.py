@@ -22,7 +22,7 @@ from pipeline.bake.build import plan_bake, run_plan
 from pipeline.core.errors import PackerBuildFailed
 from tests.test_bake import AL2023_PARAM, _inventory, _settings
 
-pytestmark = [pytest.mark.packer,
+pytestmark = [pytest.mark.packer, pytest.mark.usefixtures("neighbours"),
               pytest.mark.skipif(shutil.which("packer") is None, reason="packer not installed")]
 
 

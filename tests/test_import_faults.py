@@ -25,6 +25,9 @@ from pipeline.ingest.importer import ImportRequest, import_image
 from pipeline.aws.ebs import write_snapshot
 from test_import_e2e import _inventory, _settings, good_raw  # noqa: F401
 
+#: Every test here runs beside resources the pipeline did not create (tests/neighbours.py).
+pytestmark = pytest.mark.usefixtures("neighbours")
+
 _BLOCK = re.compile(r"^/snapshots/[^/]+/blocks/(\d+)$")
 
 

@@ -16,6 +16,9 @@ from pipeline.core.errors import InputError
 from pipeline.lifecycle.prune import prune
 from pipeline.core.records import BuildRecord
 
+#: Every test here runs beside resources the pipeline did not create (tests/neighbours.py).
+pytestmark = pytest.mark.usefixtures("neighbours")
+
 ACCOUNT, REGION = "123456789012", "us-east-1"
 
 

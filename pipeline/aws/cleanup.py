@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -43,14 +44,14 @@ __all__ = [
     "delete_launch_template_versions", "delete_parameters", "delete_s3_objects",
     "abort_multipart_uploads", "cancel_import_tasks", "remove", "wait_terminated",
     "release_s3_lock", "release_ssm_lock", "delete_lock_parameter", "snapshots_of",
-    "security_group_ids", "open_uploads", "object_build", "existing",
+    "security_group_ids", "open_uploads", "object_build", "existing", "image_ids_named",
     "delete_new_template_versions", "delete_new_template", "delete_pointer_if_ours",
 ]
 
 log = logging.getLogger(__name__)
 
 #: Resource kinds, in the order :func:`remove` acts on them (dependencies first).
-KINDS = ("import-task", "instance", "image", "snapshot", "volume", "security-group",
+KINDS = ("import-task", "instance", "image-name", "image", "snapshot", "volume", "security-group",
          "security-group-name", "key-pair", "launch-template", "parameter", "s3-object",
          "multipart-upload")
 
@@ -245,7 +246,7 @@ def _instances(ec2: Any, ids: list[str]) -> dict[str, tuple[str | None, str]]:
                     out[inst["InstanceId"]] = (_build_tag(inst.get("Tags")),
                                                inst.get("State", {}).get("Name", ""))
         return out
-    return _describe_each(one, ids)  # type: ignore[arg-type,return-value]
+    return _describe_each(one, ids)  # type: ignore[return-value]
 
 
 def terminate_instances(clients: Clients, region: str | None, owner: Owner,
@@ -280,7 +281,7 @@ def _images(ec2: Any, ids: list[str]) -> dict[str, tuple[str | None, list[str]]]
         resp = ec2.describe_images(ImageIds=batch, Owners=["self"])
         return {i["ImageId"]: (_build_tag(i.get("Tags")), snapshots_of(i))
                 for i in resp.get("Images", [])}
-    return _describe_each(one, ids)  # type: ignore[arg-type,return-value]
+    return _describe_each(one, ids)  # type: ignore[return-value]
 
 
 def snapshots_of(image: Mapping[str, Any]) -> list[str]:
@@ -377,7 +378,7 @@ def delete_volumes(clients: Clients, region: str | None, owner: Owner,
     found = _describe_each(one, ids)
     _verify(owner, "volume", what, found, ids)
     return _gone("volume", [i for i in ids if i not in found], reg) + [
-        _retry_dependency(lambda v=v: _act("volume", v, reg, ec2.delete_volume, VolumeId=v),
+        _retry_dependency(partial(_act, "volume", v, reg, ec2.delete_volume, VolumeId=v),
                           SETTLE_SECONDS) for v in ids if v in found]
 
 
@@ -397,8 +398,23 @@ def delete_security_groups(clients: Clients, region: str | None, owner: Owner,
     _verify(owner, "security-group", what, found, ids)
     wait = SETTLE_SECONDS if settle is None else settle
     return _gone("security-group", [i for i in ids if i not in found], reg) + [
-        _retry_dependency(lambda g=g: _act("security-group", g, reg, ec2.delete_security_group,
-                                           GroupId=g), wait) for g in ids if g in found]
+        _retry_dependency(partial(_act, "security-group", g, reg, ec2.delete_security_group,
+                                  GroupId=g), wait) for g in ids if g in found]
+
+
+def image_ids_named(clients: Clients | Any, region: str | None,
+                    patterns: Sequence[str]) -> dict[str, str]:
+    """{AMI id: name} of this account's AMIs whose name matches one of ``patterns``
+    (a filtered describe; a bake journals its AMI name pattern, which ends with the
+    build id's random tail, before Packer's CreateImage can answer)."""
+    patterns = [p for p in patterns if p and p.strip("*")]
+    if not patterns:
+        return {}
+    ec2 = _client_of(clients, "ec2", region)
+    resp = ec2.describe_images(Owners=["self"], Filters=[{"Name": "name",
+                                                          "Values": list(patterns)}])
+    return {i["ImageId"]: i.get("Name", "") for i in resp.get("Images", [])
+            if i.get("State") != "deregistered"}
 
 
 def security_group_ids(clients: Clients, region: str | None, names: Sequence[str]) -> dict[str, str]:
@@ -511,7 +527,7 @@ def cancel_import_tasks(clients: Clients, region: str | None, owner: Owner,
         return {t["ImportTaskId"]: (_build_tag(t.get("Tags")), t.get("Status", ""))
                 for t in resp.get("ImportImageTasks", [])}
     try:
-        found: dict[str, Any] = _describe_each(one, ids)  # type: ignore[arg-type]
+        found: dict[str, Any] = _describe_each(one, ids)
     except (ClientError, BotoCoreError) as err:
         # The journal alone proves a task this run started; a cancel names one task, so
         # a failing describe (the reason the run gives up on it) must not block it.
@@ -765,6 +781,8 @@ def existing(clients: Clients, resources: Iterable[Resource]) -> set[tuple[str, 
                 found = set(_snapshots(_client_of(clients, "ec2", reg), ids))
             elif kind == "security-group-name":
                 found = set(security_group_ids(clients, reg, ids))
+            elif kind == "image-name":
+                found = {p for p in ids if image_ids_named(clients, reg, [p])}
             elif kind in ("volume", "security-group", "key-pair", "launch-template"):
                 ec2 = _client_of(clients, "ec2", reg)
                 op, arg, key, field_ = {
@@ -842,6 +860,22 @@ def remove(clients: Clients, owner: Owner, resources: Iterable[Resource], *,
                 resources.append(Resource("security-group", gid, region))
         owner = Owner(owner.build_id, owner.journal | frozenset(extra))
         resources = [r for r in resources if r.kind != "security-group-name"]
+    patterns = [r for r in resources if r.kind == "image-name"]
+    if patterns:
+        more: set[tuple[str, str]] = set()
+        for region in sorted({r.region for r in patterns}):
+            try:
+                found_images = image_ids_named(clients, region or None,
+                                               [r.id for r in patterns if r.region == region])
+            except (ClientError, BotoCoreError) as err:
+                log.warning("could not look up AMIs by name: %s", err)
+                continue
+            for image_id in found_images:
+                if image_id not in keep:
+                    more.add(("image", image_id))
+                    resources.append(Resource("image", image_id, region))
+        owner = Owner(owner.build_id, owner.journal | frozenset(more))
+        resources = [r for r in resources if r.kind != "image-name"]
     for r in resources:
         if r.kind not in KINDS:
             raise UnsafeSelection(f"removing {r.kind} {r.id}: unknown kind; nothing was deleted")

@@ -524,12 +524,16 @@ def upload_file(s3: Any, path: Path | str, bucket: str, *, key: str | None = Non
         os.close(fd)
 
 
-def _resume_point(s3: Any, reader: _PartReader, bucket: str, key: str, url: str
+def _resume_point(s3: Any, reader: _PartReader, bucket: str, key: str, url: str,
+                  seen: set[str] | None = None
                   ) -> tuple[str | None, str | None, dict[int, dict[str, Any]]]:
     """(upload id, its checksum algorithm, parts already there and still good) of the
-    newest open upload on ``key``, or (None, None, {})."""
+    newest open upload on ``key``, or (None, None, {}). ``seen`` gets every open id."""
     digest = reader.digest
-    for upload in _open_uploads(s3, bucket, key):
+    uploads = _open_uploads(s3, bucket, key)
+    if seen is not None:
+        seen.update(u["UploadId"] for u in uploads)
+    for upload in uploads:
         upload_id = upload["UploadId"]
         algorithm = str(upload.get("ChecksumAlgorithm") or digest.part_algorithm).upper()
         if algorithm not in CHECKSUMS:   # e.g. CRC32C/CRC64NVME (awscrt): cannot send those
@@ -553,14 +557,29 @@ def _upload(s3: Any, reader: _PartReader, bucket: str, key: str, url: str,
             progress: Progress, t0: float,
             on_upload: Callable[[str], None] | None = None) -> UploadResult:
     digest = reader.digest
-    upload_id, algorithm, done = _resume_point(s3, reader, bucket, key, url)
+    seen: set[str] = set()
+    upload_id, algorithm, done = _resume_point(s3, reader, bucket, key, url, seen)
     resumed = upload_id is not None
     if upload_id is None or algorithm is None:
         algorithm = digest.part_algorithm
         meta = {**metadata, META_SHA256: digest.sha256}
-        resp = call(s3.create_multipart_upload, what=f"starting the upload of {url}",
-                    Bucket=bucket, Key=key, Metadata=meta, ChecksumAlgorithm=algorithm,
-                    ContentType="application/octet-stream", **_sse_args(sse, kms_key_id))
+        try:
+            resp = call(s3.create_multipart_upload, what=f"starting the upload of {url}",
+                        Bucket=bucket, Key=key, Metadata=meta, ChecksumAlgorithm=algorithm,
+                        ContentType="application/octet-stream", **_sse_args(sse, kms_key_id))
+        except KeyboardInterrupt as err:
+            # Ctrl-C while S3 answered: the upload may exist without our knowing its id.
+            # The open uploads on the key that were not there a moment ago are ours.
+            new = [u["UploadId"] for u in _open_uploads(s3, bucket, key)
+                   if u["UploadId"] not in seen]
+            for uid in new:
+                if on_upload is not None:
+                    on_upload(uid)
+                err.kept_for_resume = list(getattr(err, "kept_for_resume", None) or []) + [
+                    f"the upload {url} (upload id {uid}, 0 of {digest.parts} parts sent) "
+                    "so that a re-run resumes it; abort it with `aws s3api "
+                    f"abort-multipart-upload --bucket {bucket} --key {key} --upload-id {uid}`"]
+            raise
         upload_id = resp["UploadId"]
     if on_upload is not None:
         on_upload(upload_id)

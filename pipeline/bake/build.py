@@ -771,7 +771,12 @@ class _Recorder:
 def _open_journal(settings: Settings, clients: Clients, plan: BakePlan) -> Journal:
     journal = Journal.open(clients, settings.ssm_prefix, plan.image.name, plan.build_id,
                            region=settings.aws.region)
-    journal.record("key-pair", f"packer_{plan.build_id}", plan.region)
+    journal.record_many([
+        ("key-pair", f"packer_{plan.build_id}", plan.region),
+        # The template names the AMI <prefix>-<time>-<build id tail>: found by name even
+        # when the run dies before Packer hears CreateImage's answer (untagged till the end).
+        ("image-name", f"{plan.variables.get('ami_name_prefix') or plan.image.name}-*-"
+                       f"{plan.build_id[-6:]}", plan.region)])
     return journal
 
 

@@ -473,7 +473,20 @@ def _via_vm_import(clients: Clients, pf: Preflight, req: ImportRequest, digest: 
         description=f"{image.name} {pf.path.name} {lineage[tags.BUILD_ID]}",
         tags=lineage, encrypted=image.boot_mode != "uefi", kms_key_id=pf.kms_key_id)
     fresh_role = bool(pf.role and (pf.role.created or pf.role.policy_added))
-    task_id = vm_import.start_import(ec2, spec, role_grace=req.role_grace if fresh_role else 0)
+    try:
+        task_id = vm_import.start_import(ec2, spec,
+                                         role_grace=req.role_grace if fresh_role else 0)
+    except KeyboardInterrupt:
+        # Ctrl-C while AWS answered ImportImage: the task may run without our knowing
+        # its id. The same ClientToken returns that task (idempotent); cancel it.
+        try:
+            lost = vm_import.start_import(ec2, spec)
+            journal.record("import-task", lost)
+            vm_import.cancel_import(ec2, lost, "interrupted by the user (Ctrl-C)",
+                                    lineage[tags.BUILD_ID])
+        except Exception as err:  # noqa: BLE001 - the interrupt is what matters
+            log.warning("could not find the import task ImportImage started: %s", err)
+        raise
     journal.record("import-task", task_id)
     info["import_task_id"] = task_id
     try:
@@ -501,11 +514,11 @@ def _via_vm_import(clients: Clients, pf: Preflight, req: ImportRequest, digest: 
     return outcome.image_id, snaps, upload.bytes_sent, info
 
 
-def _delete_upload(s3: Any, bucket: str, key: str, journal: Journal) -> bool:
+def _delete_upload(s3: Any, bucket: str, key: str, journal: Journal) -> str:
     """Remove this run's upload (object and open uploads it journaled), nobody else's.
 
-    False when the object stays (another build uploaded it, e.g. kept with
-    --keep-upload and reused by this run, or the delete failed)."""
+    ``removed`` (or gone), ``foreign`` when another build uploaded the object (e.g. kept
+    with --keep-upload and reused by this run), ``failed`` when AWS refused."""
     url = f"s3://{bucket}/{key}"
     uploads = [r.id.rpartition("#")[2] for r in journal.resources("multipart-upload")
                if r.id.startswith(url + "#")]
@@ -514,13 +527,16 @@ def _delete_upload(s3: Any, bucket: str, key: str, journal: Journal) -> bool:
                                        upload_ids=uploads)
     except Exception as err:  # noqa: BLE001 - clean-up must not hide the real outcome
         log.warning("could not delete s3://%s/%s: %s", bucket, key, err)
-        return False
+        return "failed"
     for r in done:
         if r.outcome == "removed":
             log.info("deleted %s %s", r.kind, r.id)
         elif not r.ok:
             log.info("%s %s stays: %s", r.kind, r.id, r.error)
-    return all(r.ok for r in done if r.kind == "s3-object")
+    objects = [r for r in done if r.kind == "s3-object"]
+    if all(r.ok for r in objects):
+        return "removed"
+    return "foreign" if any((r.error or "").startswith("kept:") for r in objects) else "failed"
 
 
 def _via_snapshot(clients: Clients, pf: Preflight, req: ImportRequest,
@@ -614,14 +630,17 @@ def _import_journaled(settings: Settings, clients: Clients, req: ImportRequest, 
         record.extra = {k: v for k, v in info.items() if v is not None}
         record_build(settings, clients, record)      # SSM record + manifest (lineage)
         kept_upload = bool(info.get("upload")) and req.keep_upload
+        foreign = False
         undo.pop_all()
         if pf.method == "vm-import" and not req.keep_upload and info.get("upload"):
             bucket, key = str(info["upload"])[5:].split("/", 1)
-            if not _delete_upload(clients.client("s3"), bucket, key, journal):
-                kept_upload = True     # another build's object (reused): not ours to delete
+            gone = _delete_upload(clients.client("s3"), bucket, key, journal)
+            kept_upload = gone != "removed"  # reported; reap removes a failed delete's
+            foreign = gone == "foreign"      # another build's object (reused): stays
         journal.close("succeeded", keep=[("image", image_id, None)]
                       + [("snapshot", sn, None) for sn in snaps]
-                      + ([("s3-object", str(info["upload"]), "s3")] if kept_upload else []))
+                      + ([("s3-object", str(info["upload"]), "s3")]
+                         if req.keep_upload or foreign else []))
     return ImportResult(
         image_id=image_id, snapshot_ids=snaps, method=pf.method, build_id=build_id,
         source_sha256=record.source_sha256, source_content_id=record.source_content_id,

@@ -32,7 +32,6 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import re
-import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable, Iterator
@@ -60,9 +59,7 @@ log = logging.getLogger(__name__)
 
 _LIVE_STATES = ["pending", "running", "shutting-down", "stopping", "stopped"]
 _REFS_BATCH = 10          # DescribeImageReferences takes at most 10 image ids
-_DELETE_BATCH = 200       # DeleteLaunchTemplateVersions takes at most 200 versions
 UPLOAD_PREFIX = "imports/"
-_SG_ATTEMPTS, _SG_DELAY = 8, 5.0   # DependencyViolation retries after termination
 
 
 # --------------------------------------------------------------------------- records
@@ -611,6 +608,9 @@ def _journals(settings: Settings, clients: Clients) -> list[Any]:
     return load_journals(clients, settings.ssm_prefix, region=settings.aws.region)
 
 
+_PRODUCTS = ("image", "image-name", "snapshot")   # a kept upload is in the journal's keep
+
+
 def reap(settings: Settings, clients: Clients, apply: bool = False,
          grace_hours: float = 6.0, now: _dt.datetime | str | None = None) -> ReapResult:
     """Plan (and with ``apply`` remove) everything left by runs that did not succeed.
@@ -643,14 +643,18 @@ def reap(settings: Settings, clients: Clients, apply: bool = False,
     per_build: dict[str, list[cleanup.Resource]] = defaultdict(list)
     for bid, journal in journals.items():
         state = statuses.get(bid) or journal.state
-        entries = journal.leftovers() if state == "succeeded" else journal.resources
+        # A succeeded run's products (AMIs, snapshots; a kept upload: keep) are never reaped,
+        # even when it died after its record and before closing its journal.
+        entries = [r for r in journal.leftovers() if r.kind not in _PRODUCTS] \
+            if state == "succeeded" else journal.resources
         per_build[bid] += list(entries)
     resolved: dict[str, set[tuple[str, str]]] = defaultdict(set)
     for kind, rid, region, bid in found:
         if bid and statuses.get(bid) != "succeeded" and \
                 (bid not in journals or journals[bid].state != "succeeded"):
-            if kind == "snapshot-behind":    # untagged, but behind the build's own AMI
-                kind = "snapshot"
+            if kind in ("snapshot-behind", "task-image", "task-snapshot"):
+                # untagged, but behind the build's own AMI or made by its import task
+                kind = "image" if kind == "task-image" else "snapshot"
                 resolved[bid].add((kind, rid))
             per_build[bid].append(cleanup.Resource(kind, rid, region))
 
@@ -666,7 +670,18 @@ def reap(settings: Settings, clients: Clients, apply: bool = False,
             for gid in ids.values():
                 resolved[bid].add(("security-group", gid))
                 rs.append(cleanup.Resource("security-group", gid, r.region))
-        per_build[bid] = [r for r in rs if r.kind != "security-group-name"]
+        names = [r for r in rs if r.kind == "image-name"]
+        for r in names:
+            try:
+                images = cleanup.image_ids_named(clients, r.region or None, [r.id])
+            except (ClientError, BotoCoreError) as err:
+                log.warning("could not look up AMIs named %s: %s", r.id, err)
+                continue
+            kept = {k.id for k in journals[bid].keep} if bid in journals else set()
+            for image_id in [i for i in images if i not in kept]:   # never a product
+                resolved[bid].add(("image", image_id))
+                rs.append(cleanup.Resource("image", image_id, r.region))
+        per_build[bid] = [r for r in rs if r.kind not in ("security-group-name", "image-name")]
     all_resources = [r for rs in per_build.values() for r in rs]
     alive = cleanup.existing(clients, all_resources) if all_resources else set()
     decided: list[ReapItem] = []
@@ -759,6 +774,32 @@ def _tagged_ec2(ec2: Any, region: str) -> list[tuple[str, str, str, str]]:
         out.append(("security-group", sg["GroupId"], region, bid(sg)))
     for kp in ec2.describe_key_pairs(Filters=flt).get("KeyPairs", []):
         out.append(("key-pair", kp["KeyName"], region, bid(kp)))
+    out += _tagged_import_tasks(ec2, region)
+    return out
+
+
+def _tagged_import_tasks(ec2: Any, region: str) -> list[tuple[str, str, str, str]]:
+    """VM Import tasks carrying a build id (a run killed before ImportImage answered
+    never learnt the id): active ones, and the AMI and snapshots of finished ones."""
+    out: list[tuple[str, str, str, str]] = []
+    try:
+        tasks = list(_pages(ec2.describe_import_image_tasks, "ImportImageTasks",
+                            Filters=[{"Name": "task-state",
+                                      "Values": ["active", "completed"]}]))
+    except (ClientError, BotoCoreError) as err:
+        log.info("import tasks not listed in %s: %s", region, error_code(err) or err)
+        return out
+    for task in tasks:
+        bid = tags.from_tag_list(task.get("Tags")).get(tags.BUILD_ID, "")
+        if not bid:
+            continue
+        if task.get("Status") == "active":
+            out.append(("import-task", task["ImportTaskId"], region, bid))
+        elif task.get("ImageId"):
+            out.append(("task-image", str(task["ImageId"]), region, bid))
+        for d in task.get("SnapshotDetails") or ():
+            if d.get("SnapshotId"):
+                out.append(("task-snapshot", d["SnapshotId"], region, bid))
     return out
 
 

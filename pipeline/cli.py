@@ -72,6 +72,9 @@ def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
     for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "werkzeug", "dissect"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # A failed credential refresh is logged with its traceback, then raised: the raised
+    # error becomes the one-line diagnosis (pipeline.aws.clients.diagnose).
+    logging.getLogger("botocore.credentials").setLevel(logging.CRITICAL)
 
 
 def _human(record: Any) -> str:

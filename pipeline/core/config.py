@@ -316,7 +316,7 @@ _SCHEMA: dict[str, Any] = {
             "properties": {
                 "region": {"type": "string", "minLength": 1},
                 "profile": {"type": ["string", "null"]},
-                "endpoint_url": {"type": ["string", "null"], "pattern": r"^https?://[^/]"},
+                "endpoint_url": {"type": ["string", "null"], "pattern": r"^https?://"},
                 "retry_mode": {"enum": ["standard", "adaptive", "legacy"]},
                 "max_attempts": {"type": "integer", "minimum": 1, "maximum": 20},
             },
@@ -795,6 +795,7 @@ _TAINT = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]*[A-Za-z0-9])?(=[A-Za-z0-9._-]
                     r"(NoSchedule|PreferNoSchedule|NoExecute)$")
 
 
+_NAME_RE = re.compile(_NAME["pattern"])
 _LABEL_KEY = re.compile(r"([a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([A-Za-z0-9._-]{0,61}"
                         r"[A-Za-z0-9])?")
 _LABEL_VALUE = re.compile(r"([A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?")
@@ -860,7 +861,7 @@ def _channels(raw: Any) -> tuple[ChannelSettings, ...]:
 def _semantic_problems(raw: dict[str, Any], base_dir: Path) -> list[str]:
     out: list[str] = _channel_problems(raw)
     aws = raw.get("aws") or {}
-    if "region" in aws:
+    if isinstance(aws.get("region"), str):      # other types: the schema says so
         p = region_problem(aws["region"], "aws.region")
         if p:
             out.append(p)
@@ -913,13 +914,15 @@ def _semantic_problems(raw: dict[str, Any], base_dir: Path) -> list[str]:
     for idx, img in enumerate(images):
         if not isinstance(img, dict):
             continue
-        if names.count(img.get("name")) > 1:
+        if img.get("name") in names[:idx]:
             out.append(f"images[{idx}].name: expected a unique name, {img.get('name')!r} repeats")
         has_bake, has_import = "bake" in img, "import" in img
         if has_bake == has_import:
             out.append(f"images[{idx}]: expected exactly one of 'bake' or 'import'")
         regions = img.get("regions") or []
         for r_idx, region in enumerate(regions):
+            if not isinstance(region, str):
+                continue
             p = region_problem(region, f"images[{idx}].regions[{r_idx}]")
             if p:
                 out.append(p)
@@ -967,12 +970,14 @@ def _semantic_problems(raw: dict[str, Any], base_dir: Path) -> list[str]:
         if not isinstance(lt, dict):
             continue
         where = f"launch_templates[{idx}]"
-        if lt_names.count(lt.get("name")) > 1:
+        if lt.get("name") in lt_names[:idx]:
             out.append(f"{where}.name: expected a unique name, {lt.get('name')!r} repeats")
-        if lt.get("image") not in names:
+        if isinstance(raw.get("images") or [], list) and isinstance(lt.get("image"), str) \
+                and all(isinstance(n, str) and _NAME_RE.match(n) for n in names) \
+                and lt.get("image") not in names:
             out.append(f"{where}.image: expected the name of a configured image "
                        f"({', '.join(map(str, names)) or 'none configured'}), got {lt.get('image')!r}")
-        if lt.get("karpenter"):
+        if lt.get("karpenter") is True:
             if not lt.get("instance_profile"):
                 out.append(f"{where}.instance_profile: required with karpenter: true (the template "
                            "rules refuse a template without the node instance profile)")

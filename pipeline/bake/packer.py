@@ -544,8 +544,8 @@ def validation_problem(output: str, staged: Path, source: Path) -> str:
     text = output.replace(str(staged), str(source))
     errors = list(_PACKER_ERROR.finditer(text))
     if not errors:
-        first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "failed")
-        return f"packer validate {source}: {first}; fix the template"
+        line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "failed")
+        return f"packer validate {source}: {line}; fix the template"
     first = errors[0]
     tail = text[first.end():errors[1].start() if len(errors) > 1 else len(text)]
     where = _PACKER_WHERE.search(tail)

@@ -18,7 +18,7 @@ import logging
 import secrets
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from botocore.exceptions import ClientError, WaiterError
 
@@ -369,7 +369,7 @@ def _start_copies(clients: Clients, plan: DistributionPlan, record: BuildRecord,
     created = []
     for o in outcomes:
         if o.error is None:
-            image_id, new = o.value  # type: ignore[misc]
+            image_id, new = cast("tuple[str, bool]", o.value)
             record.image_ids[o.region] = image_id
             if new:
                 undo.callback(_delete_copy, clients, o.region, image_id, record.build_id)

@@ -44,7 +44,7 @@ import logging
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pipeline.aws import release_facts as facts
 from pipeline.aws.clients import Clients
@@ -315,6 +315,7 @@ def evaluate_gate(settings: Settings, clients: Clients, image_name: str, to: str
 
     # 3. every region: the previous channel names an available, undeprecated copy
     def region_facts(region: str) -> dict[str, Any]:
+        ami: str | None
         if region == home:
             here, ami = home_facts, ami_id
         else:
@@ -353,7 +354,7 @@ def evaluate_gate(settings: Settings, clients: Clients, image_name: str, to: str
         err = first_error(found)
         if err is not None:
             raise err
-        during = [i for o in found for i in (o.value or [])  # type: ignore[union-attr]
+        during = [i for o in found for i in cast("list[Any]", o.value or [])
                   if since is None or i.launch_time is None or i.launch_time >= since
                   - _dt.timedelta(seconds=1)]
         running = [i for i in during if i.state == "running"]
@@ -583,7 +584,7 @@ def _block(settings: Settings, clients: Clients, img: ImageSettings, record: Bui
         _note(settings, clients, img.name, record.build_id, "blocked",
               {"at": now, "channel": channel, "reason": reason, "ami_id": ami_id,
                "by": _actor()})
-    return [i for o in outcomes for i in (o.value or [])]  # type: ignore[union-attr]
+    return [i for o in outcomes for i in cast("list[Any]", o.value or [])]
 
 
 # --------------------------------------------------------------------------- Karpenter

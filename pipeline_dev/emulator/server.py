@@ -144,7 +144,7 @@ class Emulator:
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> str:
-        from pipeline_dev.emulator import seeds, vmimport
+        from pipeline_dev.emulator import seeds
 
         from pipeline_dev.emulator import timing
 

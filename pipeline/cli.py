@@ -67,9 +67,25 @@ def progress_for(as_json: bool, stream: TextIO | None = None) -> Progress:
     return NO_PROGRESS if as_json else ConsoleProgress(stream or sys.stderr)
 
 
+class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a record is emitted: while a progress bar is
+    live, rich swaps in a proxy that prints the line above the bar instead of through it."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass
+
+
 def setup_logging(verbose: bool = False) -> None:
     level = logging.DEBUG if verbose or os.environ.get("PIPELINE_DEBUG") else logging.INFO
-    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    logging.basicConfig(level=level, format="%(message)s", handlers=[_CurrentStderr()])
     for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "werkzeug", "dissect"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # A failed credential refresh is logged with its traceback, then raised: the raised

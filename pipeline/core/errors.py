@@ -14,6 +14,8 @@
         ├── VerificationFailed    the bootstrap contract does not hold
         ├── ImportTaskFailed      an EC2 VM Import task ended in failure
         ├── PackerBuildFailed     packer validate/build failed
+        ├── PublicationGated      the build is not available in every region yet
+        ├── LockHeld              another run holds the lock and it has not expired
         └── UnsafeSelection       a destructive call refused an empty, unfiltered or
                                   unproven selection (pipeline.aws.cleanup); nothing deleted
 
@@ -38,6 +40,8 @@ __all__ = [
     "VerificationFailed",
     "ImportTaskFailed",
     "PackerBuildFailed",
+    "PublicationGated",
+    "LockHeld",
     "UnsafeSelection",
     "exit_code_for",
 ]
@@ -131,6 +135,14 @@ class ImportTaskFailed(OperationFailed):
 
 class PackerBuildFailed(OperationFailed):
     """``packer validate`` or ``packer build`` failed."""
+
+
+class PublicationGated(OperationFailed):
+    """The build is not available in every configured region yet; nothing was published."""
+
+
+class LockHeld(OperationFailed):
+    """Another run holds the lock and it has not expired."""
 
 
 class UnsafeSelection(OperationFailed):

@@ -43,7 +43,7 @@ from botocore.exceptions import ClientError
 from pipeline.aws import cleanup
 from pipeline.aws.clients import Clients, error_code
 from pipeline.core.config import Settings
-from pipeline.core.errors import AwsCallError, OperationFailed
+from pipeline.core.errors import AwsCallError, LockHeld
 
 __all__ = ["LockInfo", "LockHeld", "Lock", "acquire", "hold", "DEFAULT_TTL_SECONDS"]
 
@@ -52,10 +52,6 @@ log = logging.getLogger(__name__)
 DEFAULT_TTL_SECONDS = 4 * 3600
 _S3_PREFIX = "locks/"
 _SSM_TREE = "_locks"
-
-
-class LockHeld(OperationFailed):
-    """Another run holds the lock and it has not expired."""
 
 
 class _NoBucket(Exception):

@@ -20,7 +20,7 @@ from pipeline.aws.clients import Clients, error_code
 from pipeline.aws.ssm import Pointer, get_pointer, pointer_name, put_pointer
 from pipeline.core import tags as T
 from pipeline.core.config import ImageSettings, Settings
-from pipeline.core.errors import AwsCallError, InputError, OperationFailed
+from pipeline.core.errors import AwsCallError, InputError, PublicationGated
 from pipeline.core.progress import NO_PROGRESS, Progress, count_label
 from pipeline.core.records import BuildRecord
 from pipeline.publish.transaction import Transaction
@@ -33,10 +33,6 @@ log = logging.getLogger(__name__)
 WAIT_DELAY = 15.0            # seconds between DescribeImages polls (AWS copies take minutes)
 FIRST_POLL = 0.5            # the gate's first re-check; doubles up to ``delay``
 WAIT_TIMEOUT = 3600.0        # a cross-region copy of a small AMI takes 5-20 minutes
-
-
-class PublicationGated(OperationFailed):
-    """The build is not available in every configured region yet; nothing was published."""
 
 
 @dataclass(slots=True)

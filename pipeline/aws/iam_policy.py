@@ -94,6 +94,7 @@ _EC2_READ = (
     "ec2:DescribeSnapshots", "ec2:DescribeSnapshotAttribute", "ec2:DescribeSubnets",
     "ec2:DescribeTags", "ec2:DescribeVolumes", "ec2:DescribeVpcs",
     "ec2:DescribeAvailabilityZones",
+    "ec2:GetAllowedImagesSettings",        # publish: which criterion blocks a shared AMI
 )
 
 #: Creating things: the build tags them on creation (``TagSpecifications``).
@@ -114,6 +115,8 @@ _EC2_OWNED = (
     "ec2:StopInstances", "ec2:ModifyImageAttribute", "ec2:ModifySnapshotAttribute",
     "ec2:EnableImageDeprecation", "ec2:DisableImageDeprecation", "ec2:DeleteTags",
     "ec2:ModifyInstanceMetadataOptions",   # IMDSv2 on Packer 1.6's build instance
+    # build.protect_live_amis: protection follows the live AMIs (pipeline/publish/protect.py)
+    "ec2:EnableImageDeregistrationProtection", "ec2:DisableImageDeregistrationProtection",
 )
 
 _EBS = (

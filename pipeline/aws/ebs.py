@@ -9,12 +9,16 @@ S3 bucket, no vmimport role and no VM Import task:
    VHD/VHDX, qcow2, OVA read in place: no temporary raw copy), only inside
    ``allocated_ranges()``, and skip blocks that are all zeros (a fresh EBS volume
    reads zeros there anyway). The last block is zero-padded.
-3. PutSnapshotBlock in parallel (a bounded window, so memory does not grow with the
-   disk), each with its SHA-256; each block is retried with exponential backoff on
-   throttling, 5xx and connection errors.
+3. Each worker reads a block, skips it if all zeros, hashes it (SHA-256) and sends it
+   with PutSnapshotBlock (a bounded window of blocks in flight, so memory does not grow
+   with the disk); each block is retried with exponential backoff on throttling, 5xx and
+   connection errors. Raw files are read with ``pread`` in parallel; container readers
+   serialise their reads while hashing and HTTP overlap.
 4. CompleteSnapshot with ChangedBlocksCount and the LINEAR aggregate checksum:
    base64(sha256(raw 32-byte block digests in ascending block index)) — computed
-   incrementally, blocks are produced in index order.
+   incrementally, results are consumed in index order. The same digests feed the
+   disk's content identity (:mod:`pipeline.image.identity`), so lineage and rebuild
+   get it from this one pass over the allocated data.
 5. Wait for the EC2 snapshot to be ``completed`` (botocore waiter), then RegisterImage
    (hvm, /dev/xvda, gp3 root that is deleted on termination, ENA, boot mode, IMDSv2).
 

@@ -575,7 +575,8 @@ def _upload(s3: Any, reader: _PartReader, bucket: str, key: str, url: str,
             for uid in new:
                 if on_upload is not None:
                     on_upload(uid)
-                err.kept_for_resume = list(getattr(err, "kept_for_resume", None) or []) + [
+                err.kept_for_resume = list(  # type: ignore[attr-defined]
+                    getattr(err, "kept_for_resume", None) or []) + [
                     f"the upload {url} (upload id {uid}, 0 of {digest.parts} parts sent) "
                     "so that a re-run resumes it; abort it with `aws s3api "
                     f"abort-multipart-upload --bucket {bucket} --key {key} --upload-id {uid}`"]

@@ -863,8 +863,8 @@ def _reap_apply(clients: Clients, plans: dict[str, list[Any]], journals: dict[st
         journal = journals.get(bid)
         owner = journal.owner() if journal is not None else cleanup.Owner(bid)
         owner = cleanup.Owner(bid, owner.journal | frozenset(resolved.get(bid, ())))
-        for r in cleanup.remove(clients, owner, resources):
-            outcome[(r.kind, r.id)] = r
+        for removal in cleanup.remove(clients, owner, resources):
+            outcome[(removal.kind, removal.id)] = removal
     out = []
     for item in decided:
         r = outcome.get((item.kind, item.resource_id))

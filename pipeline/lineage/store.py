@@ -828,9 +828,11 @@ def ami_links(settings: Settings, clients: Clients, ami_id: str,
 
 
 def _source(rec: BuildRecord) -> str:
-    if rec.source_sha256:
+    if rec.source_sha256 or rec.source_content_id:
         name = os.path.basename(rec.source_file) if rec.source_file else "file"
-        return f"{name} sha256:{rec.source_sha256[:12]}"
+        if rec.source_sha256:
+            return f"{name} sha256:{rec.source_sha256[:12]}"
+        return f"{name} {str(rec.source_content_id)[:20]}"    # disk-v1:<12 hex>
     if rec.base_ami:
         return f"base {rec.base_ami}"
     return "-"

@@ -34,6 +34,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from pipeline.aws.cleanup import Owner, Resource
 from pipeline.aws.clients import Clients, error_code
+from pipeline.core.clock import utc_now
 from pipeline.core.errors import AwsCallError
 
 __all__ = ["JOURNAL_TREE", "Journal", "JournalRecord", "journal_name", "load_journals",
@@ -51,7 +52,7 @@ def journal_name(ssm_prefix: str, image_name: str, build_id: str) -> str:
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return utc_now().strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _parse_time(text: str) -> _dt.datetime:

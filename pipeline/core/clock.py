@@ -16,7 +16,7 @@ from typing import Protocol
 from pipeline.core.errors import InputError
 
 __all__ = ["Clock", "SystemClock", "ShiftedClock", "FixedClock", "SYSTEM_CLOCK",
-           "OFFSET_ENV", "default_clock"]
+           "OFFSET_ENV", "default_clock", "utc_now", "now_iso"]
 
 OFFSET_ENV = "PIPELINE_CLOCK_OFFSET"
 
@@ -57,6 +57,17 @@ class FixedClock:
 
 
 SYSTEM_CLOCK = SystemClock()
+
+
+def utc_now() -> _dt.datetime:
+    """The machine's time, UTC, to the second: the one "now" of stamps and build ids
+    (rollout decisions read a :class:`Clock` instead, so tests can move it)."""
+    return SYSTEM_CLOCK.now().replace(microsecond=0)
+
+
+def now_iso() -> str:
+    """:func:`utc_now` as ISO 8601 (``2026-12-02T01:23:45+00:00``), the stamp of records."""
+    return utc_now().isoformat()
 
 
 def default_clock() -> Clock:

@@ -37,7 +37,6 @@ through the AWS layer and tags the AMI.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import logging
 import re
@@ -47,7 +46,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import __version__
+from pipeline.core.clock import now_iso
 from pipeline.core.errors import ImageReadError, InputError
+from pipeline.core.naming import BOOTSTRAP_PATH
 from pipeline.core.inputs import check_file
 from pipeline.core.records import Verification
 from pipeline.image.diskread import Disk, open_disk
@@ -68,7 +69,6 @@ VERDICTS = ("ok", "missing", "not-executable", "stub", "dangling-symlink",
             "not-regular-file", "empty", "not-enabled", "version-skew", "runtime-missing",
             *HYGIENE_CHECKS)
 REQUIRES = ("any", "bootstrap.sh", "nodeadm")
-BOOTSTRAP_PATH = "/etc/eks/bootstrap.sh"
 NODEADM_PATH = "/usr/bin/nodeadm"
 NODEADM_INTERNAL_PATH = "/usr/bin/nodeadm-internal"
 NODEADM_UNITS = ("nodeadm-config.service", "nodeadm-run.service")
@@ -549,10 +549,6 @@ def _bootstrap_check(b: BootstrapInfo, judged: bool) -> Check:
                  links=tuple(b.links), value=b.sha256, detail=b.detail)
 
 
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
-
-
 def _validate(require: str, cluster_version: str | None) -> None:
     if require not in REQUIRES:
         raise InputError(f"--require must be one of {', '.join(REQUIRES)}, got {require!r}")
@@ -612,7 +608,7 @@ def verify_disk(disk: Disk, require: str = "any", *, source: dict[str, Any] | No
         verdict=verdict, mechanism=mechanism, require=require, os=os_info, bootstrap=boot,
         nodeadm=nodeadm, kubelet=kubelet_bin is not None or runtime[0].status == "ok",
         source=src, bytes_read=disk.bytes_read,
-        seconds=round(time.perf_counter() - t0, 4), checked_at=_now(), notes=notes,
+        seconds=round(time.perf_counter() - t0, 4), checked_at=now_iso(), notes=notes,
         api_calls=getattr(disk, "api_calls", None), kubelet_version=kv,
         cluster_version=cluster_version, strict=strict, checks=checks)
     log.debug("verify %s: %s", src, verdict)

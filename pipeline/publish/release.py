@@ -33,7 +33,6 @@ import difflib
 import functools
 import hashlib
 import logging
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +47,7 @@ from pipeline.publish import user_data as ud
 from pipeline.aws.clients import Clients, error_code
 from pipeline.core.config import LaunchTemplateSettings, Settings
 from pipeline.core.inputs import MiB, read_text
+from pipeline.core.naming import is_ami_id
 from pipeline.publish.gate import gate_publication, move_pointers, point_channel
 from pipeline.core.errors import (AwsCallError, ImageReadError, InputError, LintError,
                                   VerificationFailed)
@@ -75,7 +75,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MANAGED_BY = "eks-ami-pipeline"
-_AMI_RE = re.compile(r"^ami-[0-9a-f]{8}([0-9a-f]{9})?$")
 
 
 # --------------------------------------------------------------------------- records
@@ -257,7 +256,7 @@ class DiffResult:
 
 def describe_image(ec2: Any, ami_id: str) -> ImageInfo:
     """One DescribeImages call; InputError when the AMI does not exist here."""
-    if not _AMI_RE.match(ami_id or ""):
+    if not is_ami_id(ami_id):
         raise InputError(f"--ami {ami_id!r}: expected an AMI id such as ami-0123456789abcdef0")
     try:
         images = ec2.describe_images(ImageIds=[ami_id]).get("Images", [])
@@ -595,7 +594,7 @@ def promote(settings: Settings, clients: Clients, template: str, version: int | 
     current = _pick(found, "$Default")
     if target is None or current is None:
         raise InputError(f"launch template {template}: version {version} not found")
-    if target.image_id and _AMI_RE.match(target.image_id):
+    if target.image_id and is_ami_id(target.image_id):
         blocked = describe_image(ec2, target.image_id).blocked
         if blocked:
             raise InputError(f"launch template {template} version {target.version} launches "
@@ -610,7 +609,7 @@ def promote(settings: Settings, clients: Clients, template: str, version: int | 
                        functools.partial(_restore_default, ec2, target.template_id,
                                          current.version))
             lt_mod.set_default_version(ec2, target.template_id, target.version)
-        if ch and image_name and target.image_id and _AMI_RE.match(target.image_id):
+        if ch and image_name and target.image_id and is_ami_id(target.image_id):
             pointer = point_channel(settings, clients, target.image_id, ch,  # every region
                                     image_name=image_name, region=region, tx=tx)[0].name
         tx.commit()
@@ -647,7 +646,7 @@ def rollback(settings: Settings, clients: Clients, template: str, channel: str |
                    functools.partial(_restore_default, ec2, target.template_id,
                                      current.version))
         lt_mod.set_default_version(ec2, target.template_id, target.version)
-        if ch and image_name and target.image_id and _AMI_RE.match(target.image_id):
+        if ch and image_name and target.image_id and is_ami_id(target.image_id):
             previous_ptr = get_pointer(clients, settings.ssm_prefix, image_name, ch, region=region)
             pointer = point_channel(settings, clients, target.image_id, ch,  # every region
                                     image_name=image_name, region=region, tx=tx)[0].name

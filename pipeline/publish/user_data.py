@@ -35,6 +35,7 @@ from pipeline.aws.templates import decode_user_data
 from pipeline.core.config import (ClusterSettings, Settings, UserDataSettings, ca_problem,
                                   dns_problem, endpoint_problem)
 from pipeline.core.errors import ConfigError, LintError
+from pipeline.core.naming import BOOTSTRAP_PATH
 from pipeline.publish import bootstrap_sh, nodeadm
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,6 @@ NODEADM_MIGRATION_HINT = ("this AMI boots with nodeadm and its /etc/eks/bootstra
                           "stub that exits 1; migrate the user data to a NodeConfig "
                           "(https://awslabs.github.io/amazon-eks-ami/nodeadm/) or render it "
                           "without --user-data-file")
-BOOTSTRAP_PATH = "/etc/eks/bootstrap.sh"
 NODECONFIG_API_VERSION = "node.eks.aws/v1alpha1"
 NODECONFIG_CONTENT_TYPE = "application/node.eks.aws"
 SHELL_CONTENT_TYPE = "text/x-shellscript"

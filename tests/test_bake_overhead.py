@@ -97,7 +97,7 @@ def test_validate_failure_still_stops_the_bake_before_packer_build(emulator, cli
     plan.write_variables()
     before = _owned(clients)
 
-    with pytest.raises(PackerBuildFailed, match="packer validate"):
+    with pytest.raises(InputError, match="packer validate"):   # exit 2: nothing was built
         B.run_plan(settings, clients, plan)
 
     assert plan.base_checked            # the base check ran alongside and passed

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import time
 
-from pipeline.aws.clients import Clients, call, error_code
+from pipeline.aws.clients import Clients, call
+from pipeline.aws.images import root_mapping
 from pipeline.aws.snapshot_read import open_snapshot
 from pipeline.core import tags as T
 from pipeline.core.errors import AwsCallError, ImageReadError, InputError
@@ -20,29 +21,21 @@ __all__ = ["verify_ami"]
 
 def _root_snapshot(clients: Clients, ami_id: str, region: str | None) -> tuple[str, str]:
     """``(snapshot_id, root device name)`` of the AMI's root device mapping."""
-    
     ec2 = clients.client("ec2", region=region)
     try:
         images = call(ec2.describe_images, what=f"describe AMI {ami_id}",
                       ImageIds=[ami_id])["Images"]
     except AwsCallError as err:
-        code = error_code(err.__cause__) if err.__cause__ is not None else ""
-        if code.startswith("InvalidAMIID"):
+        if err.code.startswith("InvalidAMIID"):
             raise ImageReadError(f"AMI {ami_id} not found in {region or clients.region}; "
                                  "check the id and the region") from err
         raise
     if not images:
         raise ImageReadError(f"AMI {ami_id} not found; check the id and the region")
-    image = images[0]
-    root = image.get("RootDeviceName")
-    mappings = [m for m in image.get("BlockDeviceMappings", [])
-                if m.get("Ebs", {}).get("SnapshotId")]
-    chosen = next((m for m in mappings if m.get("DeviceName") == root), None)
-    if chosen is None and mappings:
-        chosen = mappings[0]
-    if chosen is None:
+    root = root_mapping(images[0])
+    if root is None:
         raise ImageReadError(f"AMI {ami_id} has no EBS snapshot in its block device mappings")
-    return chosen["Ebs"]["SnapshotId"], chosen.get("DeviceName", "")
+    return root
 
 
 def verify_ami(clients: Clients, ami_id: str, require: str = "any", tag: bool = True,

@@ -1,0 +1,24 @@
+"""pipeline.aws.images: the snapshots of an AMI, read from a DescribeImages answer."""
+from __future__ import annotations
+
+from pipeline.aws.images import root_mapping, snapshots_of
+
+IMAGE = {"ImageId": "ami-0123456789abcdef0", "RootDeviceName": "/dev/xvda",
+         "BlockDeviceMappings": [
+             {"DeviceName": "/dev/sdb", "Ebs": {"SnapshotId": "snap-0000000000000000b"}},
+             {"DeviceName": "/dev/sdc", "VirtualName": "ephemeral0"},
+             {"DeviceName": "/dev/sdd", "Ebs": None},
+             {"DeviceName": "/dev/xvda", "Ebs": {"SnapshotId": "snap-0000000000000000a"}}]}
+
+
+def test_snapshots_of_keeps_mapping_order_and_skips_non_ebs() -> None:
+    assert snapshots_of(IMAGE) == ["snap-0000000000000000b", "snap-0000000000000000a"]
+    assert snapshots_of(None) == []
+    assert snapshots_of({"ImageId": "ami-12c6146b"}) == []
+
+
+def test_root_mapping_prefers_the_root_device() -> None:
+    assert root_mapping(IMAGE) == ("snap-0000000000000000a", "/dev/xvda")
+    other = {**IMAGE, "RootDeviceName": "/dev/sda1"}
+    assert root_mapping(other) == ("snap-0000000000000000b", "/dev/sdb")
+    assert root_mapping({"BlockDeviceMappings": [{"DeviceName": "/dev/sdc"}]}) is None

@@ -39,7 +39,7 @@ from pipeline.core.errors import InputError, LintError
 from pipeline.publish import crd_schema as _crd
 
 __all__ = ["VERSIONS", "Manifest", "StagedManifests", "render_manifests", "validate",
-           "stage_manifests", "write_manifests", "crd_schema"]
+           "stage_manifests", "write_manifests", "crd_schema", "taint_object"]
 
 VERSIONS = ("v1", "v1alpha5")
 _CRD_DIR = Path(__file__).resolve().parents[1] / "data" / "karpenter-crds"
@@ -211,17 +211,19 @@ def write_manifests(manifests: list[Manifest], output_dir: Path) -> list[Path]:
 # --------------------------------------------------------------------------- builders
 
 
+def taint_object(text: str) -> dict[str, str]:
+    """A kubelet taint (``key=value:Effect`` or ``key:Effect``) as a Kubernetes taint."""
+    kv, _, effect = text.rpartition(":")
+    key, _, value = kv.partition("=")
+    taint = {"key": key, "effect": effect}
+    if value:
+        taint["value"] = value
+    return taint
+
+
 def _taints(template: LaunchTemplateSettings) -> list[dict[str, str]]:
-    """``key=value:Effect`` / ``key:Effect`` strings to Kubernetes taint objects."""
-    out = []
-    for t in template.user_data.taints:
-        kv, _, effect = t.rpartition(":")
-        key, _, value = kv.partition("=")
-        taint = {"key": key, "effect": effect}
-        if value:
-            taint["value"] = value
-        out.append(taint)
-    return out
+    """The template's configured taints as Kubernetes taint objects."""
+    return [taint_object(t) for t in template.user_data.taints]
 
 
 def _provisioner(name: str, template: LaunchTemplateSettings) -> Manifest:

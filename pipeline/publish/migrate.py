@@ -363,13 +363,7 @@ def _kubelet_args(value: str, kubelet: dict[str, Any], labels: dict[str, str],
                 if eq:
                     labels[k] = v
         elif key == "--register-with-taints":
-            for t in val.strip('"').split(","):
-                kv, _, effect = t.rpartition(":")
-                k, _, v = kv.partition("=")
-                taint = {"key": k, "effect": effect}
-                if v:
-                    taint["value"] = v
-                taints.append(taint)
+            taints.extend(kp.taint_object(t) for t in val.strip('"').split(","))
         elif key == "--max-pods" and val.isdigit():
             kubelet["maxPods"] = int(val)
         else:

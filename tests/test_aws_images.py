@@ -22,3 +22,22 @@ def test_root_mapping_prefers_the_root_device() -> None:
     other = {**IMAGE, "RootDeviceName": "/dev/sda1"}
     assert root_mapping(other) == ("snap-0000000000000000b", "/dev/sdb")
     assert root_mapping({"BlockDeviceMappings": [{"DeviceName": "/dev/sdc"}]}) is None
+
+
+def test_resolve_ssm_image_ids_in_one_place(emulator, clients) -> None:
+    from pipeline.aws.ssm import ImageIdResolver, ssm_reference
+
+    ssm = clients.client("ssm")
+    ssm.put_parameter(Name="/golden/eks", Value="ami-0123456789abcdef0", Type="String",
+                      DataType="aws:ec2:image")
+    assert ssm_reference("ami-0123456789abcdef0") is None
+    assert ssm_reference("resolve:ssm:/golden/eks") == "/golden/eks"
+    assert ssm_reference("resolve:ssm:arn:aws:ssm:us-east-1:123456789012:parameter/golden/eks") \
+        == "/golden/eks"
+    resolve = ImageIdResolver(ssm)
+    assert resolve("resolve:ssm:/golden/eks") == "ami-0123456789abcdef0"
+    assert resolve("resolve:ssm:arn:aws:ssm:us-east-1:123456789012:parameter/golden/eks") \
+        == "ami-0123456789abcdef0"
+    assert resolve("resolve:ssm:/no/such/parameter") is None
+    assert resolve("ami-12c6146b") == "ami-12c6146b"
+    assert resolve(None) is None

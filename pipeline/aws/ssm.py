@@ -7,17 +7,24 @@ Each call takes an optional ``region``: pointers live in every region an image i
 """
 from __future__ import annotations
 
+import logging
 import re
 from datetime import datetime
 from dataclasses import dataclass
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from pipeline.aws.clients import Clients, call, error_code
 from pipeline.core.errors import AwsCallError, InputError
 
-__all__ = ["Pointer", "pointer_name", "put_pointer", "get_pointer", "list_pointers"]
+__all__ = ["Pointer", "pointer_name", "put_pointer", "get_pointer", "list_pointers",
+           "RESOLVE_SSM", "ssm_reference", "ImageIdResolver"]
+
+log = logging.getLogger(__name__)
+
+#: The ``ImageId`` prefix of a launch template that reads its AMI from SSM at launch.
+RESOLVE_SSM = "resolve:ssm:"
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -86,9 +93,46 @@ def list_pointers(clients: Clients, prefix: str, region: str | None = None) -> l
     return sorted(out, key=lambda p: p.name)
 
 
+def ssm_reference(image_id: str | None) -> str | None:
+    """The parameter a ``resolve:ssm:NAME[:version|:label]`` image id reads (its ARN form
+    turned into the name), or None for a plain AMI id."""
+    if not image_id or not image_id.startswith(RESOLVE_SSM):
+        return None
+    name = image_id[len(RESOLVE_SSM):]
+    if name.startswith("arn:"):
+        name = "/" + name.split(":parameter/", 1)[-1]
+    return name
+
+
+class ImageIdResolver:
+    """A launch template ``ImageId`` to the AMI id it launches now: plain ids unchanged,
+    ``resolve:ssm:`` ids through one GetParameter per parameter (cached), None when the
+    parameter does not resolve (logged)."""
+
+    def __init__(self, ssm: Any) -> None:
+        self._ssm = ssm
+        self._cache: dict[str, str | None] = {}
+
+    def __call__(self, image_id: str | None) -> str | None:
+        name = ssm_reference(image_id)
+        if name is None:
+            return image_id
+        if name not in self._cache:
+            try:
+                value = self._ssm.get_parameter(Name=name)["Parameter"]["Value"]
+                self._cache[name] = str(value)
+            except (ClientError, BotoCoreError) as err:
+                log.info("launch template image %s does not resolve: %s", image_id,
+                         error_code(err) or err)
+                self._cache[name] = None
+        return self._cache[name]
+
+
 def _refused(err: ClientError, what: str) -> AwsCallError:
     e = err.response.get("Error", {})
-    return AwsCallError(f"AWS refused {what}: {e.get('Code')}: {e.get('Message')}")
+    return AwsCallError(f"AWS refused {what}: {e.get('Code')}: {e.get('Message')}",
+                        code=str(e.get("Code") or ""),
+                        operation=str(getattr(err, "operation_name", "") or ""))
 
 
 def _from_param(param: dict[str, Any], prefix: str, region: str) -> Pointer | None:

@@ -33,6 +33,7 @@ from typing import Any
 
 from pipeline.aws import templates as lt_mod
 from pipeline.aws.clients import Clients
+from pipeline.aws.ssm import RESOLVE_SSM
 from pipeline.core.config import LaunchTemplateSettings, Settings
 from pipeline.core.errors import InputError, LintError
 from pipeline.publish import bootstrap_sh
@@ -139,30 +140,57 @@ def nodeclass_from_template_data(
     spec: dict[str, Any] = {}
     discovery = {"karpenter.sh/discovery": cluster.name}
 
+    spec["amiSelectorTerms"] = _ami_terms(settings, data, configured, ami_selector,
+                                          not_carried, notes)
+    spec["subnetSelectorTerms"] = [{"tags": discovery}]
+    notes.append(f"subnetSelectorTerms select subnets tagged karpenter.sh/discovery={cluster.name}")
+    _network_and_profile(data, cluster.name, spec, notes)
+    not_carried += _instance_options(data, spec)
+
+    family, user_data, kubelet, pool_meta, taints, ud_lost = _user_data(
+        ud.decode(data.get("UserData")), cluster.cluster_dns_ip)
+    spec = {"amiFamily": family, **spec}
+    if user_data:
+        spec["userData"] = user_data
+    if kubelet:
+        spec["kubelet"] = kubelet
+    not_carried += ud_lost
+    nodeclass = {"apiVersion": "karpenter.k8s.aws/v1", "kind": "EC2NodeClass",
+                 "metadata": {"name": name}, "spec": spec}
+    return nodeclass, _nodepool(name, taints, pool_meta, not_carried), not_carried, notes
+
+
+def _ami_terms(settings: Settings, data: dict[str, Any],
+               configured: LaunchTemplateSettings | None, ami_selector: str | None,
+               not_carried: list[str], notes: list[str]) -> list[dict[str, Any]]:
+    """``amiSelectorTerms`` for the version's ImageId (an SSM reference, a configured
+    template's channel, else the AMI id pinned)."""
     image = data.get("ImageId")
     if not image:
         raise InputError("the launch template version has no ImageId; an EC2NodeClass needs an "
                          "AMI selector (migrate a version that names the AMI)")
-    if str(image).startswith("resolve:ssm:"):
-        param = str(image)[len("resolve:ssm:"):]
+    if str(image).startswith(RESOLVE_SSM):
+        param = str(image)[len(RESOLVE_SSM):]
         name_part, sep, suffix = param.rpartition(":")
         if sep and not param.startswith("arn:") and name_part:
             not_carried.append(f"ImageId version/label :{suffix}: ssmParameter takes the "
                                "parameter name only (the newest version is used)")
             param = name_part
-        terms = [{"ssmParameter": param}]
-    elif configured is not None and configured.image:
+        return [{"ssmParameter": param}]
+    if configured is not None and configured.image:
         terms, note = kp.ami_selector_terms(settings, configured, str(image),
                                             ami_selector or settings.karpenter.ami_selector)
         notes.append(note)
-    else:
-        terms = [{"id": str(image)}]
-        notes.append(f"amiSelectorTerms pin {image} (the template is not configured, so no "
-                     "channel pointer is known); configure it to follow a channel")
-    spec["amiSelectorTerms"] = terms
-    spec["subnetSelectorTerms"] = [{"tags": discovery}]
-    notes.append(f"subnetSelectorTerms select subnets tagged karpenter.sh/discovery={cluster.name}")
+        return terms
+    notes.append(f"amiSelectorTerms pin {image} (the template is not configured, so no "
+                 "channel pointer is known); configure it to follow a channel")
+    return [{"id": str(image)}]
 
+
+def _network_and_profile(data: dict[str, Any], cluster: str, spec: dict[str, Any],
+                         notes: list[str]) -> None:
+    """Security group selector terms and the instance profile (or role) into ``spec``."""
+    discovery = {"karpenter.sh/discovery": cluster}
     if data.get("SecurityGroupIds"):
         spec["securityGroupSelectorTerms"] = [{"id": g} for g in data["SecurityGroupIds"]]
     elif data.get("SecurityGroups"):
@@ -170,7 +198,7 @@ def nodeclass_from_template_data(
     else:
         spec["securityGroupSelectorTerms"] = [{"tags": discovery}]
         notes.append("the template names no security groups: selecting groups tagged "
-                     f"karpenter.sh/discovery={cluster.name}")
+                     f"karpenter.sh/discovery={cluster}")
 
     profile = data.get("IamInstanceProfile") or {}
     if profile.get("Name"):
@@ -178,10 +206,15 @@ def nodeclass_from_template_data(
     elif profile.get("Arn"):
         spec["instanceProfile"] = str(profile["Arn"]).rsplit("/", 1)[-1]
     else:
-        spec["role"] = f"KarpenterNodeRole-{cluster.name}"
-        notes.append(f"the template has no instance profile: role KarpenterNodeRole-{cluster.name} "
+        spec["role"] = f"KarpenterNodeRole-{cluster}"
+        notes.append(f"the template has no instance profile: role KarpenterNodeRole-{cluster} "
                      "(Karpenter makes the profile)")
 
+
+def _instance_options(data: dict[str, Any], spec: dict[str, Any]) -> list[str]:
+    """Block devices, metadata options, monitoring and tags into ``spec``; returns what
+    is not carried over."""
+    not_carried: list[str] = []
     bdms, bdm_lost = _block_devices(data.get("BlockDeviceMappings") or [])
     if bdms:
         spec["blockDeviceMappings"] = bdms
@@ -198,18 +231,13 @@ def nodeclass_from_template_data(
     tags, tag_lost = _tags(data.get("TagSpecifications") or [])
     if tags:
         spec["tags"] = tags
-    not_carried += tag_lost
+    return not_carried + tag_lost
 
-    family, user_data, kubelet, pool_meta, taints, ud_lost = _user_data(
-        ud.decode(data.get("UserData")), cluster.cluster_dns_ip)
-    spec = {"amiFamily": family, **spec}
-    if user_data:
-        spec["userData"] = user_data
-    if kubelet:
-        spec["kubelet"] = kubelet
-    not_carried += ud_lost
-    nodeclass = {"apiVersion": "karpenter.k8s.aws/v1", "kind": "EC2NodeClass",
-                 "metadata": {"name": name}, "spec": spec}
+
+def _nodepool(name: str, taints: list[dict[str, str]], pool_meta: dict[str, str],
+              not_carried: list[str]) -> dict[str, Any]:
+    """The NodePool that uses the EC2NodeClass ``name`` (restricted labels dropped, said
+    in ``not_carried``)."""
     tmpl_spec: dict[str, Any] = {
         "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": name},
         "requirements": [{"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]}],
@@ -222,9 +250,8 @@ def nodeclass_from_template_data(
                            "(Karpenter sets its own; the NodePool refuses it)")
     if pool_meta:
         template["metadata"] = {"labels": pool_meta}
-    nodepool = {"apiVersion": "karpenter.sh/v1", "kind": "NodePool", "metadata": {"name": name},
-                "spec": {"template": template}}
-    return nodeclass, nodepool, not_carried, notes
+    return {"apiVersion": "karpenter.sh/v1", "kind": "NodePool", "metadata": {"name": name},
+            "spec": {"template": template}}
 
 
 def _restricted_label(key: str) -> bool:

@@ -35,7 +35,7 @@ import re
 import yaml
 
 from pipeline.publish import user_data as ud
-from pipeline.core.config import LaunchTemplateSettings, Settings
+from pipeline.core.config import ClusterSettings, LaunchTemplateSettings, Settings
 from pipeline.core.errors import ConfigError, InputError
 
 __all__ = ["StackResult", "MANAGED_POLICIES", "build_stack", "render_stack"]
@@ -106,9 +106,35 @@ def build_stack(settings: Settings, template: str | None = None, *,
     lts = ([settings.launch_template(template)] if template is not None
            else list(settings.launch_templates))
     single = len(lts) == 1
+    parameters: dict[str, Any] = {}
+    resources, outputs = _node_role(cluster.name, access_entry)
+    mechanisms: list[str] = []
+    profiles: dict[str, str] = {}          # instance profile name -> logical id
+    for lt in lts:
+        mechanism = _mechanism(settings, lt)
+        if mechanism not in mechanisms:
+            mechanisms.append(mechanism)
+        _add_launch_template(cluster, lt, mechanism, "" if single else _suffix(lt.name),
+                             profiles, parameters, resources, outputs)
+    names = ", ".join(lt.name for lt in lts)
+    doc: dict[str, Any] = {
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Description": f"EKS nodes for cluster {cluster.name}: node role"
+                       f"{', its EC2_LINUX access entry' if access_entry else ''}, instance "
+                       f"profile and launch template{'' if single else 's'} {names} "
+                       "(eks-ami-pipeline); needs --capabilities CAPABILITY_NAMED_IAM",
+        "Parameters": parameters,
+        "Resources": resources,
+        "Outputs": outputs,
+    }
+    return doc, ",".join(mechanisms)
+
+
+def _node_role(cluster: str, access_entry: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(resources, outputs) of the node role and, with ``access_entry``, its EKS access
+    entry."""
     policy_arns = [{"Fn::Sub": f"arn:${{AWS::Partition}}:iam::aws:policy/{p}"}
                    for p in MANAGED_POLICIES]
-    parameters: dict[str, Any] = {}
     resources: dict[str, Any] = {
         "NodeRole": {
             "Type": "AWS::IAM::Role",
@@ -133,77 +159,66 @@ def build_stack(settings: Settings, template: str | None = None, *,
     if access_entry:
         resources["NodeAccessEntry"] = {
             "Type": "AWS::EKS::AccessEntry",
-            "Properties": {"ClusterName": cluster.name,
+            "Properties": {"ClusterName": cluster,
                            "PrincipalArn": {"Fn::GetAtt": ["NodeRole", "Arn"]},
                            "Type": "EC2_LINUX"},
         }
-    mechanisms: list[str] = []
-    profiles: dict[str, str] = {}          # instance profile name -> logical id
-    for lt in lts:
-        sfx = "" if single else _suffix(lt.name)
-        mechanism = _mechanism(settings, lt)
-        if mechanism not in mechanisms:
-            mechanisms.append(mechanism)
-        text = ud.render_for(cluster, lt.user_data, mechanism).text
-        ud.check(text, mechanism=mechanism, cluster=cluster,
-                 what=f"stack user data ({lt.name})" if not single else "stack user data")
-        profile_name = lt.instance_profile or f"{lt.name}-node"
-        profile_id = profiles.get(profile_name)
-        if profile_id is None:
-            profile_id = f"NodeInstanceProfile{sfx}"
-            profiles[profile_name] = profile_id
-            resources[profile_id] = {
-                "Type": "AWS::IAM::InstanceProfile",
-                "Properties": {"InstanceProfileName": profile_name, "Path": "/",
-                               "Roles": [{"Ref": "NodeRole"}]},
-            }
-            outputs[f"NodeInstanceProfileArn{sfx}"] = {
-                "Value": {"Fn::GetAtt": [profile_id, "Arn"]}}
-        image_param, sg_param_id = f"ImageId{sfx}", f"SecurityGroupIds{sfx}"
-        lt_id = f"NodeLaunchTemplate{sfx}"
-        lt_data: dict[str, Any] = {
-            "ImageId": {"Ref": image_param},
-            "IamInstanceProfile": {"Arn": {"Fn::GetAtt": [profile_id, "Arn"]}},
-            "SecurityGroupIds": {"Ref": sg_param_id},
-            "UserData": {"Fn::Base64": text},
-            "MetadataOptions": {"HttpTokens": "required", "HttpPutResponseHopLimit": 2,
-                                "HttpEndpoint": "enabled"},
-            "BlockDeviceMappings": [{"DeviceName": _ROOT_DEVICE,
-                                     "Ebs": {"Encrypted": True, "VolumeType": "gp3",
-                                             "VolumeSize": 20, "DeleteOnTermination": True}}],
-            "TagSpecifications": [{"ResourceType": "instance", "Tags": [
-                {"Key": f"kubernetes.io/cluster/{cluster.name}", "Value": "owned"}]}],
+    return resources, outputs
+
+
+def _add_launch_template(cluster: ClusterSettings, lt: LaunchTemplateSettings, mechanism: str,
+                         sfx: str, profiles: dict[str, str], parameters: dict[str, Any],
+                         resources: dict[str, Any], outputs: dict[str, Any]) -> None:
+    """One configured launch template's instance profile (shared by name), parameters,
+    launch template resource and outputs; ``sfx`` suffixes the logical ids ('' for one)."""
+    text = ud.render_for(cluster, lt.user_data, mechanism).text
+    ud.check(text, mechanism=mechanism, cluster=cluster,
+             what=f"stack user data ({lt.name})" if sfx else "stack user data")
+    profile_name = lt.instance_profile or f"{lt.name}-node"
+    profile_id = profiles.get(profile_name)
+    if profile_id is None:
+        profile_id = f"NodeInstanceProfile{sfx}"
+        profiles[profile_name] = profile_id
+        resources[profile_id] = {
+            "Type": "AWS::IAM::InstanceProfile",
+            "Properties": {"InstanceProfileName": profile_name, "Path": "/",
+                           "Roles": [{"Ref": "NodeRole"}]},
         }
-        sg_param: dict[str, Any] = {
-            "Type": "List<AWS::EC2::SecurityGroup::Id>",
-            "Description": f"Node security groups of {lt.name}: egress TCP 443 and TCP/UDP 53 "
-                           "at least",
-        }
-        if lt.security_group_ids:
-            sg_param["Default"] = ",".join(lt.security_group_ids)
-        parameters[image_param] = {
-            "Type": "AWS::EC2::Image::Id",
-            "Description": f"A verified EKS node AMI for {lt.name} (invoke verify --ami)"}
-        parameters[sg_param_id] = sg_param
-        resources[lt_id] = {
-            "Type": "AWS::EC2::LaunchTemplate",
-            "Properties": {"LaunchTemplateName": lt.name, "LaunchTemplateData": lt_data},
-        }
-        outputs[f"LaunchTemplateId{sfx}"] = {"Value": {"Ref": lt_id}}
-        outputs[f"LaunchTemplateLatestVersion{sfx}"] = {
-            "Value": {"Fn::GetAtt": [lt_id, "LatestVersionNumber"]}}
-    names = ", ".join(lt.name for lt in lts)
-    doc: dict[str, Any] = {
-        "AWSTemplateFormatVersion": "2010-09-09",
-        "Description": f"EKS nodes for cluster {cluster.name}: node role"
-                       f"{', its EC2_LINUX access entry' if access_entry else ''}, instance "
-                       f"profile and launch template{'' if single else 's'} {names} "
-                       "(eks-ami-pipeline); needs --capabilities CAPABILITY_NAMED_IAM",
-        "Parameters": parameters,
-        "Resources": resources,
-        "Outputs": outputs,
+        outputs[f"NodeInstanceProfileArn{sfx}"] = {
+            "Value": {"Fn::GetAtt": [profile_id, "Arn"]}}
+    image_param, sg_param_id = f"ImageId{sfx}", f"SecurityGroupIds{sfx}"
+    lt_id = f"NodeLaunchTemplate{sfx}"
+    lt_data: dict[str, Any] = {
+        "ImageId": {"Ref": image_param},
+        "IamInstanceProfile": {"Arn": {"Fn::GetAtt": [profile_id, "Arn"]}},
+        "SecurityGroupIds": {"Ref": sg_param_id},
+        "UserData": {"Fn::Base64": text},
+        "MetadataOptions": {"HttpTokens": "required", "HttpPutResponseHopLimit": 2,
+                            "HttpEndpoint": "enabled"},
+        "BlockDeviceMappings": [{"DeviceName": _ROOT_DEVICE,
+                                 "Ebs": {"Encrypted": True, "VolumeType": "gp3",
+                                         "VolumeSize": 20, "DeleteOnTermination": True}}],
+        "TagSpecifications": [{"ResourceType": "instance", "Tags": [
+            {"Key": f"kubernetes.io/cluster/{cluster.name}", "Value": "owned"}]}],
     }
-    return doc, ",".join(mechanisms)
+    sg_param: dict[str, Any] = {
+        "Type": "List<AWS::EC2::SecurityGroup::Id>",
+        "Description": f"Node security groups of {lt.name}: egress TCP 443 and TCP/UDP 53 "
+                       "at least",
+    }
+    if lt.security_group_ids:
+        sg_param["Default"] = ",".join(lt.security_group_ids)
+    parameters[image_param] = {
+        "Type": "AWS::EC2::Image::Id",
+        "Description": f"A verified EKS node AMI for {lt.name} (invoke verify --ami)"}
+    parameters[sg_param_id] = sg_param
+    resources[lt_id] = {
+        "Type": "AWS::EC2::LaunchTemplate",
+        "Properties": {"LaunchTemplateName": lt.name, "LaunchTemplateData": lt_data},
+    }
+    outputs[f"LaunchTemplateId{sfx}"] = {"Value": {"Ref": lt_id}}
+    outputs[f"LaunchTemplateLatestVersion{sfx}"] = {
+        "Value": {"Fn::GetAtt": [lt_id, "LatestVersionNumber"]}}
 
 
 def render_stack(settings: Settings, output: str | None = None,

@@ -127,7 +127,7 @@ def test_dry_run_plans_without_touching(tmp_path: Path, endpoint: str, clients: 
 
 
 def test_apply_keeps_every_referenced_ami_and_deletes_the_rest(
-        tmp_path: Path, endpoint: str, clients: Any, world: dict[str, str]) -> None:
+        realistic_emulator: Any, tmp_path: Path, endpoint: str, clients: Any, world: dict[str, str]) -> None:
     ec2 = clients.client("ec2")
     doomed_snaps = _snapshots(ec2, world["D"]) + _snapshots(ec2, world["E"])
     kept_snaps = _snapshots(ec2, world["A"])
@@ -221,3 +221,62 @@ def test_each_region_keeps_what_its_own_templates_use(tmp_path: Path, endpoint: 
     assert plan[(REGION, old_east)] == "deregister"
     assert plan[(west, old_west)] == "keep"
     assert west_ec2.describe_images(ImageIds=[old_west])["Images"]
+
+
+def test_a_protected_ami_is_kept_and_never_deregistered(tmp_path: Path, endpoint: str,
+                                                        clients: Any) -> None:
+    """DeregistrationProtection (DescribeImages) keeps an AMI beyond retention; prune reports
+    it and does not try DeregisterImage (the emulator would refuse: OperationNotPermitted)."""
+    ec2 = clients.client("ec2")
+    guarded, doomed = _ami(ec2, "guard", 40), _ami(ec2, "doomed", 39)
+    _ami(ec2, "new", 1)
+    ec2.enable_image_deregistration_protection(ImageId=guarded, WithCooldown=True)
+    snaps = _snapshots(ec2, guarded)
+    dry = prune(_settings(tmp_path, endpoint), clients, keep=1)
+    assert _decisions(dry)[guarded] == "keep" and _decisions(dry)[doomed] == "deregister"
+    result = prune(_settings(tmp_path, endpoint), clients, keep=1, apply=True)
+    assert result.exit_code == 0, result.summary()
+    decision = {d.image_id: d for d in result.images}[guarded]
+    assert decision.action == "keep"
+    assert decision.reason == "protected against deregistration (enabled-with-cooldown)"
+    assert f"{guarded} node {_build_id('guard')}: keep - protected against deregistration " \
+        "(enabled-with-cooldown)" in result.summary()
+    assert ec2.describe_images(ImageIds=[guarded])["Images"][0]["State"] == "available"
+    left = {s["SnapshotId"] for s in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]}
+    assert set(snaps) <= left
+    assert {d.image_id: d for d in result.images}[doomed].done
+
+
+def test_deregister_deletes_associated_snapshots_and_keeps_a_shared_one(
+        tmp_path: Path, endpoint: str, clients: Any) -> None:
+    """The old AMI's own snapshot goes with it (DeleteAssociatedSnapshots: success); one the
+    newest build also maps is skipped by AWS, kept and reported."""
+    ec2 = clients.client("ec2")
+
+    def snapshot() -> str:
+        vol = ec2.create_volume(Size=1, AvailabilityZone=f"{REGION}a")["VolumeId"]
+        return str(ec2.create_snapshot(VolumeId=vol)["SnapshotId"])
+
+    def register(label: str, mappings: list[tuple[str, str]], days_old: float) -> str:
+        image_id = ec2.register_image(
+            Name=f"node-{label}", RootDeviceName="/dev/xvda",
+            BlockDeviceMappings=[{"DeviceName": d, "Ebs": {"SnapshotId": s}}
+                                 for d, s in mappings])["ImageId"]
+        ec2.create_tags(Resources=[image_id], Tags=tags.to_tag_list(
+            {tags.BUILD_ID: _build_id(label), tags.IMAGE_NAME: "node"}))
+        _backend().amis[image_id].creation_date = (
+            dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=days_old)).replace(tzinfo=None)
+        return str(image_id)
+
+    own, shared = snapshot(), snapshot()
+    old = register("old", [("/dev/xvda", own), ("/dev/xvdb", shared)], 40)
+    new = register("new", [("/dev/xvda", shared)], 1)
+    result = prune(_settings(tmp_path, endpoint), clients, keep=1, apply=True)
+    assert result.exit_code == 0, result.summary()
+    decision = {d.image_id: d for d in result.images}[old]
+    assert (decision.action, decision.done) == ("deregister", True)
+    assert decision.snapshot_ids == (own,) and decision.snapshots_kept == (shared,)
+    assert f"snapshots {shared} kept: another AMI uses them" in result.summary()
+    left = {s["SnapshotId"] for s in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]}
+    assert own not in left and shared in left
+    assert ec2.describe_images(ImageIds=[new])["Images"]

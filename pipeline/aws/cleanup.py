@@ -20,8 +20,10 @@ One rule retries a ``DependencyViolation`` (a security group still held by a
 terminating instance's interface) and one waiter waits for termination; both take
 their patience from :data:`SETTLE_SECONDS`.
 
-Results are :class:`Removal` records (``removed`` | ``gone`` | ``failed``); an AWS
-refusal of the destructive call itself is reported, not raised, so a sweep goes on.
+Results are :class:`Removal` records (``removed`` | ``gone`` | ``kept`` | ``failed``); an
+AWS refusal of the destructive call itself is reported, not raised, so a sweep goes on.
+``kept`` (with a ``note``) is an AMI the fresh describe shows protected against
+deregistration (AWS-FACTS §7: never tried), or a snapshot that another AMI still uses.
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ from functools import partial
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
 from pipeline.aws.clients import Clients, error_code
 from pipeline.core import tags as T
@@ -46,6 +48,7 @@ __all__ = [
     "release_s3_lock", "release_ssm_lock", "delete_lock_parameter", "snapshots_of",
     "security_group_ids", "open_uploads", "object_build", "existing", "image_ids_named",
     "delete_new_template_versions", "delete_new_template", "delete_pointer_if_ours",
+    "deregistration_protection", "protected_images",
 ]
 
 log = logging.getLogger(__name__)
@@ -96,8 +99,10 @@ class Removal:
     kind: str
     id: str
     region: str
-    outcome: str                     # removed | gone | failed
+    outcome: str                     # removed | gone | kept | failed
     error: str | None = None
+    #: Why a resource was ``kept`` (e.g. "protected against deregistration (enabled)").
+    note: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -276,10 +281,12 @@ def terminate_instances(clients: Clients, region: str | None, owner: Owner,
     return out + [Removal("instance", i, reg, "removed") for i in live]
 
 
-def _images(ec2: Any, ids: list[str]) -> dict[str, tuple[str | None, list[str]]]:
+def _images(ec2: Any, ids: list[str]) -> dict[str, tuple[str | None, list[str], str]]:
+    """{id: (build tag, snapshots, DeregistrationProtection)} of the AMIs still there."""
     def one(batch: list[str]) -> dict[str, Any]:
         resp = ec2.describe_images(ImageIds=batch, Owners=["self"])
-        return {i["ImageId"]: (_build_tag(i.get("Tags")), snapshots_of(i))
+        return {i["ImageId"]: (_build_tag(i.get("Tags")), snapshots_of(i),
+                               str(i.get("DeregistrationProtection") or "disabled"))
                 for i in resp.get("Images", [])}
     return _describe_each(one, ids)  # type: ignore[return-value]
 
@@ -290,32 +297,127 @@ def snapshots_of(image: Mapping[str, Any]) -> list[str]:
             if (m.get("Ebs") or {}).get("SnapshotId")]
 
 
+def deregistration_protection(image: Mapping[str, Any]) -> str | None:
+    """The AMI's protection state when it refuses DeregisterImage, else None.
+
+    ``DeregistrationProtection`` is ``disabled``, ``enabled``, ``enabled-with-cooldown`` or
+    ``disabled-until <time>`` (the cooldown after disabling still refuses)."""
+    state = str(image.get("DeregistrationProtection") or "disabled").strip()
+    return None if state in ("", "disabled") else state
+
+
+def protected_images(clients: Clients | Any, region: str | None,
+                     ids: Sequence[str]) -> dict[str, tuple[str, list[str]]]:
+    """{id: (protection state, snapshots behind it)} of the AMIs among ``ids`` that are
+    protected against deregistration (a fresh describe by id; nothing is changed)."""
+    if not ids:
+        return {}
+    found = _images(_client_of(clients, "ec2", region), list(dict.fromkeys(ids)))
+    return {i: (state, snaps) for i, (_, snaps, state) in found.items()
+            if deregistration_protection({"DeregistrationProtection": state})}
+
+
+#: DeregisterImage errors meaning "this endpoint does not know DeleteAssociatedSnapshots".
+_NO_ASSOCIATED = ("InvalidParameter", "UnknownParameter", "InvalidParameterValue",
+                  "InvalidParameterCombination")
+
+
+def _deregister_with_snapshots(ec2: Any, reg: str, image_id: str
+                               ) -> tuple[Removal, dict[str, str] | None]:
+    """DeregisterImage with ``DeleteAssociatedSnapshots=True``: (the AMI's removal,
+    {snapshot: ReturnCode}); the codes are None when the endpoint does not support the
+    parameter (then the AMI was deregistered without it, or not at all on failure)."""
+    try:
+        resp = ec2.deregister_image(ImageId=image_id, DeleteAssociatedSnapshots=True)
+    except ParamValidationError:                    # an SDK that predates the parameter
+        return _act("image", image_id, reg, ec2.deregister_image, ImageId=image_id), None
+    except (ClientError, BotoCoreError) as err:
+        if isinstance(err, ClientError) and error_code(err) in _NO_ASSOCIATED:
+            return _act("image", image_id, reg, ec2.deregister_image, ImageId=image_id), None
+        if isinstance(err, ClientError) and _not_found(err):
+            return Removal("image", image_id, reg, "gone"), None
+        msg = f"{error_code(err) or type(err).__name__}: {err}"
+        log.warning("could not remove image %s in %s: %s", image_id, reg or "-", msg)
+        return Removal("image", image_id, reg, "failed", msg), None
+    results = resp.get("DeleteSnapshotResults")
+    if results is None:                              # parameter ignored: fall back
+        return Removal("image", image_id, reg, "removed"), None
+    return Removal("image", image_id, reg, "removed"), {
+        str(r.get("SnapshotId")): str(r.get("ReturnCode") or "") for r in results}
+
+
 def deregister_images(clients: Clients, region: str | None, owner: Owner,
                       ids: Sequence[str], *, with_snapshots: bool = False) -> list[Removal]:
     """Deregister the owner's AMIs; ``with_snapshots`` also deletes the snapshots behind
-    them that are the owner's (tagged or journaled) and that no other AMI uses."""
+    them that are the owner's (tagged or journaled) and that no other AMI uses.
+
+    An AMI the fresh describe shows protected against deregistration is ``kept`` (never
+    tried). With ``with_snapshots``, when every snapshot behind an AMI is the owner's, one
+    ``DeregisterImage(DeleteAssociatedSnapshots=True)`` removes both (AWS skips snapshots
+    another AMI uses: those are ``kept``); a snapshot AWS did not delete for another
+    reason, or every snapshot when the endpoint does not support the parameter, goes the
+    explicit way (DeleteSnapshot after the same ownership and in-use checks)."""
     what = "deregistering AMIs"
     _check_owner(owner, what)
     ids = _refuse_empty(what, ids)
     ec2 = _client_of(clients, "ec2", region)
     reg = _region_of(clients, region)
     found = _images(ec2, ids)
-    _verify(owner, "image", what, {i: t for i, (t, _) in found.items()}, ids)
+    _verify(owner, "image", what, {i: t for i, (t, _, _) in found.items()}, ids)
     out = _gone("image", [i for i in ids if i not in found], reg)
+    present = [i for i in ids if i in found]
+    snaps: dict[str, str | None] = {}
+    if with_snapshots:
+        behind_all = list(dict.fromkeys(s for i in present for s in found[i][1]))
+        snaps = _snapshots(ec2, behind_all) if behind_all else {}
     behind: list[str] = []
-    for image_id in [i for i in ids if i in found]:
-        out.append(_act("image", image_id, reg, ec2.deregister_image, ImageId=image_id))
-        behind += found[image_id][1]
+    for image_id in present:
+        _, image_snaps, state = found[image_id]
+        guard = deregistration_protection({"DeregistrationProtection": state})
+        if guard:
+            note = f"protected against deregistration ({guard})"
+            log.info("AMI %s in %s kept: %s", image_id, reg or "-", note)
+            out.append(Removal("image", image_id, reg, "kept", note=note))
+            continue
+        # DeleteAssociatedSnapshots deletes every snapshot behind the AMI that no other AMI
+        # uses: only when each one is proven the owner's (or untagged: the AMI's own).
+        whole = with_snapshots and bool(image_snaps) and all(
+            s in snaps and (_owned(owner, "snapshot", s, snaps[s]) or snaps[s] is None)
+            for s in image_snaps)
+        if not whole:
+            out.append(_act("image", image_id, reg, ec2.deregister_image, ImageId=image_id))
+            behind += image_snaps
+            continue
+        removal, codes = _deregister_with_snapshots(ec2, reg, image_id)
+        out.append(removal)
+        if removal.outcome == "failed":
+            continue
+        if codes is None:
+            behind += image_snaps
+            continue
+        for sid in image_snaps:
+            code = codes.get(sid)
+            if code == "success":
+                out.append(Removal("snapshot", sid, reg, "removed"))
+            elif code == "skipped":
+                note = "used by another AMI (DeleteAssociatedSnapshots: skipped)"
+                log.info("snapshot %s stays: %s", sid, note)
+                out.append(Removal("snapshot", sid, reg, "kept", note=note))
+            else:                        # missing-permissions | internal-error | client-error
+                log.info("snapshot %s not deleted with %s (%s): deleting it explicitly",
+                         sid, image_id, code or "not reported")
+                behind.append(sid)
     if with_snapshots and behind:
-        snaps = _snapshots(ec2, list(dict.fromkeys(behind)))
-        mine = [s for s, tag in snaps.items()
-                if _owned(owner, "snapshot", s, tag) or tag is None]
+        mine = [s for s in dict.fromkeys(behind) if s in snaps
+                and (_owned(owner, "snapshot", s, snaps[s]) or snaps[s] is None)]
         # An untagged snapshot behind the owner's own AMI is the AMI's (CreateImage and
         # RegisterImage make it); one tagged for another build is never touched.
         in_use = _snapshots_in_use(ec2, mine)
         keep = [s for s in mine if s in in_use]
         if keep:
             log.info("snapshots %s stay: another AMI uses them", ", ".join(keep))
+            out += [Removal("snapshot", s, reg, "kept", note="used by another AMI")
+                    for s in keep]
         todo = [s for s in mine if s not in in_use]
         if todo:
             out += _delete_snapshots_verified(ec2, reg, Owner(owner.build_id, owner.journal

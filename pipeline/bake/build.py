@@ -891,6 +891,8 @@ def sweep_build(clients: Clients, build_id: str, *, region: str | None = None,
             rep.add(_KIND_KEYS.get(r.kind, r.kind), r.id)
         elif r.outcome == "gone":
             rep.gone.append(f"{r.kind} {r.id}")
+        elif r.outcome == "kept":        # protected AMI, or a snapshot another AMI uses
+            log.info("sweep of build %s keeps %s %s: %s", build_id, r.kind, r.id, r.note)
         else:
             rep.failed.append(f"{r.kind} {r.id}: {r.error}")
     if rep.count():

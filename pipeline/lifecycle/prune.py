@@ -15,8 +15,14 @@ candidate is never removed while it is named by:
 - an instance that is not terminated;
 - ``DescribeImageReferences`` (AWS's own reference check).
 
-Removal deregisters the AMI, then deletes the snapshots behind it that this account owns
-and no remaining AMI uses. With ``deprecate`` the AMI is only marked (``DeprecateAt``)
+An AMI protected against deregistration (``DeregistrationProtection`` in DescribeImages,
+e.g. set by ``build.protect_live_amis``) is kept and reported "protected against
+deregistration"; DeregisterImage is never tried on it (reap skips it too).
+
+Removal deregisters the AMI and deletes the snapshots behind it that this account owns
+and no remaining AMI uses, through :func:`pipeline.aws.cleanup.deregister_images`: one
+``DeregisterImage(DeleteAssociatedSnapshots=True)`` where supported (snapshots AWS skips
+because another AMI uses them are kept and reported), explicit DeleteSnapshot otherwise. With ``deprecate`` the AMI is only marked (``DeprecateAt``)
 and a later run without it removes it. Launch template versions of the configured
 templates beyond the newest ``keep`` (and older than ``older_than_days``) are deleted,
 never the default or the latest; a version that is deleted no longer protects its AMI.
@@ -80,6 +86,8 @@ class ImageDecision:
     snapshot_ids: tuple[str, ...] = ()
     done: bool = False
     error: str | None = None
+    #: Snapshots behind a deregistered AMI left in place (another AMI uses them).
+    snapshots_kept: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,8 +135,10 @@ class PruneResult:
             snaps = f" + snapshots {', '.join(d.snapshot_ids)}" if d.snapshot_ids and \
                 d.action == "deregister" else ""
             err = f": {d.error}" if d.error else ""
+            kept = f"; snapshots {', '.join(d.snapshots_kept)} kept: another AMI uses " \
+                "them" if d.snapshots_kept else ""
             lines.append(f"  {d.region} {d.image_id} {d.image_name} {d.build_id}: {verb}"
-                         f"{snaps} - {d.reason}{err}")
+                         f"{snaps} - {d.reason}{kept}{err}")
         for v in self.versions:
             if v.action == "keep":
                 continue
@@ -150,6 +160,9 @@ class ReapItem:
     reason: str
     done: bool = False
     error: str | None = None
+    #: Why it stays although its build is reaped (an AMI protected against deregistration,
+    #: a snapshot behind one); never attempted.
+    kept: str | None = None
 
 
 @dataclass(slots=True)
@@ -177,6 +190,10 @@ class ReapResult:
         mode = "applied" if self.applied else "dry run (pass --apply to act)"
         lines = [f"reap: resources of builds that did not succeed; {mode}"]
         for i in self.items:
+            if i.kept:
+                lines.append(f"  {i.region} {i.kind} {i.resource_id} ({i.build_id}): kept - "
+                             f"{i.kept}")
+                continue
             state = "removed" if i.done else ("FAILED" if i.error else "would remove")
             lines.append(f"  {i.region} {i.kind} {i.resource_id} ({i.build_id}): {state} - "
                          f"{i.reason}{': ' + i.error if i.error else ''}")
@@ -462,6 +479,11 @@ def _prune_region(settings: Settings, clients: Clients, region: str,
     own_snaps = _own_snapshots(ec2, [s for c in candidates for s in _snapshots_of(c[0])])
     for img, name, bid, stamp in candidates:
         base = (img["ImageId"], region, img.get("Name", ""), name, bid, stamp)
+        guard = cleanup.deregistration_protection(img)
+        if guard:
+            result.images.append(ImageDecision(
+                *base, "keep", f"protected against deregistration ({guard})"))
+            continue
         reasons = refs.get(img["ImageId"]) or refs.get("*")
         if reasons:
             result.images.append(ImageDecision(*base, "keep",
@@ -490,15 +512,25 @@ def _remove_image(clients: Clients, region: str, img: dict[str, Any],
             failure = _try(ec2.enable_image_deprecation, ImageId=image_id, DeprecateAt=at)
         return ImageDecision(*base, "deprecate", "unreferenced, beyond retention", (),
                              apply and not failure, failure)
-    if apply:
-        owner = cleanup.Owner(base[4], frozenset(("snapshot", s) for s in snaps))
-        failure = _first_error(lambda: cleanup.deregister_images(clients, region, owner,
-                                                                 [image_id]))
-        if not failure and snaps:
-            failure = _first_error(lambda: cleanup.delete_snapshots(clients, region, owner,
-                                                                    list(snaps)))
-    return ImageDecision(*base, "deregister", "unreferenced, beyond retention", snaps,
-                         apply and not failure, failure)
+    if not apply:
+        return ImageDecision(*base, "deregister", "unreferenced, beyond retention", snaps)
+    owner = cleanup.Owner(base[4], frozenset(("snapshot", s) for s in snaps))
+    try:
+        removals = cleanup.deregister_images(clients, region, owner, [image_id],
+                                             with_snapshots=True)
+    except (ClientError, BotoCoreError, PipelineError) as err:
+        failure = f"{error_code(err) or type(err).__name__}: {err}"
+        return ImageDecision(*base, "deregister", "unreferenced, beyond retention", snaps,
+                             False, failure)
+    mine = [r for r in removals if r.kind == "image" and r.id == image_id]
+    if mine and mine[0].outcome == "kept":         # protected since it was listed
+        return ImageDecision(*base, "keep", mine[0].note or "protected against deregistration")
+    failure = next((r.error for r in removals if not r.ok), None)
+    deleted = tuple(r.id for r in removals if r.kind == "snapshot"
+                    and r.outcome in ("removed", "gone"))
+    kept = tuple(r.id for r in removals if r.kind == "snapshot" and r.outcome == "kept")
+    return ImageDecision(*base, "deregister", "unreferenced, beyond retention",
+                         deleted, not failure, failure, kept)
 
 
 def _own_snapshots(ec2: Any, snapshot_ids: list[str]) -> set[str]:
@@ -702,9 +734,11 @@ def reap(settings: Settings, clients: Clients, apply: bool = False,
                     _status_text(bid, statuses, journal)))
             continue
         result.builds[bid] = statuses.get(bid) or (journal.state if journal else "unknown")
-        plans[bid] = resources
-        decided += [ReapItem(r.kind, r.id, r.region or "-", bid, why) for r in resources]
-        if journal is not None:
+        guarded = _protected(clients, resources)
+        plans[bid] = [r for r in resources if (r.kind, r.id) not in guarded]
+        decided += [ReapItem(r.kind, r.id, r.region or "-", bid, why,
+                             kept=guarded.get((r.kind, r.id))) for r in resources]
+        if journal is not None and not guarded:     # a kept AMI stays in its journal
             result.journals_done.append(journal.name)
 
     for bucket in buckets:
@@ -715,6 +749,26 @@ def reap(settings: Settings, clients: Clients, apply: bool = False,
         decided = _reap_apply(clients, plans, journals, resolved, decided, result)
     result.items = decided
     return result
+
+
+def _protected(clients: Clients, resources: list[cleanup.Resource]) -> dict[tuple[str, str], str]:
+    """{(kind, id): why} of the AMIs among ``resources`` protected against deregistration
+    (a fresh describe by id) and of the snapshots behind them: reap never tries those."""
+    out: dict[tuple[str, str], str] = {}
+    for region in sorted({r.region for r in resources if r.kind == "image"}):
+        ids = [r.id for r in resources if r.kind == "image" and r.region == region]
+        try:
+            found = cleanup.protected_images(clients, region or None, ids)
+        except (ClientError, BotoCoreError) as err:
+            log.warning("could not read deregistration protection of %s: %s", ids, err)
+            continue
+        for image_id, (state, snaps) in found.items():
+            out[("image", image_id)] = (f"protected against deregistration ({state}); "
+                                        "disable the protection to let reap remove it")
+            for snap in snaps:
+                out[("snapshot", snap)] = f"behind {image_id}, which is protected against " \
+                    "deregistration"
+    return out
 
 
 def _status_text(bid: str, statuses: dict[str, str], journal: Any) -> str:
@@ -867,10 +921,16 @@ def _reap_apply(clients: Clients, plans: dict[str, list[Any]], journals: dict[st
             outcome[(removal.kind, removal.id)] = removal
     out = []
     for item in decided:
+        if item.kept:
+            out.append(item)
+            continue
         r = outcome.get((item.kind, item.resource_id))
+        if r is not None and r.outcome == "kept":     # protected since it was listed
+            out.append(replace(item, kept=r.note or "kept"))
+            continue
         out.append(replace(item, done=bool(r and r.ok),
                            error=None if r and r.ok else (r.error if r else "not attempted")))
-    failed_builds = {i.build_id for i in out if i.error}
+    failed_builds = {i.build_id for i in out if i.error or i.kept}
     done_journals = []
     for name in result.journals_done:
         journal = next((j for j in journals.values() if j.name == name), None)

@@ -247,13 +247,7 @@ def wait_import(ec2: Any, task_id: str, *, timeout: float, detach: bool = False,
                 return ImportOutcome(task_id, str(image_id), tuple(_snapshot_ids(task)),
                                      time.monotonic() - t0)
             if status in _FAILED:
-                left = remove_leftovers(ec2, task, build_id)
-                raise ImportTaskFailed(
-                    f"import task {task_id} failed: AWS says {message or status!r}; likely fix: "
-                    f"{likely_fix(message)}"
-                    + (f" (removed {', '.join(left)})" if left else ""),
-                    details={"import_task_id": task_id, "status": status,
-                             "status_message": message, "removed": left})
+                raise _task_failed(ec2, task_id, task, build_id)
             if time.monotonic() - t0 + delay > timeout:
                 what = "left running (--detach)" if detach else "cancelled it"
                 if not detach:
@@ -265,19 +259,38 @@ def wait_import(ec2: Any, task_id: str, *, timeout: float, detach: bool = False,
             sleep(delay)
             delay = min(delay * 1.5, poll_max)
     except KeyboardInterrupt:
-        if detach:
-            progress.status(f"detached: import task {task_id} keeps running; follow it with "
-                            f"`aws ec2 describe-import-image-tasks --import-task-ids {task_id}`")
-        else:
-            cancel_import(ec2, task_id, "interrupted by the user (Ctrl-C)", build_id)
-            try:
-                remove_leftovers(ec2, _describe(ec2, task_id), build_id)
-            except AwsCallError as err:
-                log.warning("%s", err)
-            progress.status(f"cancelled import task {task_id} (CancelImportTask) after Ctrl-C")
+        _interrupted(ec2, task_id, detach=detach, build_id=build_id, progress=progress)
         raise
     finally:
         progress.done()
+
+
+def _task_failed(ec2: Any, task_id: str, task: dict[str, Any],
+                 build_id: str | None) -> ImportTaskFailed:
+    """The error for a task AWS ended in failure, after removing what it left."""
+    status, message = str(task.get("Status", "")), str(task.get("StatusMessage") or "")
+    left = remove_leftovers(ec2, task, build_id)
+    return ImportTaskFailed(
+        f"import task {task_id} failed: AWS says {message or status!r}; likely fix: "
+        f"{likely_fix(message)}"
+        + (f" (removed {', '.join(left)})" if left else ""),
+        details={"import_task_id": task_id, "status": status,
+                 "status_message": message, "removed": left})
+
+
+def _interrupted(ec2: Any, task_id: str, *, detach: bool, build_id: str | None,
+                 progress: Progress) -> None:
+    """Ctrl-C while following: detach (say how to follow it) or cancel and clean up."""
+    if detach:
+        progress.status(f"detached: import task {task_id} keeps running; follow it with "
+                        f"`aws ec2 describe-import-image-tasks --import-task-ids {task_id}`")
+        return
+    cancel_import(ec2, task_id, "interrupted by the user (Ctrl-C)", build_id)
+    try:
+        remove_leftovers(ec2, _describe(ec2, task_id), build_id)
+    except AwsCallError as err:
+        log.warning("%s", err)
+    progress.status(f"cancelled import task {task_id} (CancelImportTask) after Ctrl-C")
 
 
 def remove_leftovers(ec2: Any, task: dict[str, Any], build_id: str | None) -> list[str]:

@@ -99,6 +99,9 @@ def seed(clients: Any, *, ssm_prefix: str = "/eks-ami-pipeline",
     snap2 = ec2.create_snapshot(VolumeId=vol2)["SnapshotId"]
     n.add("snapshot", snap)
     n.add("snapshot", snap2)
+    # RegisterImage refuses a snapshot that is not 'completed' yet (realistic timing).
+    ec2.get_waiter("snapshot_completed").wait(
+        SnapshotIds=[snap2], WaiterConfig={"Delay": 0.1, "MaxAttempts": 100})
     ami = ec2.create_image(InstanceId=running_base, Name="neighbour-golden-image",
                            TagSpecifications=_spec("image"))["ImageId"]
     ami2 = ec2.register_image(Name="neighbour-registered", Architecture="x86_64",

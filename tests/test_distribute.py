@@ -90,8 +90,8 @@ def set_state(region: str, ami: str, state: str) -> None:
 # --------------------------------------------------------------------------- distribute
 
 
-def test_distribute_copies_tags_encrypts_and_shares_in_three_regions(settings, clients, record,
-                                                                     eu_key):
+def test_distribute_copies_tags_encrypts_and_shares_in_three_regions(realistic_emulator, settings,
+                                                                     clients, record, eu_key):
     eu_calls, west_calls = copy_calls(clients, EU), copy_calls(clients, WEST)
     out = distribute(settings, clients, record, wait_delay=0.05, timeout=10)
 
@@ -167,10 +167,21 @@ def test_kms_key_for_unconfigured_region_is_input_error(aws_settings, tmp_path, 
 def test_failed_copy_leaves_no_partial_copies(settings, clients, record):
     before = {r: snapshot_ids(clients, r) for r in (WEST, EU)}
 
-    def stuck(parsed: dict[str, Any], **_: Any) -> None:
-        set_state(EU, parsed["ImageId"], "pending")  # this copy never completes
+    stuck: list[str] = []
 
-    clients.client("ec2", region=EU).meta.events.register("after-call.ec2.CopyImage", stuck)
+    def copied(parsed: dict[str, Any], **_: Any) -> None:
+        stuck.append(parsed["ImageId"])
+
+    def still_pending(**_: Any) -> None:
+        # This copy never completes: pinned to pending before every DescribeImages, so a
+        # timing profile that would move it to available later cannot.
+        for ami in stuck:
+            if ami in ec2_backends[ACCOUNT][EU].amis:   # until the cleanup deregisters it
+                set_state(EU, ami, "pending")
+
+    eu = clients.client("ec2", region=EU)
+    eu.meta.events.register("after-call.ec2.CopyImage", copied)
+    eu.meta.events.register("before-call.ec2.DescribeImages", still_pending)
     home_only = dict(record.image_ids)
     with pytest.raises(OperationFailed, match=f"{EU}.*pending"):
         distribute(settings, clients, record, wait_delay=0.05, timeout=0.3)
@@ -311,6 +322,9 @@ def encrypted_record(clients: Clients) -> BuildRecord:
     ec2 = clients.client("ec2")
     vol = ec2.create_volume(AvailabilityZone=f"{HOME}a", Size=1, Encrypted=True)["VolumeId"]
     snap = ec2.create_snapshot(VolumeId=vol)["SnapshotId"]
+    # RegisterImage refuses a snapshot that is not 'completed' yet (realistic timing).
+    ec2.get_waiter("snapshot_completed").wait(
+        SnapshotIds=[snap], WaiterConfig={"Delay": 0.1, "MaxAttempts": 100})
     ami = ec2.register_image(
         Name="eks-node-encrypted", Architecture="x86_64", VirtualizationType="hvm",
         RootDeviceName="/dev/xvda",

@@ -41,7 +41,7 @@ def settings(tmp_path, sg):
     return settings_for(example_raw(tmp_path, sg_ids=[sg], karpenter=True), tmp_path)
 
 
-def test_create_then_decode_the_version(emulator, clients, settings, sg):
+def test_create_then_decode_the_version(emulator, realistic_emulator, clients, settings, sg):
     ami = verified_ami(emulator, clients)
     res = publish(settings, clients, PublishRequest(ami_id=ami, create=True))
     assert (res.created, res.template_created, res.version, res.default_version) == (True, True, 1, 1)

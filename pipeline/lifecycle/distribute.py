@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, cast
 
-from botocore.exceptions import ClientError, WaiterError
+from botocore.exceptions import ClientError
 
 from pipeline.core import tags as T
 from pipeline.aws.clients import Clients, call, error_code
@@ -31,7 +32,7 @@ from pipeline.core.progress import NO_PROGRESS, Progress
 from pipeline.core.records import BuildRecord
 from pipeline.aws.limits import (QUOTA_CODES, Limits, backoff_call, first_error, limits_for,
                                  per_region, region_slot)
-from pipeline.publish.gate import (WAIT_DELAY, WAIT_TIMEOUT, GateResult,
+from pipeline.publish.gate import (FIRST_POLL, WAIT_DELAY, WAIT_TIMEOUT, GateResult,
                                    PublicationGated, find_build_image, gate_publication,
                                    image_regions, move_pointers, point_channel)
 
@@ -256,17 +257,24 @@ def _copy_tags(plan: DistributionPlan, record: BuildRecord) -> dict[str, str]:
 
 def _wait_available(clients: Clients, region: str, image_id: str, *, delay: float,
                     timeout: float) -> None:
+    """Poll DescribeImages until the copy is ``available``: soon first (a small copy may
+    finish in seconds), then backing off to ``delay``; a failed copy or ``timeout`` raises."""
     ec2 = clients.client("ec2", region=region)
-    attempts = max(1, int(timeout // max(delay, 0.01)) + 1)
-    try:
-        ec2.get_waiter("image_available").wait(
-            ImageIds=[image_id], WaiterConfig={"Delay": delay, "MaxAttempts": attempts})
-    except WaiterError as err:
-        state = ((err.last_response or {}).get("Images") or [{}])[0].get("State", "unknown")
-        reason = ((err.last_response or {}).get("Images") or [{}])[0].get("StateReason", {})
-        raise OperationFailed(f"AMI {image_id} in {region} is {state!r}, not available, "
-                              f"after {timeout:.0f}s{': ' + reason.get('Message', '') if reason else ''}"
-                              "; rerun distribution later or check the copy in the console") from err
+    deadline = time.monotonic() + timeout
+    polls = 0
+    while True:
+        img = (ec2.describe_images(ImageIds=[image_id]).get("Images") or [{}])[0]
+        state = img.get("State", "unknown")
+        if state == "available":
+            return
+        if state in ("failed", "deregistered", "error", "invalid", "disabled") or \
+                time.monotonic() >= deadline:
+            reason = img.get("StateReason") or {}
+            raise OperationFailed(f"AMI {image_id} in {region} is {state!r}, not available, "
+                                  f"after {timeout:.0f}s{': ' + reason.get('Message', '') if reason else ''}"
+                                  "; rerun distribution later or check the copy in the console")
+        time.sleep(min(delay, FIRST_POLL * 2 ** polls, max(0.0, deadline - time.monotonic())))
+        polls += 1
 
 
 def _share(clients: Clients, region: str, image_id: str, snapshots: list[str],

@@ -102,6 +102,25 @@ def _home_facts(image: Any) -> tuple[str, str, str | None, str | None]:
             getattr(image, "image_name", None))
 
 
+def _target(clients: Clients, target: str | BuildRecord, image_name: str | None, home: str,
+            home_image: Any) -> tuple[str | None, str | None, dict[str, str],
+                                      tuple[str, str, str | None, str | None] | None]:
+    """(build id, image name, AMI id per region known so far, the home AMI's facts (None
+    for a build record)) of what :func:`gate_publication` is asked to gate."""
+    if isinstance(target, BuildRecord):
+        return (target.build_id, image_name or target.image_name, dict(target.image_ids),
+                None)
+    if home_image is None:
+        home_image = _image_in(clients, home, target, None)
+        if home_image is None:
+            raise InputError(f"AMI {target} does not exist in {home}; check the id "
+                             f"with `aws ec2 describe-images --region {home}`")
+    facts = _home_facts(home_image)
+    if facts[0] != target:
+        raise InputError(f"gate_publication: home_image describes {facts[0]}, not {target}")
+    return facts[2], image_name or facts[3], {home: target}, facts
+
+
 def gate_publication(settings: Settings, clients: Clients, target: str | BuildRecord, *,
                      image_name: str | None = None, region: str | None = None,
                      home_image: Any = None, wait: bool = True,
@@ -122,22 +141,7 @@ def gate_publication(settings: Settings, clients: Clients, target: str | BuildRe
     multi-region one DescribeImages per other region.
     """
     home = region or clients.region
-    build_id: str | None
-    if isinstance(target, BuildRecord):
-        build_id, image_name = target.build_id, image_name or target.image_name
-        known = dict(target.image_ids)
-        facts = None
-    else:
-        if home_image is None:
-            home_image = _image_in(clients, home, target, None)
-            if home_image is None:
-                raise InputError(f"AMI {target} does not exist in {home}; check the id "
-                                 f"with `aws ec2 describe-images --region {home}`")
-        facts = _home_facts(home_image)
-        if facts[0] != target:
-            raise InputError(f"gate_publication: home_image describes {facts[0]}, not {target}")
-        build_id, image_name = facts[2], image_name or facts[3]
-        known = {home: target}
+    build_id, image_name, known, facts = _target(clients, target, image_name, home, home_image)
     regions = [home]
     if image_name and any(i.name == image_name for i in settings.images):
         regions = image_regions(settings.image(image_name), home)

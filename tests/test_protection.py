@@ -58,3 +58,26 @@ def test_hand_set_protection_is_never_removed_and_off_means_no_calls(emulator, c
         settings.launch_templates[0].security_group_ids)), tmp_path)
     res = publish(off, clients, PublishRequest(ami_id=verified_ami(emulator, clients), create=True))
     assert res.protection == [] and _state(clients, res.image_id) == "disabled"
+
+
+def test_the_cleanup_door_keeps_a_protected_ami_without_trying(emulator, clients):
+    """The fresh describe before DeregisterImage sees the protection: ``kept`` with the
+    state (an attempt would fail with OperationNotPermitted and be reported ``failed``)."""
+    from pipeline.aws import cleanup
+
+    build = "b-20261125170000-abcdef"
+    ami = verified_ami(emulator, clients, build_id=build)
+    clients.client("ec2").enable_image_deregistration_protection(ImageId=ami)
+    out = cleanup.deregister_images(clients, None, cleanup.Owner(build), [ami],
+                                    with_snapshots=True)
+    assert out == [cleanup.Removal("image", ami, "us-east-1", "kept",
+                                   note="protected against deregistration (enabled)")]
+    assert _state(clients, ami) == "enabled"
+    assert cleanup.protected_images(clients, None, [ami])[ami][0] == "enabled"
+    clients.client("ec2").disable_image_deregistration_protection(ImageId=ami)
+    assert cleanup.protected_images(clients, None, [ami]) == {}
+    done = cleanup.deregister_images(clients, None, cleanup.Owner(build), [ami],
+                                     with_snapshots=True)
+    assert [(r.kind, r.outcome) for r in done][0] == ("image", "removed")
+    assert all(r.outcome == "removed" for r in done), done
+    assert [r.kind for r in done].count("snapshot") >= 1         # DeleteAssociatedSnapshots

@@ -214,3 +214,26 @@ def test_the_clock_moves_by_environment_too(clients: Any, endpoint: str, tmp_pat
     monkeypatch.setenv(NOW_ENV, "2030-01-02T03:04:05Z")
     assert reap_now() == dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
     assert reap_now("2031-01-01T00:00:00+00:00").year == 2031
+
+
+def test_a_protected_ami_of_a_failed_build_is_kept_with_a_report_line(
+        clients: Any, world: dict[str, Any]) -> None:
+    """Deregistration protection wins over reaping: the AMI and the snapshots behind it
+    stay (DeregisterImage is never tried), the rest of the build goes, exit 0."""
+    ec2 = clients.client("ec2")
+    image = world["made"][world["failed"]]["image"]
+    ec2.enable_image_deregistration_protection(ImageId=image)
+    behind = [m["Ebs"]["SnapshotId"] for m in ec2.describe_images(
+        ImageIds=[image])["Images"][0]["BlockDeviceMappings"] if "Ebs" in m]
+    result = reap(world["settings"], clients, apply=True)
+    assert result.exit_code == 0, result.summary()
+    item = {(i.kind, i.resource_id): i for i in result.items}[("image", image)]
+    assert not item.done and item.error is None
+    assert item.kept and item.kept.startswith("protected against deregistration (enabled)")
+    assert f"image {image} ({world['failed']}): kept - protected against deregistration " \
+        "(enabled); disable the protection to let reap remove it" in result.summary()
+    assert ec2.describe_images(ImageIds=[image])["Images"][0]["State"] == "available"
+    left = {s["SnapshotId"] for s in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]}
+    assert set(behind) <= left
+    assert _tagged(clients, world["failed"]) == [image]       # everything else went
+    assert _tagged(clients, world["orphan"]) == []

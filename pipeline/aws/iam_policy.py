@@ -70,6 +70,9 @@ OPERATION_ACTIONS: dict[tuple[str, str], tuple[str, ...]] = {
     ("ssm", "get_parameters"): ("ssm:GetParameters",),
     ("ec2", "import_image"): ("ec2:ImportImage", "iam:PassRole"),
     ("ec2", "create_launch_template_version"): ("ec2:CreateLaunchTemplateVersion",),
+    # cleanup.deregister_images passes DeleteAssociatedSnapshots=True: AWS then deletes the
+    # snapshots with the caller's ec2:DeleteSnapshot (a missing one: "missing-permissions").
+    ("ec2", "deregister_image"): ("ec2:DeregisterImage", "ec2:DeleteSnapshot"),
 }
 
 #: What the Packer amazon-ebs builder calls (from Packer's documented minimal policy).

@@ -60,7 +60,8 @@ def _inventory(clients) -> dict[str, set[str]]:
     }
 
 
-def test_good_bake_from_seeded_al2023_verifies_with_nodeadm(emulator, clients, tmp_path):
+def test_good_bake_from_seeded_al2023_verifies_with_nodeadm(emulator, realistic_emulator, clients,
+                                                             tmp_path):
     settings = _settings(emulator.endpoint, tmp_path, {"ssm_parameter": AL2023_PARAM})
     base = clients.client("ssm").get_parameter(Name=AL2023_PARAM)["Parameter"]["Value"]
 

@@ -141,7 +141,7 @@ def bucket(clients) -> str:
 
 
 def test_snapshot_method_registers_a_verified_ami_holding_the_raw_bytes(
-        clients, aws_settings, tmp_path, good_qcow2) -> None:
+        realistic_emulator, clients, aws_settings, tmp_path, good_qcow2) -> None:
     settings = _settings(aws_settings, tmp_path, good_qcow2, method="snapshot")
     result = import_image(settings, clients, ImportRequest())
     ec2 = clients.client("ec2")

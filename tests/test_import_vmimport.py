@@ -66,7 +66,7 @@ def _wait_task_end(clients, task_id: str, timeout: float = 20) -> dict:
 
 
 def test_vm_import_converts_uploads_imports_tags_and_verifies(
-        clients, aws_settings, tmp_path, bucket, good_qcow2) -> None:
+        realistic_emulator, clients, aws_settings, tmp_path, bucket, good_qcow2) -> None:
     settings = _settings(aws_settings, tmp_path, good_qcow2)
     progress = Hook(lambda *_: None)
     result = import_image(settings, clients, ImportRequest(create_role=True, **FAST),

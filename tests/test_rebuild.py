@@ -60,7 +60,7 @@ def _move_param(emulator: Any, clients: Any) -> str:
 @pytest.mark.packer
 @needs_packer
 def test_rebuild_skips_unchanged_and_rebuilds_when_base_or_template_changes(
-        tmp_path: Path, emulator: Any, clients: Any) -> None:
+        tmp_path: Path, emulator: Any, realistic_emulator: Any, clients: Any) -> None:
     settings = _settings(tmp_path, emulator.endpoint)
     ec2 = clients.client("ec2")
 

@@ -24,7 +24,8 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
-from pipeline.core.errors import ConfigError, LintError, PipelineError
+from pipeline.core.errors import (EXIT_BAD_INPUT, ConfigError, LintError, PipelineError,
+                                  exit_code_for)
 from pipeline.core.progress import NO_PROGRESS, ConsoleProgress, Progress
 
 __all__ = ["run_task", "to_jsonable", "progress_for", "setup_logging", "SCHEMA_VERSION",
@@ -184,12 +185,13 @@ def run_task(fn: Callable[[], Any], *, as_json: bool = False,
         lines = exc.problems if isinstance(exc, (ConfigError, LintError)) else [exc.message]
         for line in lines:
             err.write(f"error: {line}\n")
+        code = exit_code_for(exc)
         if as_json:
-            write_error_document(out, exc.message, exc.exit_code,
-                                 kind="input" if exc.exit_code == 2 else "failed",
+            write_error_document(out, exc.message, code,
+                                 kind="input" if code == EXIT_BAD_INPUT else "failed",
                                  details=exc.details)
         out.flush()
-        raise TaskExit(exc.exit_code) from None
+        raise TaskExit(code) from None
     except KeyboardInterrupt as exc:
         # What the run keeps on purpose (an upload left open for a resume, a detached
         # import task) is attached by the library as ``kept_for_resume``; say so last.
@@ -208,9 +210,10 @@ def run_task(fn: Callable[[], Any], *, as_json: bool = False,
             traceback.print_exc(file=err)
         err.write(f"error: unexpected {type(exc).__name__}: {exc} "
                   "(a bug: rerun with PIPELINE_DEBUG=1 and report the traceback)\n")
+        code = exit_code_for(exc)
         if as_json:
-            write_error_document(out, f"unexpected {type(exc).__name__}: {exc}", 1, kind="bug")
-        raise TaskExit(1) from None
+            write_error_document(out, f"unexpected {type(exc).__name__}: {exc}", code, kind="bug")
+        raise TaskExit(code) from None
     if record is not None:
         if as_json:
             out.write(json.dumps(json_document(record), indent=2, sort_keys=True) + "\n")

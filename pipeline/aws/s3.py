@@ -68,7 +68,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from pipeline.aws import cleanup
 from pipeline.aws.clients import call, error_code
-from pipeline.core.errors import AwsCallError, InputError
+from pipeline.core.errors import AwsCallError, FileChangedError, InputError
 from pipeline.core.progress import NO_PROGRESS, Progress
 
 __all__ = [
@@ -95,10 +95,6 @@ META_SHA256 = "sha256"          # x-amz-meta-sha256: hex SHA-256 of the whole ob
 _HASH_CHUNK = 8 * MiB
 PART_CHECKSUM = "CRC32"         # per-part checksum algorithm sent to S3 (as the AWS CLI)
 CHECKSUMS = ("CRC32", "SHA256")
-
-
-class FileChangedError(InputError):
-    """The file no longer matches the digest it was uploaded under."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,9 @@
     │   ├── ImageReadError        a disk image or snapshot cannot be read
     │   ├── PreflightError        a pre-flight check refused the input
     │   ├── AwsSetupError         credentials, profile, region or endpoint unusable
-    │   └── LintError             user data or a launch template was refused
+    │   ├── LintError             user data or a launch template was refused
+    │   ├── FileChangedError      a file changed while it was read or uploaded
+    │   └── NoSource              an imported image's source file does not exist (yet)
     └── OperationFailed           exit 1: the operation ran and failed
         ├── AwsCallError          an AWS call failed
         ├── VerificationFailed    the bootstrap contract does not hold
@@ -35,6 +37,8 @@ __all__ = [
     "PreflightError",
     "AwsSetupError",
     "LintError",
+    "FileChangedError",
+    "NoSource",
     "OperationFailed",
     "AwsCallError",
     "VerificationFailed",
@@ -102,6 +106,15 @@ class LintError(InputError):
     def __init__(self, message: str, problems: list[str] | None = None) -> None:
         super().__init__(message, details={"problems": problems or [message]})
         self.problems = problems or [message]
+
+
+class FileChangedError(InputError):
+    """The file no longer matches the digest it was uploaded under (it changed, shrank or
+    disappeared while it was read or uploaded)."""
+
+
+class NoSource(InputError):
+    """An imported image's source file does not exist (yet): rebuild skips the image."""
 
 
 class OperationFailed(PipelineError):

@@ -42,7 +42,7 @@ from typing import Any
 
 from pipeline.aws.clients import Clients
 from pipeline.core.config import ImageSettings, Settings
-from pipeline.core.errors import InputError, PipelineError
+from pipeline.core.errors import InputError, NoSource, PipelineError
 from pipeline.core.progress import NO_PROGRESS, Progress
 from pipeline.core.records import UNFINISHED, BuildRecord
 
@@ -125,10 +125,6 @@ class RebuildResult:
 
 
 # --------------------------------------------------------------------------- inputs
-
-
-class NoSource(InputError):
-    """An imported image's source file does not exist (yet): rebuild skips the image."""
 
 
 def current_inputs(settings: Settings, clients: Clients, image: ImageSettings) -> Inputs:

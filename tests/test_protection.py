@@ -81,3 +81,46 @@ def test_the_cleanup_door_keeps_a_protected_ami_without_trying(emulator, clients
     assert [(r.kind, r.outcome) for r in done][0] == ("image", "removed")
     assert all(r.outcome == "removed" for r in done), done
     assert [r.kind for r in done].count("snapshot") >= 1         # DeleteAssociatedSnapshots
+
+
+def test_without_delete_associated_snapshots_the_door_deletes_them_itself(
+        emulator, clients, tmp_path):
+    """An SDK whose EC2 model predates DeregisterImage.DeleteAssociatedSnapshots (botocore's
+    own model with the member removed, real requests to the emulator): the AMI is
+    deregistered without it and its snapshots go by explicit DeleteSnapshot."""
+    import gzip
+    import json
+    from pathlib import Path
+
+    import boto3
+    import botocore.session
+
+    from pipeline.aws import cleanup
+
+    data = Path(botocore.__file__).parent / "data" / "ec2" / "2016-11-15"
+    raw = (data / "service-2.json.gz").read_bytes() if (data / "service-2.json.gz").exists() \
+        else gzip.compress((data / "service-2.json").read_bytes())
+    model = json.loads(gzip.decompress(raw))
+    del model["shapes"]["DeregisterImageRequest"]["members"]["DeleteAssociatedSnapshots"]
+    old = tmp_path / "models" / "ec2" / "2016-11-15"
+    old.mkdir(parents=True)
+    (old / "service-2.json").write_text(json.dumps(model))
+    core = botocore.session.get_session()
+    core.get_component("data_loader").search_paths.insert(0, str(tmp_path / "models"))
+    ec2 = boto3.Session(botocore_session=core).client(
+        "ec2", region_name="us-east-1", endpoint_url=clients.settings.endpoint_url,
+        aws_access_key_id="testing", aws_secret_access_key="testing")
+    from botocore.exceptions import ParamValidationError
+
+    with pytest.raises(ParamValidationError, match="DeleteAssociatedSnapshots"):
+        ec2.deregister_image(ImageId="ami-0123456789abcdef0", DeleteAssociatedSnapshots=True)
+    build = "b-20261125170000-abcdef"
+    ami = verified_ami(emulator, clients, build_id=build)
+    snaps = cleanup.snapshots_of(ec2.describe_images(ImageIds=[ami])["Images"][0])
+    assert snaps
+    done = cleanup.deregister_images(ec2, "us-east-1", cleanup.Owner(build), [ami],
+                                     with_snapshots=True)
+    assert sorted((r.kind, r.id, r.outcome) for r in done) == sorted(
+        [("image", ami, "removed")] + [("snapshot", s, "removed") for s in snaps])
+    left = {s["SnapshotId"] for s in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]}
+    assert not set(snaps) & left

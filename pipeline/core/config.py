@@ -36,6 +36,7 @@ import yaml
 
 from pipeline.core.errors import ConfigError, InputError
 from pipeline.core.inputs import MiB, read_text
+from pipeline.core.naming import AMI_ID_PATTERN, IMAGE_NAME_PATTERN, is_image_name
 
 __all__ = [
     "AwsSettings",
@@ -53,6 +54,8 @@ __all__ = [
     "soak_seconds",
     "Settings",
     "DEFAULT_CONFIG_NAME",
+    "DEFAULT_CHANNEL",
+    "DEFAULT_INSTANCE_TYPES",
     "CONFIG_ENV",
     "find_config",
     "load_settings",
@@ -67,6 +70,11 @@ __all__ = [
 ]
 
 DEFAULT_CONFIG_NAME = "pipeline.yaml"
+#: The channel a launch template follows when ``launch_templates[].channel`` is not set.
+DEFAULT_CHANNEL = "candidate"
+#: The build instance when ``bake.instance_type`` is not set: the image's architecture picks
+#: it (arm64 builds on Graviton; an x86_64 type cannot boot an arm64 AMI).
+DEFAULT_INSTANCE_TYPES = {"x86_64": "m5.large", "arm64": "m6g.large"}
 CONFIG_ENV = "PIPELINE_CONFIG"
 ENDPOINT_ENV = "AWS_ENDPOINT_URL"
 #: The Packer template that ships with the package; a bake without ``bake.template`` uses it
@@ -130,7 +138,7 @@ class BaseImage:
 class BakeSettings:
     template: Path
     base: BaseImage
-    instance_type: str = "m5.large"
+    instance_type: str = DEFAULT_INSTANCE_TYPES["x86_64"]
     var_files: tuple[Path, ...] = ()
     variables: dict[str, str] = field(default_factory=dict)
 
@@ -217,7 +225,7 @@ class LaunchTemplateSettings:
     karpenter: bool = False
     instance_profile: str | None = None
     security_group_ids: tuple[str, ...] = ()
-    channel: str = "candidate"
+    channel: str = DEFAULT_CHANNEL
     set_default: bool = True
     user_data: UserDataSettings = field(default_factory=UserDataSettings)
 
@@ -304,7 +312,7 @@ class Settings:
 
 _STR = {"type": "string", "minLength": 1}
 _STRLIST = {"type": "array", "items": _STR}
-_NAME = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"}
+_NAME = {"type": "string", "pattern": f"^{IMAGE_NAME_PATTERN}$"}
 
 _SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -401,7 +409,7 @@ _SCHEMA: dict[str, Any] = {
                                 "additionalProperties": False,
                                 "properties": {
                                     "ssm_parameter": _STR,
-                                    "ami_id": {"type": "string", "pattern": r"^ami-[0-9a-f]{8,17}$"},
+                                    "ami_id": {"type": "string", "pattern": f"^{AMI_ID_PATTERN}$"},
                                     "name_filter": _STR,
                                     "owners": _STRLIST,
                                 },
@@ -795,7 +803,6 @@ _TAINT = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]*[A-Za-z0-9])?(=[A-Za-z0-9._-]
                     r"(NoSchedule|PreferNoSchedule|NoExecute)$")
 
 
-_NAME_RE = re.compile(_NAME["pattern"])
 _LABEL_KEY = re.compile(r"([a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([A-Za-z0-9._-]{0,61}"
                         r"[A-Za-z0-9])?")
 _LABEL_VALUE = re.compile(r"([A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?")
@@ -838,7 +845,7 @@ def _channel_problems(raw: dict[str, Any]) -> list[str]:
         if not isinstance(lt, dict):
             continue
         train = trains.get(str(lt.get("image")))
-        channel = lt.get("channel", "candidate")
+        channel = lt.get("channel", DEFAULT_CHANNEL)
         if train and channel not in train:
             out.append(f"launch_templates[{idx}].channel: {channel!r} is not a channel of image "
                        f"{lt.get('image')!r} (channels: {', '.join(train)})")
@@ -973,7 +980,7 @@ def _semantic_problems(raw: dict[str, Any], base_dir: Path) -> list[str]:
         if lt.get("name") in lt_names[:idx]:
             out.append(f"{where}.name: expected a unique name, {lt.get('name')!r} repeats")
         if isinstance(raw.get("images") or [], list) and isinstance(lt.get("image"), str) \
-                and all(isinstance(n, str) and _NAME_RE.match(n) for n in names) \
+                and all(isinstance(n, str) and is_image_name(n) for n in names) \
                 and lt.get("image") not in names:
             out.append(f"{where}.image: expected the name of a configured image "
                        f"({', '.join(map(str, names)) or 'none configured'}), got {lt.get('image')!r}")
@@ -1010,11 +1017,6 @@ def _semantic_problems(raw: dict[str, Any], base_dir: Path) -> list[str]:
             if path.exists() and not path.is_dir():
                 out.append(f"{key}: {path} exists and is not a directory; give a folder path")
     return out
-
-
-#: The build instance when ``bake.instance_type`` is not set: the image's architecture picks
-#: it (arm64 builds on Graviton; an x86_64 type cannot boot an arm64 AMI).
-DEFAULT_INSTANCE_TYPES = {"x86_64": "m5.large", "arm64": "m6g.large"}
 
 
 def default_instance_type(architecture: str) -> str:
@@ -1072,7 +1074,7 @@ def _build(raw: dict[str, Any], base_dir: Path, source: Path | None) -> Settings
             name=lt["name"], image=lt["image"], karpenter=lt.get("karpenter", False),
             instance_profile=lt.get("instance_profile"),
             security_group_ids=tuple(lt.get("security_group_ids") or ()),
-            channel=lt.get("channel", "candidate"), set_default=lt.get("set_default", True),
+            channel=lt.get("channel", DEFAULT_CHANNEL), set_default=lt.get("set_default", True),
             user_data=UserDataSettings(
                 format=ud.get("format", "mime"), kubelet_extra_args=ud.get("kubelet_extra_args"),
                 max_pods=ud.get("max_pods"), labels=dict(ud.get("labels") or {}),

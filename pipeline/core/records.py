@@ -6,9 +6,10 @@
 """
 from __future__ import annotations
 
-import datetime as _dt
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from pipeline.core.clock import now_iso
 
 __all__ = ["Verification", "BuildRecord", "UNFINISHED"]
 
@@ -78,4 +79,4 @@ class BuildRecord:
 
     @staticmethod
     def now() -> str:
-        return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+        return now_iso()

@@ -11,6 +11,8 @@ import datetime as _dt
 import secrets
 from typing import Iterable, Mapping
 
+from pipeline.core.clock import utc_now
+
 __all__ = [
     "PREFIX", "BUILD_ID", "IMAGE_NAME", "METHOD", "SOURCE_SHA256", "SOURCE_CONTENT", "SOURCE_FILE", "BASE_AMI",
     "INPUTS_SHA256", "TOOL_VERSION", "GIT_COMMIT", "PACKER_VERSION", "CREATED_AT",
@@ -43,10 +45,6 @@ VERIFY_WARNINGS = PREFIX + "verify:warnings"   # space-separated check ids | non
 #: On an AMI and its snapshots: ``<UTC time> <channel>: <reason>``; never promoted or
 #: published again (``invoke rollback --block``).
 BLOCKED = PREFIX + "blocked"
-
-
-def utc_now() -> _dt.datetime:
-    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
 
 
 def new_build_id(now: _dt.datetime | None = None) -> str:

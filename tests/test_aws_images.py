@@ -41,3 +41,24 @@ def test_resolve_ssm_image_ids_in_one_place(emulator, clients) -> None:
     assert resolve("resolve:ssm:/no/such/parameter") is None
     assert resolve("ami-12c6146b") == "ami-12c6146b"
     assert resolve(None) is None
+
+
+def test_paged_walks_every_page_and_translates_errors(emulator, clients) -> None:
+    import pytest
+
+    from pipeline.aws.clients import paged
+    from pipeline.core.errors import AwsCallError
+
+    ec2 = clients.client("ec2")
+    tid = ec2.create_launch_template(LaunchTemplateName="paged", LaunchTemplateData={
+        "ImageId": "ami-12c6146b"})["LaunchTemplate"]["LaunchTemplateId"]
+    for n in range(4):
+        ec2.create_launch_template_version(LaunchTemplateId=tid, LaunchTemplateData={
+            "ImageId": f"ami-0000000{n}"})
+    got = list(paged(ec2, "describe_launch_template_versions", "LaunchTemplateVersions",
+                     what="listing", LaunchTemplateId=tid, PaginationConfig={"PageSize": 2}))
+    assert sorted(int(v["VersionNumber"]) for v in got) == [1, 2, 3, 4, 5]
+    with pytest.raises(AwsCallError) as err:
+        list(paged(ec2, "describe_launch_template_versions", "LaunchTemplateVersions",
+                   what="listing", LaunchTemplateId="lt-0000000000000000f"))
+    assert err.value.code and err.value.operation == "DescribeLaunchTemplateVersions"

@@ -8,7 +8,7 @@ project calls ``boto3.client``.
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, Iterator
 
 import boto3
 import botocore.config
@@ -20,7 +20,8 @@ from pipeline import TOOL_NAME, __version__
 from pipeline.core.config import AwsSettings, region_problem
 from pipeline.core.errors import AwsCallError, AwsSetupError
 
-__all__ = ["Clients", "call", "error_code", "AwsCallError", "diagnose", "writes_so_far"]
+__all__ = ["Clients", "call", "paged", "error_code", "AwsCallError", "diagnose",
+           "writes_so_far"]
 
 
 class Clients:
@@ -207,11 +208,28 @@ def call(fn: Any, *, what: str, **kwargs: Any) -> Any:
     """
     try:
         return fn(**kwargs)
-    except ClientError as err:
+    except (ClientError, BotoCoreError) as err:
+        raise _call_error(err, what, _operation_of(fn)) from err
+
+
+def paged(client: Any, method: str, key: str, *, what: str, **kwargs: Any) -> Iterator[Any]:
+    """Every item under ``key`` of every page of ``client.<method>(**kwargs)``, through
+    botocore's paginator; failures become :class:`AwsCallError` as in :func:`call`."""
+    pages = iter(client.get_paginator(method).paginate(**kwargs))
+    while True:
+        try:
+            page = next(pages)
+        except StopIteration:
+            return
+        except (ClientError, BotoCoreError) as err:
+            raise _call_error(err, what, _operation_of(getattr(client, method, None))) from err
+        yield from page.get(key) or []
+
+
+def _call_error(err: ClientError | BotoCoreError, what: str, operation: str) -> AwsCallError:
+    if isinstance(err, ClientError):
         e = err.response.get("Error", {})
-        raise AwsCallError(f"AWS refused {what}: {e.get('Code')}: {e.get('Message')}",
-                           code=str(e.get("Code") or ""),
-                           operation=str(err.operation_name or "")) from err
-    except BotoCoreError as err:
-        raise AwsCallError(f"AWS call failed {what}: {err}",
-                           operation=_operation_of(fn)) from err
+        return AwsCallError(f"AWS refused {what}: {e.get('Code')}: {e.get('Message')}",
+                            code=str(e.get("Code") or ""),
+                            operation=str(err.operation_name or operation))
+    return AwsCallError(f"AWS call failed {what}: {err}", operation=operation)

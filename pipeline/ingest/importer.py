@@ -52,6 +52,7 @@ from pipeline.aws import s3 as s3_upload
 from pipeline.aws.journal import Journal
 from pipeline.ingest import vm_import
 from pipeline.aws.clients import Clients, call, error_code
+from pipeline.aws.images import snapshots_of
 from pipeline.core.config import ImageSettings, ImportSettings, Settings
 from pipeline.core.errors import (ConfigError, InputError, OperationFailed, PreflightError,
     VerificationFailed)
@@ -414,8 +415,7 @@ def _lineage_tags(pf: Preflight, build_id: str, sha: str | None) -> dict[str, st
 def _image_snapshots(ec2: Any, image_id: str) -> list[str]:
     images = call(ec2.describe_images, what=f"describing {image_id}",
                   ImageIds=[image_id]).get("Images") or []
-    return [b["Ebs"]["SnapshotId"] for img in images for b in img.get("BlockDeviceMappings") or ()
-            if b.get("Ebs", {}).get("SnapshotId")]
+    return [s for img in images for s in snapshots_of(img)]
 
 
 def _via_vm_import(clients: Clients, pf: Preflight, req: ImportRequest, digest: Any,

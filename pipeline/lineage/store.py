@@ -49,10 +49,12 @@ from botocore.exceptions import ClientError
 
 from pipeline import TOOL_NAME, __version__
 from pipeline.core import tags as T
-from pipeline.aws.clients import Clients, call, error_code
+from pipeline.aws.clients import Clients, call, error_code, paged
+from pipeline.aws.images import snapshots_of
 from pipeline.core.config import Settings
 from pipeline.core.errors import InputError, OperationFailed
-from pipeline.aws.ssm import Pointer, list_pointers
+from pipeline.aws.ssm import ImageIdResolver, Pointer, list_pointers, ssm_reference
+from pipeline.core.naming import AMI_ID_IN_TEXT, BUILD_ID_IN_TEXT, is_image_name
 from pipeline.core.records import BuildRecord, Verification
 
 __all__ = [
@@ -90,9 +92,8 @@ STANDARD_TIER_LIMIT = 4096
 ADVANCED_TIER_LIMIT = 8192
 EC2_TAG_LIMIT = 50
 VERSIONS_PAGE = 200            # DescribeLaunchTemplateVersions MaxResults upper bound
-RESOLVE_SSM = "resolve:ssm:"
-BUILD_ID_RE = re.compile(r"\bb-\d{14}-[0-9a-f]{6}\b")
-AMI_ID_RE = re.compile(r"\bami-[0-9a-f]{8,17}\b")
+BUILD_ID_RE = BUILD_ID_IN_TEXT
+AMI_ID_RE = AMI_ID_IN_TEXT
 
 
 # --------------------------------------------------------------------------- records
@@ -115,9 +116,7 @@ class TemplateVersionRef:
     @property
     def via_pointer(self) -> str | None:
         """The SSM parameter the version resolves at launch, if any."""
-        if self.image_id and self.image_id.startswith(RESOLVE_SSM):
-            return self.image_id[len(RESOLVE_SSM):]
-        return None
+        return ssm_reference(self.image_id)
 
     def label(self) -> str:
         star = "*" if self.is_default else ""
@@ -322,11 +321,6 @@ def record_from_tags(tags: dict[str, str], *, region: str, image_id: str,
     )
 
 
-def _image_snapshots(image: dict[str, Any]) -> list[str]:
-    return [m["Ebs"]["SnapshotId"] for m in image.get("BlockDeviceMappings") or []
-            if m.get("Ebs", {}).get("SnapshotId")]
-
-
 def _describe_image(ec2: Any, image_id: str) -> dict[str, Any] | None:
     try:
         images = ec2.describe_images(ImageIds=[image_id]).get("Images") or []
@@ -353,7 +347,7 @@ def tag_build(clients: Clients, record: BuildRecord, *, region: str,
     if image is None:
         raise OperationFailed(f"AMI {image_id} of build {record.build_id} is not in {region}; "
                               "it may have been deregistered: run `invoke history` to check")
-    snapshots = sorted(set(record.snapshot_ids.get(region) or []) | set(_image_snapshots(image)))
+    snapshots = sorted(set(record.snapshot_ids.get(region) or []) | set(snapshots_of(image)))
     record.snapshot_ids[region] = snapshots
     wanted = lineage_tags(record)
     wanted.update(extra_tags or {})
@@ -406,7 +400,7 @@ def _compact(record: BuildRecord, *, drop_extra: bool = False) -> str:
 
 
 def _put_record(settings: Settings, clients: Clients, record: BuildRecord) -> str:
-    if not record.image_name or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", record.image_name):
+    if not is_image_name(record.image_name):
         raise InputError(f"build {record.build_id}: image name {record.image_name!r} cannot name "
                          "an SSM parameter; use a configured image name")
     body = _compact(record)
@@ -589,7 +583,7 @@ def _builds_from_tags(clients: Clients, image: str | None) -> list[BuildRecord]:
                               f"{error_code(err)}") from err
     for img in images:
         rec = record_from_tags(T.from_tag_list(img.get("Tags")), region=clients.region,
-                               image_id=img["ImageId"], snapshot_ids=_image_snapshots(img))
+                               image_id=img["ImageId"], snapshot_ids=snapshots_of(img))
         if rec is not None and (image is None or rec.image_name == image):
             out.append(rec)
     return out
@@ -639,36 +633,14 @@ def _iter_templates(ec2: Any) -> Iterator[dict[str, Any]]:
 
 def _iter_versions(ec2: Any, template_id: str) -> Iterator[dict[str, Any]]:
     """Every version of one template, 200 at a time (templates hold up to 10,000)."""
-    token: str | None = None
-    while True:
-        kwargs: dict[str, Any] = {"LaunchTemplateId": template_id, "MaxResults": VERSIONS_PAGE}
-        if token:
-            kwargs["NextToken"] = token
-        page = call(ec2.describe_launch_template_versions,
-                    what=f"listing the versions of launch template {template_id}", **kwargs)
-        yield from page.get("LaunchTemplateVersions") or []
-        token = page.get("NextToken")
-        if not token:
-            return
+    yield from paged(ec2, "describe_launch_template_versions", "LaunchTemplateVersions",
+                     what=f"listing the versions of launch template {template_id}",
+                     LaunchTemplateId=template_id,
+                     PaginationConfig={"PageSize": VERSIONS_PAGE})
 
 
-def _resolver(ssm: Any) -> Any:
-    cache: dict[str, str | None] = {}
-
-    def resolve(image_id: str | None) -> str | None:
-        if not image_id or not image_id.startswith(RESOLVE_SSM):
-            return image_id
-        name = image_id[len(RESOLVE_SSM):]
-        if name not in cache:
-            try:
-                cache[name] = ssm.get_parameter(Name=name)["Parameter"]["Value"]
-            except ClientError as err:
-                log.info("launch template parameter %s does not resolve: %s", name,
-                         error_code(err))
-                cache[name] = None
-        return cache[name]
-
-    return resolve
+def _resolver(ssm: Any) -> ImageIdResolver:
+    return ImageIdResolver(ssm)
 
 
 def _version_ref(region: str, v: dict[str, Any], resolve: Any) -> TemplateVersionRef:
@@ -743,7 +715,7 @@ def build_for_template_version(clients: Clients, template: str, version: int | s
         tags = T.from_tag_list(image.get("Tags"))
         tag_build_id = tags.get(T.BUILD_ID)
         build = record_from_tags(tags, region=region, image_id=image["ImageId"],
-                                 snapshot_ids=_image_snapshots(image))
+                                 snapshot_ids=snapshots_of(image))
     if desc_build and tag_build_id and desc_build != tag_build_id:
         problems.append(f"the description names build {desc_build} but the AMI is tagged "
                         f"{tag_build_id}")
@@ -815,7 +787,7 @@ def ami_links(settings: Settings, clients: Clients, ami_id: str,
     if image is None:
         raise InputError(f"AMI {ami_id} does not exist in {region}; check the id and region")
     build = record_from_tags(T.from_tag_list(image.get("Tags")), region=region,
-                             image_id=ami_id, snapshot_ids=_image_snapshots(image))
+                             image_id=ami_id, snapshot_ids=snapshots_of(image))
     if build is not None and build.image_name:
         build = load_build(settings, clients, build.image_name, build.build_id) or build
     return AmiLinks(region=region, image_id=ami_id, build=build,

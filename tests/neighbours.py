@@ -127,6 +127,14 @@ def seed(clients: Any, *, ssm_prefix: str = "/eks-ami-pipeline",
         ssm.put_parameter(Name=name, Value=value, Type="String")
         n.add("parameter", name)
 
+    # Settle first: the census compares states, and under the realistic timing profile
+    # these move on by themselves (pending -> available/completed/running/stopped).
+    quick = {"Delay": 0.1, "MaxAttempts": 100}
+    ec2.get_waiter("image_available").wait(ImageIds=[ami, ami2], WaiterConfig=quick)
+    ec2.get_waiter("snapshot_completed").wait(SnapshotIds=[snap, snap2], WaiterConfig=quick)
+    ec2.get_waiter("instance_running").wait(
+        InstanceIds=[running_base, in_packer_sg, with_packer_key], WaiterConfig=quick)
+    ec2.get_waiter("instance_stopped").wait(InstanceIds=[stopped], WaiterConfig=quick)
     for bucket in buckets:
         add_bucket(clients, n, bucket)
     n.before = census(clients, n)

@@ -10,6 +10,8 @@ import pytest
 from botocore.exceptions import EndpointConnectionError
 from moto.ec2.models import ec2_backends
 
+from pipeline_dev.emulator import timing
+
 from pipeline.lineage import store as lineage
 from pipeline.core import tags as T
 from pipeline.aws.clients import Clients
@@ -49,6 +51,8 @@ def record(clients: Clients) -> BuildRecord:
     ec2 = clients.client("ec2")
     ami = ec2.register_image(Name="eks-node-b1", Architecture="x86_64", VirtualizationType="hvm",
                              RootDeviceName="/dev/xvda")["ImageId"]
+    ec2.get_waiter("image_available").wait(  # pending for a while under realistic timing
+        ImageIds=[ami], WaiterConfig={"Delay": 0.1, "MaxAttempts": 100})
     return BuildRecord(
         build_id=T.new_build_id(), image_name="eks-node", method="bake", status="succeeded",
         started_at=BuildRecord.now(), base_ami="ami-0123456789abcdef0", tool_version="0.1.0",
@@ -184,7 +188,9 @@ def test_failed_copy_leaves_no_partial_copies(settings, clients, record):
     eu.meta.events.register("before-call.ec2.DescribeImages", still_pending)
     home_only = dict(record.image_ids)
     with pytest.raises(OperationFailed, match=f"{EU}.*pending"):
-        distribute(settings, clients, record, wait_delay=0.05, timeout=0.3)
+        # Long enough for the other copies to complete under the session's timing profile.
+        distribute(settings, clients, record, wait_delay=0.05,
+                   timeout=0.3 + timing.current().copy_seconds * 2)
     assert record.image_ids == home_only  # the record names no deleted copy
     for region in (WEST, EU):
         assert images_of_build(clients, region, record.build_id) == []

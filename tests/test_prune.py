@@ -241,6 +241,8 @@ def test_a_protected_ami_is_kept_and_never_deregistered(tmp_path: Path, endpoint
     assert decision.reason == "protected against deregistration (enabled-with-cooldown)"
     assert f"{guarded} node {_build_id('guard')}: keep - protected against deregistration " \
         "(enabled-with-cooldown)" in result.summary()
+    ec2.get_waiter("image_available").wait(  # still there (pending a while when realistic)
+        ImageIds=[guarded], WaiterConfig={"Delay": 0.1, "MaxAttempts": 100})
     assert ec2.describe_images(ImageIds=[guarded])["Images"][0]["State"] == "available"
     left = {s["SnapshotId"] for s in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]}
     assert set(snaps) <= left
@@ -255,7 +257,11 @@ def test_deregister_deletes_associated_snapshots_and_keeps_a_shared_one(
 
     def snapshot() -> str:
         vol = ec2.create_volume(Size=1, AvailabilityZone=f"{REGION}a")["VolumeId"]
-        return str(ec2.create_snapshot(VolumeId=vol)["SnapshotId"])
+        snap = str(ec2.create_snapshot(VolumeId=vol)["SnapshotId"])
+        # RegisterImage refuses a snapshot that is not 'completed' yet (realistic timing).
+        ec2.get_waiter("snapshot_completed").wait(
+            SnapshotIds=[snap], WaiterConfig={"Delay": 0.1, "MaxAttempts": 100})
+        return snap
 
     def register(label: str, mappings: list[tuple[str, str]], days_old: float) -> str:
         image_id = ec2.register_image(

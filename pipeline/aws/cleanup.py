@@ -36,6 +36,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
 from pipeline.aws.clients import Clients, error_code
+from pipeline.aws.images import snapshots_of
 from pipeline.core import tags as T
 from pipeline.core.errors import UnsafeSelection
 
@@ -289,12 +290,6 @@ def _images(ec2: Any, ids: list[str]) -> dict[str, tuple[str | None, list[str], 
                                str(i.get("DeregistrationProtection") or "disabled"))
                 for i in resp.get("Images", [])}
     return _describe_each(one, ids)  # type: ignore[return-value]
-
-
-def snapshots_of(image: Mapping[str, Any]) -> list[str]:
-    """The EBS snapshot ids behind an AMI's block device mappings."""
-    return [m["Ebs"]["SnapshotId"] for m in image.get("BlockDeviceMappings") or []
-            if (m.get("Ebs") or {}).get("SnapshotId")]
 
 
 def deregistration_protection(image: Mapping[str, Any]) -> str | None:

@@ -25,6 +25,7 @@ from botocore.exceptions import ClientError
 
 from pipeline.core import tags as T
 from pipeline.aws.clients import Clients, call, error_code
+from pipeline.aws.images import snapshots_of
 from pipeline.core.config import ImageSettings, Settings
 from pipeline.core.errors import AwsCallError, ConfigError, InputError, OperationFailed
 from pipeline.lineage.store import lineage_tags, record_build, tag_build
@@ -170,9 +171,7 @@ def _check_keys_and_sharing(clients: Clients, plan: DistributionPlan,
                          f"key for {', '.join(unkeyed)}")
 
 
-def _snapshots_of(image: dict[str, Any] | None) -> list[str]:
-    return [m["Ebs"]["SnapshotId"] for m in (image or {}).get("BlockDeviceMappings") or []
-            if m.get("Ebs", {}).get("SnapshotId")]
+_snapshots_of = snapshots_of
 
 
 def _delete_copy(clients: Clients, region: str, image_id: str, build_id: str = "") -> None:

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
-import re
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable, Iterator
@@ -47,6 +46,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pipeline.aws import cleanup
 from pipeline.core import tags
 from pipeline.aws.clients import Clients, call, error_code
+from pipeline.aws.images import snapshots_of
+from pipeline.aws.ssm import ImageIdResolver, ssm_reference
+from pipeline.core.clock import utc_now
+from pipeline.core.naming import build_time_text, is_ami_id
 from pipeline.core.config import Settings
 from pipeline.core.errors import PipelineError
 
@@ -221,7 +224,7 @@ def _regions(settings: Settings) -> list[str]:
 
 
 def _now() -> _dt.datetime:
-    return _dt.datetime.now(_dt.timezone.utc)
+    return utc_now()
 
 
 def _parse_time(value: Any) -> _dt.datetime:
@@ -264,9 +267,7 @@ def _all_own_images(ec2: Any) -> list[dict[str, Any]]:
     return [img for page in pages for img in page.get("Images", [])]
 
 
-def _snapshots_of(image: dict[str, Any]) -> list[str]:
-    return [m["Ebs"]["SnapshotId"] for m in image.get("BlockDeviceMappings", [])
-            if m.get("Ebs", {}).get("SnapshotId")]
+_snapshots_of = snapshots_of
 
 
 # --------------------------------------------------------------------------- references
@@ -300,14 +301,7 @@ def _all_templates(ec2: Any) -> list[dict[str, Any]]:
 
 def _resolve_ssm(ssm: Any, image_ref: str) -> str | None:
     """``resolve:ssm:NAME[:version|:label]`` to the AMI id it currently names."""
-    name = image_ref[len("resolve:ssm:"):]
-    if name.startswith("arn:"):
-        name = "/" + name.split(":parameter/", 1)[-1]
-    try:
-        return str(ssm.get_parameter(Name=name)["Parameter"]["Value"])
-    except (ClientError, BotoCoreError) as err:
-        log.warning("cannot resolve %s: %s", image_ref, err)
-        return None
+    return ImageIdResolver(ssm)(image_ref)
 
 
 def image_references(clients: Clients, region: str, image_ids: Iterable[str]) -> dict[str, list[str]]:
@@ -422,7 +416,7 @@ def _prune_region(settings: Settings, clients: Clients, region: str,
             if v.version in removable or not v.image_id:
                 continue
             image = v.image_id
-            if image.startswith("resolve:ssm:"):
+            if ssm_reference(image) is not None:
                 image = _resolve_ssm(ssm, image) or ""
             if image:
                 refs[image].append(f"launch template {name} version {v.version}")
@@ -433,7 +427,7 @@ def _prune_region(settings: Settings, clients: Clients, region: str,
             Path=settings.ssm_prefix, Recursive=True)
         for page in pages:
             for p in page.get("Parameters", []):
-                if str(p.get("Value", "")).startswith("ami-"):
+                if is_ami_id(p.get("Value")):
                     refs[p["Value"]].append(f"SSM pointer {p['Name']}")
     except (ClientError, BotoCoreError) as err:
         log.warning("reading SSM pointers under %s in %s: %s", settings.ssm_prefix, region, err)
@@ -584,7 +578,6 @@ def _delete_versions(clients: Clients, configured: set[str], name: str, tid: str
 
 # --------------------------------------------------------------------------- reap
 
-_BUILD_TIME = re.compile(r"^b-(\d{14})-")
 
 #: The one place reap reads the clock from the environment: ``PIPELINE_NOW`` (ISO 8601,
 #: UTC) moves it (tests, "what would reap do at 14:05"); ``--now`` does the same per call.
@@ -602,10 +595,10 @@ def reap_now(now: _dt.datetime | str | None = None) -> _dt.datetime:
 
 
 def _build_time(build_id: str) -> _dt.datetime | None:
-    m = _BUILD_TIME.match(build_id)
-    if not m:
+    stamp = build_time_text(build_id)
+    if stamp is None:
         return None
-    return _dt.datetime.strptime(m.group(1), "%Y%m%d%H%M%S").replace(tzinfo=_dt.timezone.utc)
+    return _dt.datetime.strptime(stamp, "%Y%m%d%H%M%S").replace(tzinfo=_dt.timezone.utc)
 
 
 def _build_statuses(settings: Settings, clients: Clients) -> dict[str, str]:

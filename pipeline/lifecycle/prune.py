@@ -223,10 +223,6 @@ def _regions(settings: Settings) -> list[str]:
     return out
 
 
-def _now() -> _dt.datetime:
-    return utc_now()
-
-
 def _parse_time(value: Any) -> _dt.datetime:
     if isinstance(value, _dt.datetime):
         return value if value.tzinfo else value.replace(tzinfo=_dt.timezone.utc)
@@ -237,7 +233,13 @@ def _parse_time(value: Any) -> _dt.datetime:
 
 def _pages(fn: Callable[..., Any], key: str, token: str = "NextToken",
            **kwargs: Any) -> Iterator[Any]:
-    """Page through a call that may have no botocore paginator (or a moto that ignores it)."""
+    """Every item under ``key`` of every page of ``fn(**kwargs)``: through botocore's
+    paginator when the operation has one, else following ``token`` by hand."""
+    client, name = getattr(fn, "__self__", None), getattr(fn, "__name__", "")
+    if client is not None and hasattr(client, "can_paginate") and client.can_paginate(name):
+        for page in client.get_paginator(name).paginate(**kwargs):
+            yield from page.get(key, [])
+        return
     while True:
         resp = fn(**kwargs)
         yield from resp.get(key, [])
@@ -290,7 +292,7 @@ def _template_versions(ec2: Any, template_id: str, name: str,
                     LaunchTemplateId=template_id, MaxResults=200):
         out.append(_TemplateVersion(name, template_id, int(v["VersionNumber"]),
                                     str((v.get("LaunchTemplateData") or {}).get("ImageId", "")),
-                                    _parse_time(v.get("CreateTime") or _now()),
+                                    _parse_time(v.get("CreateTime") or utc_now()),
                                     int(v["VersionNumber"]) == default))
     return out
 
@@ -336,7 +338,7 @@ def prune(settings: Settings, clients: Clients, keep: int = 3, older_than_days: 
         raise InputError(f"prune: --older-than {older_than_days}: expected 0 or more days")
     result = PruneResult(applied=apply, keep=keep, older_than_days=older_than_days,
                          deprecate=deprecate)
-    now = _now()
+    now = utc_now()
     cutoff = now - _dt.timedelta(days=older_than_days)
 
     # Which builds to keep: the newest `keep` build ids per image name, across regions.
@@ -590,7 +592,7 @@ def reap_now(now: _dt.datetime | str | None = None) -> _dt.datetime:
 
     value = now if now is not None else os.environ.get(NOW_ENV) or None
     if value is None:
-        return _now()
+        return utc_now()
     return _parse_time(value)
 
 

@@ -247,8 +247,8 @@ img = ImageSettings(name="node", require="nodeadm", boot_mode="legacy-bios",
                     import_=ImportSettings(source=Path(a["source"]), method=a["method"]))
 aws = AwsSettings(region="us-east-1", endpoint_url=a["endpoint"], max_attempts=2)
 s = Settings(aws=aws, images=(img,), s3_bucket=a["bucket"], state_dir=Path(a["state"]))
-import_image(s, Clients(aws), ImportRequest(create_role=True, role_grace=0,
-                                          poll_interval=0.2, poll_max=0.5))
+import_image(s, Clients(aws), ImportRequest(create_role=a["method"] == "vm-import",
+                                          role_grace=0, poll_interval=0.2, poll_max=0.5))
 """
 
 
@@ -289,8 +289,9 @@ def test_import_fault_matrix(method, emulator, clients, proxy, neighbours, tmp_p
     matrix = Matrix(clients, settings, neighbours, f"import {method}")
 
     def once() -> Any:
-        return import_image(run_settings, proxied, ImportRequest(
-            create_role=True, role_grace=0, poll_interval=0.2, poll_max=0.5))
+        return import_image(run_settings, proxied, ImportRequest(   # --create-role is
+            create_role=method == "vm-import", role_grace=0,     # vm-import's flag only
+            poll_interval=0.2, poll_max=0.5))
 
     # The clean run lists the mutating calls (and proves the path works).
     before = account(clients)

@@ -29,7 +29,7 @@ import shlex
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import jsonschema
 import yaml
@@ -68,6 +68,8 @@ __all__ = [
     "dns_problem",
     "kms_key_problem",
 ]
+
+_T = TypeVar("_T")
 
 DEFAULT_CONFIG_NAME = "pipeline.yaml"
 #: The channel a launch template follows when ``launch_templates[].channel`` is not set.
@@ -262,12 +264,8 @@ class Settings:
     def image(self, name: str | None) -> ImageSettings:
         """The image named ``name``, or the only one when ``name`` is None."""
         if name is None:
-            if len(self.images) == 1:
-                return self.images[0]
-            raise ConfigError(
-                f"{self._where()}: images: {len(self.images)} images configured; "
-                "pass --image NAME"
-            )
+            return self._the_only(self.images, f"images: {len(self.images)} images configured",
+                                  "--image NAME")
         for img in self.images:
             if img.name == name:
                 return img
@@ -277,16 +275,19 @@ class Settings:
     def launch_template(self, name: str | None) -> LaunchTemplateSettings:
         """The launch template named ``name``, or the only one when ``name`` is None."""
         if name is None:
-            if len(self.launch_templates) == 1:
-                return self.launch_templates[0]
-            raise ConfigError(
-                f"{self._where()}: launch_templates: {len(self.launch_templates)} configured; "
-                "pass --template NAME"
-            )
+            return self._the_only(self.launch_templates,
+                                  f"launch_templates: {len(self.launch_templates)} configured",
+                                  "--template NAME")
         for lt in self.launch_templates:
             if lt.name == name:
                 return lt
         return LaunchTemplateSettings(name=name, image="")
+
+    def _the_only(self, items: tuple[_T, ...], what: str, flag: str) -> _T:
+        """The one configured item, else a ConfigError saying how many and to pass ``flag``."""
+        if len(items) == 1:
+            return items[0]
+        raise ConfigError(f"{self._where()}: {what}; pass {flag}")
 
     def configured_launch_template(self, name: str | None) -> LaunchTemplateSettings:
         """Like :meth:`launch_template`, but a name that is not configured is refused."""

@@ -16,6 +16,7 @@ Two things differ, both about usage errors and speed:
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any, NoReturn
 
 from pipeline import __version__
@@ -97,7 +98,7 @@ def _usage_error(message: str, argv: list[str]) -> NoReturn:
     from pipeline.cli import write_error_document
 
     line = " ".join(str(message).split())
-    binary = "eks-ami"
+    binary = "invoke" if Path(argv[0] if argv else "").name in ("invoke", "inv") else "eks-ami"
     sys.stderr.write(f"error: {line} (see `{binary} --help TASK`)\n")
     if _json_requested(argv):
         write_error_document(sys.stdout, line, 2, kind="usage")

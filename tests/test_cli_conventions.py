@@ -62,6 +62,23 @@ def test_usage_errors_exit_2_with_one_line(argv: list[str], needle: str, tmp_pat
             assert res.stdout == ""
 
 
+@pytest.mark.parametrize("argv, needle", [
+    (["prune", "--no-such-flag"], "prune: unknown flag '--no-such-flag'"),
+    (["prune", "--keep"], "prune: --keep needs a value"),
+    (["import-image", "--timeout", "abc"], "import-image: --timeout: 'abc' is not a whole number"),
+    (["publish-template"], "publish-template: missing required --ami"),
+])
+def test_invoke_in_the_checkout_also_exits_2_on_usage_errors(argv: list[str],
+                                                             needle: str) -> None:
+    """``invoke TASK`` (Invoke's own Program exits 1 here) behaves as ``eks-ami TASK``."""
+    invoke = Path(sys.executable).with_name("invoke")
+    res = subprocess.run([str(invoke), *argv], cwd=ROOT, capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.count("\n") == 1 and res.stderr.startswith("error: "), res.stderr
+    assert needle in res.stderr and "invoke --help TASK" in res.stderr
+
+
 def test_the_verify_fast_path_reads_the_tasks_own_flag_names() -> None:
     args = {a.name: a for a in ns["verify"].get_arguments()}
     for name, (long_, short, takes_value) in entry.VERIFY_FAST_FLAGS.items():

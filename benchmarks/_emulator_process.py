@@ -18,9 +18,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_emulator(port: int, timeout: float = 30.0) -> subprocess.Popen[bytes]:
-    """Start ``pipeline_dev.emulator.serve`` on ``port`` and wait until it answers."""
-    code = f"from pipeline_dev.emulator import serve; serve(host='127.0.0.1', port={port})"
+def start_emulator(port: int, timeout: float = 30.0, *,
+                   timing: str = "instant") -> subprocess.Popen[bytes]:
+    """Start ``pipeline_dev.emulator.serve`` on ``port`` and wait until it answers.
+
+    ``timing`` is the emulator's timing profile (``instant`` or ``realistic``:
+    :mod:`pipeline_dev.emulator.timing`).
+    """
+    code = ("from pipeline_dev.emulator import serve; "
+            f"serve(host='127.0.0.1', port={port}, timing={timing!r})")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout

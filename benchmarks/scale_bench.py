@@ -22,11 +22,13 @@ concurrency per API across all processes, and a projection for real AWS from the
 documented quotas in :mod:`pipeline.aws.limits` and the stated per-step durations.
 
     .venv/bin/python benchmarks/scale_bench.py [--images 50] [--regions 10] [--changed 10]
-                                              [--parallel 4] [--json]
+                                              [--parallel 4] [--timing realistic] [--json]
 
-The emulator answers at once (AMIs are ``available`` immediately, no throttling): this
-is its instant profile. Its figures are the tool's own overhead and call counts, not
-AWS's latencies; the projection supplies those.
+``--timing`` picks the emulator's timing profile (:mod:`pipeline_dev.emulator.timing`):
+``realistic`` (the default) keeps AMIs, copies and snapshots ``pending`` for a scaled-down
+second or so, so the waits and polls run as they do on AWS; ``instant`` makes every
+resource ready at once. Either way the figures are the tool's own overhead, call counts
+and concurrency, not AWS's latencies; the projection supplies those.
 """
 from __future__ import annotations
 
@@ -252,6 +254,8 @@ def main() -> int:
     ap.add_argument("--bake-minutes", type=float, default=20.0)
     ap.add_argument("--copy-minutes", type=float, default=15.0)
     ap.add_argument("--image-data-gib", type=float, default=4.0)
+    ap.add_argument("--timing", choices=["instant", "realistic"], default="realistic",
+                    help="emulator timing profile (default realistic)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--worker", choices=["plan", "rebuild", "promote"])
     ap.add_argument("--image")
@@ -268,7 +272,7 @@ def main() -> int:
     changed = set(names[:args.changed])
     work = Path(tempfile.mkdtemp(prefix="scale-bench-"))
     port = free_port()
-    emulator = start_emulator(port)
+    emulator = start_emulator(port, timing=args.timing)
     try:
         source = work / "node.raw"
         build_image(root_tree(work / "tree", "al2023"), source, ImageSpec(table="gpt", size=64 * MiB))
@@ -304,7 +308,8 @@ def main() -> int:
     per_image = {"total": (by_phase["matrix"] + by_phase["promote"]) / n,
                  "per_region": sum(build_region.values()) / n / len(regions)}
     report = {
-        "profile": "instant (the emulator's realistic timing profile is not available)",
+        "profile": args.timing,
+        "profile_seconds": _profile_seconds(args.timing),
         "images": args.images, "regions": len(regions), "changed": args.changed,
         "parallel": args.parallel,
         "plan_selected": selected, "rebuilt": ok, "failed": failed,
@@ -333,6 +338,16 @@ def main() -> int:
     return 1 if failed or len(ok) != args.changed else 0
 
 
+def _profile_seconds(name: str) -> dict[str, float]:
+    """The transitional-state durations of the emulator's profile ``name``."""
+    import dataclasses
+
+    from pipeline_dev.emulator.timing import PROFILES
+
+    return {k: v for k, v in dataclasses.asdict(PROFILES[name]).items()
+            if k not in ("name", "import_seconds")}
+
+
 def _median(values: list[float]) -> float:
     if not values:
         return 0.0
@@ -344,7 +359,8 @@ def _median(values: list[float]) -> float:
 def _print(r: dict[str, Any]) -> None:
     w = r["wall_seconds"]
     print(f"scale bench: {r['images']} images x {r['regions']} regions, {r['changed']} changed, "
-          f"matrix max-parallel {r['parallel']}; emulator profile: {r['profile']}")
+          f"matrix max-parallel {r['parallel']}; emulator timing profile: {r['profile']} ("
+          + ", ".join(f"{k} {v}" for k, v in r["profile_seconds"].items()) + ")")
     print(f"plan selected {len(r['plan_selected'])}: {', '.join(r['plan_selected'])}")
     print(f"wall time: plan {w['plan']} s, matrix {w['matrix']} s, promote {w['promote']} s, "
           f"total {w['total']} s (median job: rebuild {r['job_seconds']['rebuild_median']} s, "

@@ -468,15 +468,27 @@ def delete_volumes(clients: Clients, region: str | None, owner: Owner,
     ids = _refuse_empty(what, ids)
     ec2 = _client_of(clients, "ec2", region)
     reg = _region_of(clients, region)
+    return _delete_verified(
+        owner, what, "volume", reg, ids,
+        lambda batch: _build_tags(ec2.describe_volumes(VolumeIds=batch), "Volumes", "VolumeId"),
+        lambda v: _retry_dependency(partial(_act, "volume", v, reg, ec2.delete_volume,
+                                            VolumeId=v), SETTLE_SECONDS))
 
-    def one(batch: list[str]) -> dict[str, str | None]:
-        resp = ec2.describe_volumes(VolumeIds=batch)
-        return {v["VolumeId"]: _build_tag(v.get("Tags")) for v in resp.get("Volumes", [])}
-    found = _describe_each(one, ids)
-    _verify(owner, "volume", what, found, ids)
-    return _gone("volume", [i for i in ids if i not in found], reg) + [
-        _retry_dependency(partial(_act, "volume", v, reg, ec2.delete_volume, VolumeId=v),
-                          SETTLE_SECONDS) for v in ids if v in found]
+
+def _build_tags(resp: Mapping[str, Any], items: str, id_key: str) -> dict[str, str | None]:
+    """{resource id: its build-id tag} of one Describe answer."""
+    return {x[id_key]: _build_tag(x.get("Tags")) for x in resp.get(items, [])}
+
+
+def _delete_verified(owner: Owner, what: str, kind: str, region: str, ids: list[str],
+                     describe: Callable[[list[str]], dict[str, str | None]],
+                     delete: Callable[[str], Removal]) -> list[Removal]:
+    """Describe ``ids`` afresh (``describe`` a batch to {id: build tag}), refuse unless all
+    found are the owner's, then ``delete`` each one found; the rest are ``gone``."""
+    found = _describe_each(describe, ids)
+    _verify(owner, kind, what, found, ids)
+    return _gone(kind, [i for i in ids if i not in found], region) + [
+        delete(i) for i in ids if i in found]
 
 
 def delete_security_groups(clients: Clients, region: str | None, owner: Owner,
@@ -487,16 +499,13 @@ def delete_security_groups(clients: Clients, region: str | None, owner: Owner,
     ids = _refuse_empty(what, ids)
     ec2 = _client_of(clients, "ec2", region)
     reg = _region_of(clients, region)
-
-    def one(batch: list[str]) -> dict[str, str | None]:
-        resp = ec2.describe_security_groups(GroupIds=batch)
-        return {g["GroupId"]: _build_tag(g.get("Tags")) for g in resp.get("SecurityGroups", [])}
-    found = _describe_each(one, ids)
-    _verify(owner, "security-group", what, found, ids)
     wait = SETTLE_SECONDS if settle is None else settle
-    return _gone("security-group", [i for i in ids if i not in found], reg) + [
-        _retry_dependency(partial(_act, "security-group", g, reg, ec2.delete_security_group,
-                                  GroupId=g), wait) for g in ids if g in found]
+    return _delete_verified(
+        owner, what, "security-group", reg, ids,
+        lambda batch: _build_tags(ec2.describe_security_groups(GroupIds=batch),
+                                  "SecurityGroups", "GroupId"),
+        lambda g: _retry_dependency(partial(_act, "security-group", g, reg,
+                                            ec2.delete_security_group, GroupId=g), wait))
 
 
 def image_ids_named(clients: Clients | Any, region: str | None,
@@ -532,14 +541,10 @@ def delete_key_pairs(clients: Clients, region: str | None, owner: Owner,
     names = _refuse_empty(what, names)
     ec2 = _client_of(clients, "ec2", region)
     reg = _region_of(clients, region)
-
-    def one(batch: list[str]) -> dict[str, str | None]:
-        resp = ec2.describe_key_pairs(KeyNames=batch)
-        return {k["KeyName"]: _build_tag(k.get("Tags")) for k in resp.get("KeyPairs", [])}
-    found = _describe_each(one, names)
-    _verify(owner, "key-pair", what, found, names)
-    return _gone("key-pair", [n for n in names if n not in found], reg) + [
-        _act("key-pair", n, reg, ec2.delete_key_pair, KeyName=n) for n in names if n in found]
+    return _delete_verified(
+        owner, what, "key-pair", reg, names,
+        lambda batch: _build_tags(ec2.describe_key_pairs(KeyNames=batch), "KeyPairs", "KeyName"),
+        lambda n: _act("key-pair", n, reg, ec2.delete_key_pair, KeyName=n))
 
 
 def delete_launch_templates(clients: Clients, region: str | None, owner: Owner,

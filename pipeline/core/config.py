@@ -869,11 +869,25 @@ def _channels(raw: Any) -> tuple[ChannelSettings, ...]:
 def _semantic_problems(raw: dict[str, Any], base_dir: Path) -> list[str]:
     out: list[str] = _channel_problems(raw)
     aws = raw.get("aws") or {}
+    out += _aws_problems(aws)
+    out += _cluster_problems(raw.get("cluster") or {})
+    home_region = aws.get("region", "us-east-1")
+    images = raw.get("images") or []
+    names = [i.get("name") for i in images if isinstance(i, dict)]
+    for idx, img in enumerate(images):
+        if isinstance(img, dict):
+            out += _image_problems(idx, img, names, str(home_region), base_dir)
+    out += _launch_template_problems(raw, names)
+    out += _folder_problems(raw, base_dir)
+    return out
+
+
+def _aws_problems(aws: dict[str, Any]) -> list[str]:
+    out: list[str] = []
     if isinstance(aws.get("region"), str):      # other types: the schema says so
         p = region_problem(aws["region"], "aws.region")
         if p:
             out.append(p)
-    home_region = aws.get("region", "us-east-1")
     endpoint_url = aws.get("endpoint_url")
     if isinstance(endpoint_url, str) and endpoint_url:
         try:
@@ -883,7 +897,11 @@ def _semantic_problems(raw: dict[str, Any], base_dir: Path) -> list[str]:
             ok = False
         if not ok:
             out.append(f"aws.endpoint_url: expected http(s)://HOST[:PORT], got {endpoint_url!r}")
-    cluster = raw.get("cluster") or {}
+    return out
+
+
+def _cluster_problems(cluster: dict[str, Any]) -> list[str]:
+    out: list[str] = []
     cidr = cluster.get("service_cidr")
     net = None
     if cidr is not None:
@@ -917,61 +935,67 @@ def _semantic_problems(raw: dict[str, Any], base_dir: Path) -> list[str]:
             out.append(p.replace("cluster.certificate_authority ", "cluster.certificate_authority: ", 1)
                        + ("" if "describe-cluster" in p else
                           "; use certificateAuthority.data from `aws eks describe-cluster`"))
-    images = raw.get("images") or []
-    names = [i.get("name") for i in images if isinstance(i, dict)]
-    for idx, img in enumerate(images):
-        if not isinstance(img, dict):
+    return out
+
+
+def _image_problems(idx: int, img: dict[str, Any], names: list[Any], home_region: str,
+                    base_dir: Path) -> list[str]:
+    out: list[str] = []
+    if img.get("name") in names[:idx]:
+        out.append(f"images[{idx}].name: expected a unique name, {img.get('name')!r} repeats")
+    has_bake, has_import = "bake" in img, "import" in img
+    if has_bake == has_import:
+        out.append(f"images[{idx}]: expected exactly one of 'bake' or 'import'")
+    regions = img.get("regions") or []
+    for r_idx, region in enumerate(regions):
+        if not isinstance(region, str):
             continue
-        if img.get("name") in names[:idx]:
-            out.append(f"images[{idx}].name: expected a unique name, {img.get('name')!r} repeats")
-        has_bake, has_import = "bake" in img, "import" in img
-        if has_bake == has_import:
-            out.append(f"images[{idx}]: expected exactly one of 'bake' or 'import'")
-        regions = img.get("regions") or []
-        for r_idx, region in enumerate(regions):
-            if not isinstance(region, str):
-                continue
-            p = region_problem(region, f"images[{idx}].regions[{r_idx}]")
-            if p:
-                out.append(p)
-        if len(set(map(str, regions))) != len(regions):
-            out.append(f"images[{idx}].regions: a region is listed twice; list each once")
-        targets = set(map(str, regions)) or {str(home_region)}
-        for region, key in (img.get("kms_key_ids") or {}).items():
-            p = region_problem(region, f"images[{idx}].kms_key_ids.{region}")
-            if p:
-                out.append(p)
-            elif region not in targets:
-                out.append(f"images[{idx}].kms_key_ids.{region}: region {region} is not in "
-                           f"regions {sorted(targets)}; add it to regions or remove the key")
-            p = kms_key_problem(key, f"images[{idx}].kms_key_ids.{region}", region)
-            if p:
-                out.append(p)
-        imp = img.get("import") or {}
-        if imp.get("kms_key_id") is not None:
-            p = kms_key_problem(imp["kms_key_id"], f"images[{idx}].import.kms_key_id",
-                                str(home_region))
-            if p:
-                out.append(p)
-        if imp.get("bucket") is not None and not re.fullmatch(
-                r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", str(imp["bucket"])):
-            out.append(f"images[{idx}].import.bucket: expected an S3 bucket name (3-63 lower-case "
-                       f"letters, digits, '.' or '-'), got {imp['bucket']!r}")
-        bake = img.get("bake") or {}
-        base = bake.get("base")
-        if base is not None:
-            ways = [k for k in ("ssm_parameter", "ami_id", "name_filter") if k in base]
-            if len(ways) != 1:
-                out.append(f"images[{idx}].bake.base: expected exactly one of ssm_parameter, "
-                           f"ami_id or name_filter, got {ways or 'none'}")
-            if "name_filter" in base and not base.get("owners"):
-                out.append(f"images[{idx}].bake.base.owners: required with name_filter")
-        for v_idx, vf in enumerate(bake.get("var_files") or []):
-            path = _resolve(base_dir, vf)
-            if not path.is_file():
-                what = "not a regular file" if path.exists() else "not found"
-                out.append(f"images[{idx}].bake.var_files[{v_idx}]: {path} {what}; fix the path "
-                           "(relative paths start at the configuration's folder)")
+        p = region_problem(region, f"images[{idx}].regions[{r_idx}]")
+        if p:
+            out.append(p)
+    if len(set(map(str, regions))) != len(regions):
+        out.append(f"images[{idx}].regions: a region is listed twice; list each once")
+    targets = set(map(str, regions)) or {str(home_region)}
+    for region, key in (img.get("kms_key_ids") or {}).items():
+        p = region_problem(region, f"images[{idx}].kms_key_ids.{region}")
+        if p:
+            out.append(p)
+        elif region not in targets:
+            out.append(f"images[{idx}].kms_key_ids.{region}: region {region} is not in "
+                       f"regions {sorted(targets)}; add it to regions or remove the key")
+        p = kms_key_problem(key, f"images[{idx}].kms_key_ids.{region}", region)
+        if p:
+            out.append(p)
+    imp = img.get("import") or {}
+    if imp.get("kms_key_id") is not None:
+        p = kms_key_problem(imp["kms_key_id"], f"images[{idx}].import.kms_key_id",
+                            str(home_region))
+        if p:
+            out.append(p)
+    if imp.get("bucket") is not None and not re.fullmatch(
+            r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", str(imp["bucket"])):
+        out.append(f"images[{idx}].import.bucket: expected an S3 bucket name (3-63 lower-case "
+                   f"letters, digits, '.' or '-'), got {imp['bucket']!r}")
+    bake = img.get("bake") or {}
+    base = bake.get("base")
+    if base is not None:
+        ways = [k for k in ("ssm_parameter", "ami_id", "name_filter") if k in base]
+        if len(ways) != 1:
+            out.append(f"images[{idx}].bake.base: expected exactly one of ssm_parameter, "
+                       f"ami_id or name_filter, got {ways or 'none'}")
+        if "name_filter" in base and not base.get("owners"):
+            out.append(f"images[{idx}].bake.base.owners: required with name_filter")
+    for v_idx, vf in enumerate(bake.get("var_files") or []):
+        path = _resolve(base_dir, vf)
+        if not path.is_file():
+            what = "not a regular file" if path.exists() else "not found"
+            out.append(f"images[{idx}].bake.var_files[{v_idx}]: {path} {what}; fix the path "
+                       "(relative paths start at the configuration's folder)")
+    return out
+
+
+def _launch_template_problems(raw: dict[str, Any], names: list[Any]) -> list[str]:
+    out: list[str] = []
     lts = raw.get("launch_templates") or []
     lt_names = [lt.get("name") for lt in lts if isinstance(lt, dict)]
     for idx, lt in enumerate(lts):
@@ -1009,6 +1033,11 @@ def _semantic_problems(raw: dict[str, Any], base_dir: Path) -> list[str]:
                 out.append(f"{where}.user_data.labels: {key!r}: {value!r} is not a Kubernetes "
                            "label (KEY: [PREFIX/]NAME, VALUE: up to 63 letters, digits, '-', '_' "
                            "or '.', starting and ending alphanumeric)")
+    return out
+
+
+def _folder_problems(raw: dict[str, Any], base_dir: Path) -> list[str]:
+    out: list[str] = []
     for key, default in (("karpenter.output_dir", "build/karpenter"),
                          ("build.state_dir", "build")):
         section, name = key.split(".")

@@ -366,12 +366,7 @@ def publish(settings: Settings, clients: Clients, req: PublishRequest, *,
     region = region or clients.region
     ec2 = clients.client("ec2", region=region)
     channel = req.channel or lt.channel or None
-    if req.karpenter is not None and req.karpenter not in kp.VERSIONS + ("none",):
-        raise InputError(f"--karpenter {req.karpenter!r}: expected v1 or v1alpha5")
-    if req.source_version is not None and not str(req.source_version).isdigit():
-        raise InputError(f"--source-version {req.source_version!r}: expected a version number")
-    if req.ad_hoc and any(t.name == req.template for t in settings.launch_templates):
-        raise InputError(f"--ad-hoc: template {req.template!r} is configured; drop --ad-hoc")
+    _check_request(settings, req)
     file_text = _read_user_data_file(req.user_data_file) if req.user_data_file else None
 
     image = describe_image(ec2, req.ami_id)                                    # call 1
@@ -411,15 +406,7 @@ def publish(settings: Settings, clients: Clients, req: PublishRequest, *,
         raise InputError(f"launch template {name}: --source-version {source} not found")
     latest = max((v.version for v in found or []), default=0)
 
-    new: dict[str, Any] = {"ImageId": image.image_id, "UserData": ud.encode(text)}
-    if lt.instance_profile:
-        new["IamInstanceProfile"] = {"Name": lt.instance_profile}
-    if lt.security_group_ids:
-        new["SecurityGroupIds"] = list(lt.security_group_ids)
-    resulting = lt_mod.overlay(src.data if src else {}, new)
-    defaults, applied = lt_mod.apply_secure_defaults(resulting, image.root_device)
-    new.update(defaults)
-    resulting = lt_mod.overlay(resulting, defaults)
+    new, resulting, applied = _template_data(lt, image, src, text)
     sg_ids = list(resulting.get("SecurityGroupIds") or [])
     groups = lt_mod.describe_security_groups(ec2, sg_ids) if sg_ids else {}   # call 3
     problems = lt_mod.rule_problems(resulting, root_device=image.root_device, groups=groups)
@@ -428,15 +415,7 @@ def publish(settings: Settings, clients: Clients, req: PublishRequest, *,
         warnings.append(allowed_verdict.warning)
     warnings += ud_warnings            # e.g. a MIME document without its closing boundary
     warnings += verify_notes
-    if problems:
-        lines = [f"launch template {name}: {p}" for p in problems]
-        if lt.karpenter or req.ad_hoc:
-            why = "configured for Karpenter" if lt.karpenter else "an --ad-hoc template"
-            raise LintError(f"{lines[0]} (refused: {why})"
-                            if len(lines) == 1 else
-                            f"launch template {name}: {len(lines)} rule problems (refused: "
-                            f"{why}); first: {problems[0]}", lines)
-        warnings += problems
+    warnings += _rule_problems(lt, req, problems)
 
     ud_sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
     description = lt_mod.version_description(ami_id=image.image_id, build_id=image.build_id,
@@ -507,6 +486,45 @@ def publish(settings: Settings, clients: Clients, req: PublishRequest, *,
         previous_default_version=previous_default, pointer=pointer, warnings=warnings,
         secure_defaults=applied, karpenter_manifests=[str(p) for p in paths],
         karpenter_notes=[m.note for m in manifests if m.note], protection=protection)
+
+
+def _check_request(settings: Settings, req: PublishRequest) -> None:
+    """The request's own flags, before any AWS call."""
+    if req.karpenter is not None and req.karpenter not in kp.VERSIONS + ("none",):
+        raise InputError(f"--karpenter {req.karpenter!r}: expected v1 or v1alpha5")
+    if req.source_version is not None and not str(req.source_version).isdigit():
+        raise InputError(f"--source-version {req.source_version!r}: expected a version number")
+    if req.ad_hoc and any(t.name == req.template for t in settings.launch_templates):
+        raise InputError(f"--ad-hoc: template {req.template!r} is configured; drop --ad-hoc")
+
+
+def _template_data(lt: LaunchTemplateSettings, image: ImageInfo, src: TemplateVersion | None,
+                   text: str) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    """(the data the new version sets, the version's resulting data, the secure defaults
+    applied): the AMI, user data, profile and groups over the source version's data."""
+    new: dict[str, Any] = {"ImageId": image.image_id, "UserData": ud.encode(text)}
+    if lt.instance_profile:
+        new["IamInstanceProfile"] = {"Name": lt.instance_profile}
+    if lt.security_group_ids:
+        new["SecurityGroupIds"] = list(lt.security_group_ids)
+    resulting = lt_mod.overlay(src.data if src else {}, new)
+    defaults, applied = lt_mod.apply_secure_defaults(resulting, image.root_device)
+    new.update(defaults)
+    return new, lt_mod.overlay(resulting, defaults), applied
+
+
+def _rule_problems(lt: LaunchTemplateSettings, req: PublishRequest,
+                   problems: list[str]) -> list[str]:
+    """The template rule problems as warnings, or a LintError for a Karpenter or an
+    --ad-hoc template (which must pass the rules)."""
+    if problems and (lt.karpenter or req.ad_hoc):
+        lines = [f"launch template {lt.name}: {p}" for p in problems]
+        why = "configured for Karpenter" if lt.karpenter else "an --ad-hoc template"
+        raise LintError(f"{lines[0]} (refused: {why})"
+                        if len(lines) == 1 else
+                        f"launch template {lt.name}: {len(lines)} rule problems (refused: "
+                        f"{why}); first: {problems[0]}", lines)
+    return list(problems)
 
 
 def _read_user_data_file(path: str) -> str:

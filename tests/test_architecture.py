@@ -168,3 +168,41 @@ def test_no_circular_imports() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=ROOT).stdout.strip()
     assert out == ""
+
+
+def _readme_tree() -> dict[str, set[str]]:
+    """The README's architecture tree: package (``core``...) -> the module names it lists."""
+    text = (ROOT / "README.md").read_text()
+    start = text.index("## Architecture")
+    block = text[text.index("```\npipeline/\n", start) + 4:]
+    block = block[:block.index("```")]
+    tree: dict[str, set[str]] = {}
+    current = ""
+    for line in block.splitlines():
+        if not line.startswith("  ") or line.startswith("   " * 2) and not current:
+            current = ""
+            continue
+        words = line[:62].split()   # the first column: package and module names
+        if line.startswith("  ") and not line.startswith("   "):
+            current = words[0].rstrip("/") if words else ""
+            words = words[1:]
+        if current:
+            tree.setdefault(current, set()).update(w.rstrip("/") for w in words)
+    return tree
+
+
+def test_the_readme_tree_matches_the_code() -> None:
+    tree = _readme_tree()
+    problems = []
+    for layer in LAYERS:
+        modules = {p.stem for p in (PKG / layer).glob("*.py") if p.stem != "__init__"}
+        modules |= {p.name for p in (PKG / layer).iterdir()
+                    if p.is_dir() and (p / "__init__.py").exists()}
+        listed = tree.get(layer, set())
+        problems += [f"{layer}/{m} is not in the README tree" for m in sorted(modules - listed)]
+        problems += [f"{layer}/{m} is in the README tree but not in the code"
+                     for m in sorted(listed - modules)]
+    for entry in ("cli.py", "tasks.py", "__main__.py"):
+        if entry not in tree or not (PKG / entry).exists():
+            problems.append(f"pipeline/{entry}: README tree and code disagree")
+    assert not problems, problems

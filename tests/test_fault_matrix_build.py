@@ -335,6 +335,7 @@ def test_import_fault_matrix(method, emulator, clients, proxy, neighbours, tmp_p
     with capsys.disabled():
         print(f"\nimport {method} fault matrix: {len(matrix.cells)} cells "
               f"({', '.join(f'{c} {t:.1f}s' for c, t in zip(matrix.cells, matrix.times))})")
+    assert len(matrix.cells) == 7
     assert len(matrix.cells) >= 6
 
 
@@ -354,12 +355,23 @@ run_plan(s, clients, plan)
 """
 
 
+#: SIGINT cells of bake: (label, fault). The verify boundary is the CreateTags call that
+#: writes the verdict (Packer's own CreateTags carry no verdict).
+_BAKE_INTERRUPT_AT = (
+    ("interrupt@RunInstances", Fault("RunInstances", kind="interrupt")),
+    ("interrupt@CreateImage", Fault("CreateImage", kind="interrupt")),
+    ("interrupt@CreateTags(verify)", Fault("CreateTags", kind="interrupt", body=b"verdict")),
+)
+
+
 @pytest.mark.packer
 @pytest.mark.skipif(__import__("shutil").which("packer") is None, reason="packer not installed")
 def test_bake_fault_matrix(emulator, clients, proxy, neighbours, tmp_path, capsys):
     """Packer failing after its instance started (AWS error at CreateImage), our own
-    first write refused (the journal: nothing may be created), and SIGKILL of the
-    whole bake (Python and Packer) right after CreateImage: only the journal tells."""
+    first write refused (the journal: nothing may be created), SIGINT right after
+    RunInstances, CreateImage and the verdict tags of verify, and SIGKILL of the whole
+    bake (Python and Packer) right after RunInstances and CreateImage: only the journal
+    tells."""
     from pipeline.bake.build import plan_bake, run_plan
     from tests.test_bake import AL2023_PARAM, _settings as bake_settings
 
@@ -384,16 +396,29 @@ def test_bake_fault_matrix(emulator, clients, proxy, neighbours, tmp_path, capsy
         assert not ok and proxy.hits, (label, result)
         matrix.check(label, before, False)
 
-    before = account(clients)
-    proxy.reset()
-    args = json.dumps({"emulator": emulator.endpoint, "proxy": proxy.endpoint,
-                       "tmp": str(tmp_path / "child"), "param": AL2023_PARAM})
+    # SIGINT at the phase boundaries, right after AWS applied the call: Packer's instance
+    # started, its CreateImage, and our verification tags on the available AMI (verify).
+    _in_main_thread()
+    for label, fault in _BAKE_INTERRUPT_AT:
+        before = account(clients)
+        proxy.reset([fault])
+        ok, result = bake_once(label.replace("@", "-").replace("(", "").replace(")", ""))
+        assert not ok and proxy.hits, (label, result)
+        assert isinstance(result, KeyboardInterrupt) or "interrupted" in str(result), result
+        matrix.check(label, before, False)
+
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    log = tmp_path / "bake-child.log"
-    assert kill_at(proxy, "CreateImage", [sys.executable, "-c", _BAKE_CHILD, args], env, log,
-                   timeout=120), log.read_text()[-2000:]
-    matrix.check("sigkill@CreateImage", before, False)
+    for action in ("RunInstances", "CreateImage"):
+        before = account(clients)
+        proxy.reset()
+        args = json.dumps({"emulator": emulator.endpoint, "proxy": proxy.endpoint,
+                           "tmp": str(tmp_path / f"child-{action}"), "param": AL2023_PARAM})
+        log = tmp_path / f"bake-child-{action}.log"
+        assert kill_at(proxy, action, [sys.executable, "-c", _BAKE_CHILD, args], env, log,
+                       timeout=120), log.read_text()[-2000:]
+        matrix.check(f"sigkill@{action}", before, False)
 
     with capsys.disabled():
         print(f"\nbake fault matrix: {len(matrix.cells)} cells "
               f"({', '.join(f'{c} {t:.1f}s' for c, t in zip(matrix.cells, matrix.times))})")
+    assert len(matrix.cells) == 7

@@ -22,7 +22,7 @@ def _parse_tasks_exit_2(self: Program) -> None:
     try:
         _invoke_parse_tasks(self)
     except ParseError as err:
-        _usage_error(_parse_error_text(err), list(sys.argv))
+        _usage_error(_parse_error_text(err), list(getattr(self, "argv", None) or sys.argv))
 
 
 if getattr(Program.parse_tasks, "__name__", "") != "_parse_tasks_exit_2":

@@ -705,11 +705,9 @@ def release_ssm_lock(clients: Clients | Any, name: str, token: str) -> bool:
     return True
 
 
-def delete_lock_parameter(clients: Clients | Any, name: str, value: str) -> bool:
-    """Delete the (stale) lock parameter ``name`` only if it still reads ``value``."""
-    if not name or not value:
-        raise UnsafeSelection("removing a stale SSM lock: no name or value; nothing deleted")
-    ssm = _client_of(clients, "ssm", None)
+def _delete_parameter_reading(ssm: Any, name: str, value: str) -> bool:
+    """Delete parameter ``name`` only while a fresh read shows ``value``; False when it is
+    gone or reads something else (nothing deleted)."""
     try:
         current = ssm.get_parameter(Name=name)["Parameter"]["Value"]
     except ClientError as err:
@@ -725,6 +723,13 @@ def delete_lock_parameter(clients: Clients | Any, name: str, value: str) -> bool
             return False
         raise
     return True
+
+
+def delete_lock_parameter(clients: Clients | Any, name: str, value: str) -> bool:
+    """Delete the (stale) lock parameter ``name`` only if it still reads ``value``."""
+    if not name or not value:
+        raise UnsafeSelection("removing a stale SSM lock: no name or value; nothing deleted")
+    return _delete_parameter_reading(_client_of(clients, "ssm", None), name, value)
 
 
 # --------------------------------------------------------------------------- S3
@@ -1103,19 +1108,4 @@ def delete_pointer_if_ours(clients: Clients, name: str, value: str, *,
     names another AMI (nothing deleted)."""
     if not name or not value:
         raise UnsafeSelection("undoing a pointer move: no name or value; nothing deleted")
-    ssm = clients.client("ssm", region=region)
-    try:
-        current = ssm.get_parameter(Name=name)["Parameter"]["Value"]
-    except ClientError as err:
-        if _not_found(err):
-            return False
-        raise
-    if current != value:
-        return False
-    try:
-        ssm.delete_parameter(Name=name)
-    except ClientError as err:
-        if _not_found(err):
-            return False
-        raise
-    return True
+    return _delete_parameter_reading(clients.client("ssm", region=region), name, value)
